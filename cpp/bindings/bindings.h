@@ -1,0 +1,13 @@
+// Declarations shared by the binding files; each Bind*() registers one family.
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+namespace svd_py {
+namespace py = pybind11;
+
+void BindErrors(py::module_& m);
+void BindComponent(py::module_& m);
+void BindIo(py::module_& m);
+
+}  // namespace svd_py

@@ -1,0 +1,140 @@
+// ModelReader / ModelWriter as _core.Reader / _core.Writer. Paths go straight
+// to the C++ sources and sinks; Python file objects are wrapped (the GIL is
+// taken only around their read/write calls).
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstring>
+
+#include "bindings/bindings.h"
+#include "nnet1/byte_sink.h"
+#include "nnet1/byte_source.h"
+#include "nnet1/errors.h"
+#include "nnet1/reader.h"
+#include "nnet1/writer.h"
+
+namespace svd_py {
+namespace {
+
+class PyFileSource : public svd::ByteSource {
+ public:
+  PyFileSource(py::object file, std::string name) : svd::ByteSource(std::move(name)), file_(std::move(file)) {}
+  ~PyFileSource() override {
+    py::gil_scoped_acquire gil;
+    file_ = py::object();
+  }
+  size_t read(char* dst, size_t n) override {
+    py::gil_scoped_acquire gil;
+    py::object chunk = file_.attr("read")(n);
+    if (!PyBytes_Check(chunk.ptr()))
+      throw svd::Error(name() + ": file object must be opened in binary mode ('rb')");
+    char* data;
+    Py_ssize_t len;
+    PyBytes_AsStringAndSize(chunk.ptr(), &data, &len);
+    std::memcpy(dst, data, static_cast<size_t>(len));
+    return static_cast<size_t>(len);
+  }
+
+ private:
+  py::object file_;
+};
+
+class PyFileSink : public svd::ByteSink {
+ public:
+  PyFileSink(py::object file, std::string name) : svd::ByteSink(std::move(name)), file_(std::move(file)) {}
+  ~PyFileSink() override {
+    py::gil_scoped_acquire gil;
+    file_ = py::object();
+  }
+  void write(const char* data, size_t n) override {
+    py::gil_scoped_acquire gil;
+    file_.attr("write")(py::bytes(data, n));
+  }
+  void commit() override {
+    py::gil_scoped_acquire gil;
+    if (py::hasattr(file_, "flush")) file_.attr("flush")();
+  }
+  void abort() noexcept override {}
+
+ private:
+  py::object file_;
+};
+
+struct Reader {
+  std::unique_ptr<svd::ModelReader> impl;
+};
+
+struct Writer {
+  std::unique_ptr<svd::ModelWriter> impl;
+};
+
+}  // namespace
+
+void BindIo(py::module_& m) {
+  py::class_<Reader>(m, "Reader")
+      .def(py::init([](const std::string& path) {
+             py::gil_scoped_release nogil;
+             return Reader{std::make_unique<svd::ModelReader>(svd::open_source(path))};
+           }),
+           py::arg("path"))
+      .def(py::init([](py::object file, const std::string& name, bool gunzip) {
+             std::unique_ptr<svd::ByteSource> src = std::make_unique<PyFileSource>(file, name);
+             if (gunzip) src = svd::gzip_source(std::move(src));
+             py::gil_scoped_release nogil;
+             return Reader{std::make_unique<svd::ModelReader>(std::move(src))};
+           }),
+           py::arg("file"), py::arg("name"), py::arg("gunzip") = false)
+      .def_property_readonly("binary", [](const Reader& r) { return r.impl->encoding() == svd::Encoding::Binary; })
+      .def_property_readonly("dialect", [](const Reader& r) {
+        return std::string(r.impl->dialect() == svd::Dialect::Kaldi ? "kaldi" : "pdnn");
+      })
+      .def_property_readonly("name", [](const Reader& r) { return r.impl->name(); })
+      .def("next", [](Reader& r) -> py::object {
+        auto c = std::make_shared<svd::Component>();
+        bool got;
+        {
+          py::gil_scoped_release nogil;
+          got = r.impl->next(c.get());
+        }
+        if (!got) return py::none();
+        return py::cast(c);
+      });
+
+  py::class_<Writer>(m, "Writer")
+      .def(py::init([](py::object target, const std::string& name, bool binary, const std::string& dialect,
+                       const std::string& digits) {
+             svd::WriteOptions o;
+             o.encoding = binary ? svd::Encoding::Binary : svd::Encoding::Text;
+             if (dialect == "kaldi") o.dialect = svd::Dialect::Kaldi;
+             else if (dialect == "pdnn") o.dialect = svd::Dialect::Pdnn;
+             else throw svd::Error("dialect must be 'kaldi' or 'pdnn', got '" + dialect + "'");
+             if (digits == "shortest") o.digits = svd::Digits::Shortest;
+             else if (digits == "kaldi") o.digits = svd::Digits::Kaldi;
+             else throw svd::Error("digits must be 'shortest' or 'kaldi', got '" + digits + "'");
+             if (o.dialect == svd::Dialect::Pdnn && binary)
+               throw svd::Error("the PDNN dialect is text only; use binary=False or dialect='kaldi'");
+             std::unique_ptr<svd::ByteSink> sink;
+             if (py::isinstance<py::str>(target)) {
+               std::string path = target.cast<std::string>();
+               py::gil_scoped_release nogil;
+               sink = svd::open_sink(path);
+             } else {
+               sink = std::make_unique<PyFileSink>(target, name);
+             }
+             return Writer{std::make_unique<svd::ModelWriter>(std::move(sink), o)};
+           }),
+           py::arg("target"), py::arg("name"), py::arg("binary"), py::arg("dialect"), py::arg("digits"))
+      .def("write", [](Writer& w, const svd::Component& c) {
+        py::gil_scoped_release nogil;
+        w.impl->write(c);
+      })
+      .def("close", [](Writer& w) {
+        py::gil_scoped_release nogil;
+        w.impl->close();
+      })
+      .def("abort", [](Writer& w) { w.impl->abort(); })
+      .def("notes", [](const Writer& w) { return w.impl->notes(); })
+      .def_property_readonly("components_written", [](const Writer& w) { return w.impl->components_written(); });
+}
+
+}  // namespace svd_py

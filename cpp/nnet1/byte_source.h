@@ -1,0 +1,42 @@
+// Where model bytes come from: a file, stdin, a gzip stream, or (from the
+// bindings) a Python file object. Sources only move bytes; parsing lives in
+// text_scanner / reader.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace svd {
+
+class ByteSource {
+ public:
+  explicit ByteSource(std::string name) : name_(std::move(name)) {}
+  virtual ~ByteSource() = default;
+  ByteSource(const ByteSource&) = delete;
+  ByteSource& operator=(const ByteSource&) = delete;
+
+  // Reads up to n bytes into dst; returns 0 only at end of input. Throws Error.
+  virtual size_t read(char* dst, size_t n) = 0;
+  // Bytes this source will deliver in total, or -1 if unknown (pipes, gzip).
+  virtual int64_t size_hint() const { return -1; }
+
+  const std::string& name() const { return name_; }
+
+ private:
+  std::string name_;
+};
+
+// Opens a path ("-" is stdin). Gzip input (by its magic bytes, whatever the
+// name) is decompressed on the fly when the core was built with zlib; without
+// zlib, open_source throws Error and the Python layer decompresses instead.
+std::unique_ptr<ByteSource> open_source(const std::string& path);
+
+// Wraps another source and inflates the gzip stream it carries.
+std::unique_ptr<ByteSource> gzip_source(std::unique_ptr<ByteSource> inner);
+
+// True when this build can read gzip itself.
+bool have_zlib();
+
+}  // namespace svd

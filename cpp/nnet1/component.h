@@ -1,0 +1,120 @@
+// The in-memory form of one nnet1 component and the table of component kinds.
+// Kinds whose data layout we model are parsed into parameters; every other
+// kind (LSTM, convolution, a fork's own, ...) keeps its exact bytes.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace svd {
+
+enum class Encoding { Text, Binary };
+enum class Dialect { Kaldi, Pdnn };
+
+enum class Kind {
+  // Modelled: parsed, validated, converted between encodings and dialects.
+  AffineTransform,
+  LinearTransform,
+  Sigmoid,
+  Tanh,
+  Softmax,
+  HiddenSoftmax,
+  BlockSoftmax,
+  ParametricRelu,
+  Dropout,
+  LengthNormComponent,
+  Splice,
+  Copy,
+  AddShift,
+  Rescale,
+  Relu,    // PDNN <relu>: Kaldi has no such component
+  Linear,  // PDNN <linear>: the identity
+  // Known to Kaldi but kept as raw bytes.
+  ConvolutionalComponent,
+  LstmProjected,
+  BlstmProjected,
+  RecurrentComponent,
+  Rbm,
+  KlHmm,
+  AveragePoolingComponent,
+  MaxPoolingComponent,
+  SentenceAveragingComponent,
+  SimpleSentenceAveragingComponent,
+  FramePoolingComponent,
+  ParallelComponent,
+  MultiBasisComponent,
+  Unknown,
+};
+
+// What follows the dims of a modelled kind, in Kaldi's order.
+enum class Layout {
+  None,          // activations
+  Affine,        // coefs, matrix out x in, vector out
+  Linear,        // coefs, matrix out x in
+  OneVector,     // optional <LearnRateCoef>, vector in (AddShift, Rescale)
+  TwoVectors,    // coefs, vector out, vector out (ParametricRelu)
+  IntVector,     // integer vector (Splice, Copy, BlockSoftmax)
+  DropoutRate,   // <DropoutRate> (or <DropoutRetention>)
+  Raw,           // not modelled
+};
+
+struct KindInfo {
+  Kind kind;
+  const char* name;        // canonical kind name, e.g. "AffineTransform"
+  const char* marker;      // Kaldi's marker, e.g. "<AffineTransform>"; PDNN-only kinds: the PDNN one
+  Layout layout;
+  bool same_dims;          // input dim must equal output dim
+  // Scalar attributes (token, default) in Kaldi's write order.
+  std::vector<std::pair<const char*, float>> coefs;
+  // Names of the float parameters as nnet-info prints them.
+  std::vector<const char*> param_names;
+};
+
+const KindInfo& kind_info(Kind kind);
+// Case-insensitive lookup as Kaldi's MarkerToType does (plus <relu>, <linear>
+// and Kaldi's backward-compatible aliases). Unknown markers give Kind::Unknown.
+Kind kind_from_marker(const std::string& marker);
+bool is_modelled(Kind kind);
+
+// A float block: a matrix (rows x cols, row-major) or a vector (rows == -1).
+struct FloatBlock {
+  std::vector<float> data;
+  int64_t rows = -1;
+  int64_t cols = 0;
+  bool is_matrix() const { return rows >= 0; }
+  int64_t size() const { return static_cast<int64_t>(data.size()); }
+};
+
+struct Component {
+  Kind kind = Kind::Unknown;
+  std::string marker;  // as written in the input, e.g. "<affinetransform>"
+  int32_t output_dim = 0;
+  int32_t input_dim = 0;
+  // Scalar attributes in the kind's canonical order, defaults filled in.
+  std::vector<std::pair<std::string, float>> coefs;
+  // Float parameters in order (Affine: weight, bias; ParametricRelu: alpha, beta; ...).
+  std::vector<FloatBlock> params;
+  // Integer data (Splice offsets, Copy indices as written (1-based), BlockSoftmax dims).
+  std::vector<int32_t> ints;
+  // Unmodelled kinds: the bytes after the dims up to, not including, the
+  // <!EndOfComponent> (or the next component), in raw_encoding.
+  std::string raw;
+  Encoding raw_encoding = Encoding::Text;
+
+  float coef(const std::string& token, float fallback) const;
+  void set_coef(const std::string& token, float value);
+  // Parameter count as nnet-info counts it; -1 when unknown (raw kinds).
+  int64_t num_params() const;
+  // Kaldi-compatible structural checks (dims of params match the header, ...).
+  // Returns an empty string when fine, else what is wrong.
+  std::string check() const;
+};
+
+// Factories for the kinds the API builds (compress uses these).
+Component make_affine(int32_t out, int32_t in);
+Component make_linear(int32_t out, int32_t in);
+Component make_simple(Kind kind, int32_t dim);
+
+}  // namespace svd

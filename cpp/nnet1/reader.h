@@ -1,0 +1,71 @@
+// Streaming nnet1 reader: one component at a time, in any of the three
+// dialects (Kaldi text, Kaldi binary, PDNN-style text). Memory is bounded by the
+// largest component; declared sizes are checked against the input's size
+// before anything is allocated.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "nnet1/component.h"
+#include "nnet1/text_scanner.h"
+
+namespace svd {
+
+class ModelReader {
+ public:
+  explicit ModelReader(std::unique_ptr<ByteSource> source);
+
+  Encoding encoding() const { return encoding_; }
+  // Known after the first component (or the end of an empty model).
+  Dialect dialect() const { return dialect_; }
+  bool saw_wrapper() const { return saw_wrapper_; }
+  const std::string& name() const { return scanner_.name(); }
+
+  // Reads the next component into *out; false at the end of the model.
+  // Throws FormatError on malformed input.
+  bool next(Component* out);
+
+ private:
+  [[noreturn]] void fail(const std::string& what) const;
+  [[noreturn]] void fail_at(const char* at, const std::string& what) const;
+  [[noreturn]] void fail_at(int64_t offset, const std::string& what) const;
+  std::string where(const char* at) const;
+
+  // text
+  std::string text_token();
+  bool text_peek_is(char c);
+  int32_t text_int(const char* what);
+  float text_float_scalar(const std::string& token);
+  void text_matrix(FloatBlock* m, int64_t rows, int64_t cols);
+  void text_vector(FloatBlock* v, int64_t dim, const char* what);
+  void text_int_vector(std::vector<int32_t>* v);
+  void text_raw(Component* c);
+  // binary
+  std::string bin_token();
+  int32_t bin_int(const char* what);
+  float bin_float(const std::string& token);
+  void bin_block(FloatBlock* b, bool matrix, int64_t rows, int64_t cols, const char* what);
+  void bin_int_vector(std::vector<int32_t>* v);
+  void bin_raw(Component* c);
+
+  void read_data(Component* c);
+  void read_coefs(Component* c);
+  void read_end_marker();
+  void check_alloc(int64_t count, int64_t min_bytes_each, const char* what);
+  void check_finite(const FloatBlock& b, const char* what, int64_t data_offset);
+
+  Scanner scanner_;
+  Encoding encoding_ = Encoding::Text;
+  Dialect dialect_ = Dialect::Kaldi;
+  bool saw_wrapper_ = false;
+  bool finished_ = false;
+  bool first_ = true;
+  int index_ = 0;  // 1-based index of the component being read
+  int component_count_ = 0;
+  std::string marker_;
+  int32_t prev_output_ = -1;
+  std::string prev_marker_;
+};
+
+}  // namespace svd

@@ -1,0 +1,131 @@
+#include "nnet1/text_scanner.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace svd {
+namespace {
+constexpr size_t kChunk = 1 << 20;
+
+inline bool is_space(unsigned char c) {
+  return c == ' ' || c == '\n' || c == '\t' || c == '\r' || c == '\v' || c == '\f';
+}
+}  // namespace
+
+Scanner::Scanner(std::unique_ptr<ByteSource> source)
+    : source_(std::move(source)), buf_(kChunk) {}
+
+int64_t Scanner::remaining_hint() const {
+  int64_t total = source_->size_hint();
+  return total < 0 ? -1 : std::max<int64_t>(0, total - offset());
+}
+
+void Scanner::shift() {
+  if (pos_ == 0) return;
+  const char* b = buf_.data();
+  lines_before_ += std::count(b, b + pos_, '\n');
+  const void* nl = memrchr(b, '\n', pos_);
+  if (nl) last_nl_before_ = base_offset_ + (static_cast<const char*>(nl) - b);
+  std::memmove(buf_.data(), b + pos_, end_ - pos_);
+  base_offset_ += static_cast<int64_t>(pos_);
+  end_ -= pos_;
+  pos_ = 0;
+}
+
+bool Scanner::fill_more(size_t want_total) {
+  // want_total: bytes wanted from pos_ onwards.
+  if (pos_ + want_total > buf_.size()) {
+    shift();
+    if (want_total > buf_.size()) buf_.resize(std::max(want_total, buf_.size() * 2));
+  }
+  while (end_ - pos_ < want_total && !eof_) {
+    if (end_ == buf_.size()) {
+      shift();
+      if (end_ == buf_.size()) buf_.resize(buf_.size() * 2);
+    }
+    size_t got = source_->read(buf_.data() + end_, buf_.size() - end_);
+    if (got == 0) eof_ = true;
+    end_ += got;
+  }
+  return end_ - pos_ >= want_total;
+}
+
+bool Scanner::ensure(size_t n) {
+  if (end_ - pos_ >= n) return true;
+  return fill_more(n);
+}
+
+int Scanner::peek() {
+  if (pos_ == end_ && !ensure(1)) return -1;
+  return static_cast<unsigned char>(buf_[pos_]);
+}
+
+void Scanner::line_col(const char* p, int64_t* line, int64_t* col) const {
+  const char* b = buf_.data();
+  size_t upto = static_cast<size_t>(std::clamp<std::ptrdiff_t>(p - b, 0, end_));
+  *line = lines_before_ + std::count(b, b + upto, '\n') + 1;
+  const void* nl = memrchr(b, '\n', upto);
+  int64_t line_start = nl ? base_offset_ + (static_cast<const char*>(nl) - b) + 1
+                          : last_nl_before_ + 1;
+  *col = base_offset_ + static_cast<int64_t>(upto) - line_start + 1;
+}
+
+void Scanner::skip_ws() {
+  for (;;) {
+    while (pos_ < end_ && is_space(static_cast<unsigned char>(buf_[pos_]))) ++pos_;
+    if (pos_ < end_ || !ensure(1)) return;
+  }
+}
+
+std::string Scanner::read_token() {
+  skip_ws();
+  std::string tok;
+  for (;;) {
+    size_t start = pos_;
+    while (pos_ < end_ && !is_space(static_cast<unsigned char>(buf_[pos_]))) ++pos_;
+    if (tok.size() < 4096) tok.append(buf_.data() + start, std::min<size_t>(pos_ - start, 4096));
+    if (pos_ < end_ || !ensure(1)) return tok;
+  }
+}
+
+size_t Scanner::line_length() {
+  size_t scanned = 0;
+  for (;;) {
+    const void* nl = std::memchr(buf_.data() + pos_ + scanned, '\n', end_ - pos_ - scanned);
+    if (nl) return static_cast<size_t>(static_cast<const char*>(nl) - (buf_.data() + pos_));
+    scanned = end_ - pos_;
+    if (!fill_more(scanned + kChunk) && end_ - pos_ == scanned) return scanned;
+  }
+}
+
+bool Scanner::read_exact(char* dst, size_t n) {
+  size_t have = std::min(n, end_ - pos_);
+  std::memcpy(dst, buf_.data() + pos_, have);
+  pos_ += have;
+  size_t done = have;
+  // Large blocks bypass the buffer: the data go straight to their destination.
+  while (done < n) {
+    if (n - done >= kChunk) {
+      size_t got = source_->read(dst + done, n - done);
+      if (got == 0) {
+        eof_ = true;
+        return false;
+      }
+      done += got;
+      base_offset_ += static_cast<int64_t>(got);
+    } else {
+      if (!ensure(n - done)) {
+        size_t k = end_ - pos_;
+        std::memcpy(dst + done, buf_.data() + pos_, k);
+        pos_ += k;
+        return false;
+      }
+      std::memcpy(dst + done, buf_.data() + pos_, n - done);
+      pos_ += n - done;
+      done = n;
+    }
+  }
+  return true;
+}
+
+}  // namespace svd
