@@ -1,6 +1,7 @@
 #include "nnet1/byte_source.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -26,7 +27,31 @@ class FdSource : public ByteSource {
   FdSource(std::string name, int fd, bool owned, int64_t size)
       : ByteSource(std::move(name)), fd_(fd), owned_(owned), size_(size) {}
   ~FdSource() override {
+    if (map_) ::munmap(map_, map_size_);
     if (owned_) ::close(fd_);
+  }
+
+  bool map(const char** data, size_t* size) override {
+    if (size_ <= 0 || pos_ != 0 || consumed_) return false;
+    void* p = ::mmap(nullptr, static_cast<size_t>(size_), PROT_READ, MAP_PRIVATE, fd_, 0);
+    if (p == MAP_FAILED) return false;
+    ::madvise(p, static_cast<size_t>(size_), MADV_SEQUENTIAL);
+    map_ = p;
+    map_size_ = static_cast<size_t>(size_);
+    *data = static_cast<const char*>(p);
+    *size = map_size_;
+    return true;
+  }
+
+  // Drops pages already parsed, so a mapped multi-GB model does not stay resident.
+  void release_before(size_t offset) override {
+    if (!map_) return;
+    const size_t page = 1 << 21;
+    size_t upto = offset / page * page;
+    if (upto > released_) {
+      ::madvise(static_cast<char*>(map_) + released_, upto - released_, MADV_DONTNEED);
+      released_ = upto;
+    }
   }
 
   size_t read(char* dst, size_t n) override {
@@ -36,6 +61,7 @@ class FdSource : public ByteSource {
       pos_ += k;
       return k;
     }
+    consumed_ = true;
     return raw_read(dst, n);
   }
   int64_t size_hint() const override { return size_; }
@@ -66,6 +92,10 @@ class FdSource : public ByteSource {
   int64_t size_;
   std::string pending_;
   size_t pos_ = 0;
+  bool consumed_ = false;
+  void* map_ = nullptr;
+  size_t map_size_ = 0;
+  size_t released_ = 0;
 };
 
 #ifdef SVD_HAVE_ZLIB

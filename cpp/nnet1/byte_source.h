@@ -21,6 +21,15 @@ class ByteSource {
   virtual size_t read(char* dst, size_t n) = 0;
   // Bytes this source will deliver in total, or -1 if unknown (pipes, gzip).
   virtual int64_t size_hint() const { return -1; }
+  // The whole input as one read-only memory range, if the source can map it
+  // (a regular file); then read() is not used. The range lives as long as the source.
+  virtual bool map(const char** data, size_t* size) {
+    (void)data;
+    (void)size;
+    return false;
+  }
+  // Tells a mapped source that bytes before `offset` will not be read again.
+  virtual void release_before(size_t offset) { (void)offset; }
 
   const std::string& name() const { return name_; }
 

@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <new>
 #include <string>
 #include <utility>
 #include <vector>
@@ -78,9 +80,30 @@ const KindInfo& kind_info(Kind kind);
 Kind kind_from_marker(const std::string& marker);
 bool is_modelled(Kind kind);
 
+// Leaves new elements uninitialised: parsers fill every element they allocate,
+// and zeroing gigabytes first would only cost time.
+template <class T>
+struct DefaultInitAllocator : std::allocator<T> {
+  template <class U>
+  struct rebind {
+    using other = DefaultInitAllocator<U>;
+  };
+  using std::allocator<T>::allocator;
+  template <class U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <class U, class... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+};
+
+using FloatVector = std::vector<float, DefaultInitAllocator<float>>;
+
 // A float block: a matrix (rows x cols, row-major) or a vector (rows == -1).
 struct FloatBlock {
-  std::vector<float> data;
+  FloatVector data;
   int64_t rows = -1;
   int64_t cols = 0;
   bool is_matrix() const { return rows >= 0; }

@@ -12,8 +12,17 @@ inline bool is_space(unsigned char c) {
 }
 }  // namespace
 
-Scanner::Scanner(std::unique_ptr<ByteSource> source)
-    : source_(std::move(source)), buf_(kChunk) {}
+Scanner::Scanner(std::unique_ptr<ByteSource> source) : source_(std::move(source)) {
+  size_t size = 0;
+  if (source_->map(&base_, &size)) {
+    mapped_ = true;
+    end_ = size;
+    eof_ = true;
+  } else {
+    buf_.resize(kChunk);
+    base_ = buf_.data();
+  }
+}
 
 int64_t Scanner::remaining_hint() const {
   int64_t total = source_->size_hint();
@@ -21,12 +30,13 @@ int64_t Scanner::remaining_hint() const {
 }
 
 void Scanner::shift() {
-  if (pos_ == 0) return;
-  const char* b = buf_.data();
+  if (pos_ == 0 || mapped_) return;
+  const char* b = base_;
   lines_before_ += std::count(b, b + pos_, '\n');
   const void* nl = memrchr(b, '\n', pos_);
   if (nl) last_nl_before_ = base_offset_ + (static_cast<const char*>(nl) - b);
   std::memmove(buf_.data(), b + pos_, end_ - pos_);
+  base_ = buf_.data();
   base_offset_ += static_cast<int64_t>(pos_);
   end_ -= pos_;
   pos_ = 0;
@@ -34,14 +44,17 @@ void Scanner::shift() {
 
 bool Scanner::fill_more(size_t want_total) {
   // want_total: bytes wanted from pos_ onwards.
+  if (mapped_) return end_ - pos_ >= want_total;
   if (pos_ + want_total > buf_.size()) {
     shift();
     if (want_total > buf_.size()) buf_.resize(std::max(want_total, buf_.size() * 2));
+    base_ = buf_.data();
   }
   while (end_ - pos_ < want_total && !eof_) {
     if (end_ == buf_.size()) {
       shift();
       if (end_ == buf_.size()) buf_.resize(buf_.size() * 2);
+      base_ = buf_.data();
     }
     size_t got = source_->read(buf_.data() + end_, buf_.size() - end_);
     if (got == 0) eof_ = true;
@@ -57,11 +70,11 @@ bool Scanner::ensure(size_t n) {
 
 int Scanner::peek() {
   if (pos_ == end_ && !ensure(1)) return -1;
-  return static_cast<unsigned char>(buf_[pos_]);
+  return static_cast<unsigned char>(base_[pos_]);
 }
 
 void Scanner::line_col(const char* p, int64_t* line, int64_t* col) const {
-  const char* b = buf_.data();
+  const char* b = base_;
   size_t upto = static_cast<size_t>(std::clamp<std::ptrdiff_t>(p - b, 0, end_));
   *line = lines_before_ + std::count(b, b + upto, '\n') + 1;
   const void* nl = memrchr(b, '\n', upto);
@@ -72,7 +85,7 @@ void Scanner::line_col(const char* p, int64_t* line, int64_t* col) const {
 
 void Scanner::skip_ws() {
   for (;;) {
-    while (pos_ < end_ && is_space(static_cast<unsigned char>(buf_[pos_]))) ++pos_;
+    while (pos_ < end_ && is_space(static_cast<unsigned char>(base_[pos_]))) ++pos_;
     if (pos_ < end_ || !ensure(1)) return;
   }
 }
@@ -82,8 +95,8 @@ std::string Scanner::read_token() {
   std::string tok;
   for (;;) {
     size_t start = pos_;
-    while (pos_ < end_ && !is_space(static_cast<unsigned char>(buf_[pos_]))) ++pos_;
-    if (tok.size() < 4096) tok.append(buf_.data() + start, std::min<size_t>(pos_ - start, 4096));
+    while (pos_ < end_ && !is_space(static_cast<unsigned char>(base_[pos_]))) ++pos_;
+    if (tok.size() < 4096) tok.append(base_ + start, std::min<size_t>(pos_ - start, 4096));
     if (pos_ < end_ || !ensure(1)) return tok;
   }
 }
@@ -91,8 +104,8 @@ std::string Scanner::read_token() {
 size_t Scanner::line_length() {
   size_t scanned = 0;
   for (;;) {
-    const void* nl = std::memchr(buf_.data() + pos_ + scanned, '\n', end_ - pos_ - scanned);
-    if (nl) return static_cast<size_t>(static_cast<const char*>(nl) - (buf_.data() + pos_));
+    const void* nl = std::memchr(base_ + pos_ + scanned, '\n', end_ - pos_ - scanned);
+    if (nl) return static_cast<size_t>(static_cast<const char*>(nl) - (base_ + pos_));
     scanned = end_ - pos_;
     if (!fill_more(scanned + kChunk) && end_ - pos_ == scanned) return scanned;
   }
@@ -100,9 +113,10 @@ size_t Scanner::line_length() {
 
 bool Scanner::read_exact(char* dst, size_t n) {
   size_t have = std::min(n, end_ - pos_);
-  std::memcpy(dst, buf_.data() + pos_, have);
+  std::memcpy(dst, base_ + pos_, have);
   pos_ += have;
   size_t done = have;
+  if (mapped_) return done == n;
   // Large blocks bypass the buffer: the data go straight to their destination.
   while (done < n) {
     if (n - done >= kChunk) {
@@ -116,11 +130,11 @@ bool Scanner::read_exact(char* dst, size_t n) {
     } else {
       if (!ensure(n - done)) {
         size_t k = end_ - pos_;
-        std::memcpy(dst + done, buf_.data() + pos_, k);
+        std::memcpy(dst + done, base_ + pos_, k);
         pos_ += k;
         return false;
       }
-      std::memcpy(dst + done, buf_.data() + pos_, n - done);
+      std::memcpy(dst + done, base_ + pos_, n - done);
       pos_ += n - done;
       done = n;
     }

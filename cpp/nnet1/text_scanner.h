@@ -22,13 +22,15 @@ class Scanner {
   int64_t remaining_hint() const;
 
   // Current read pointer and the end of the buffered bytes.
-  const char* cur() const { return buf_.data() + pos_; }
-  const char* end() const { return buf_.data() + end_; }
+  const char* cur() const { return base_ + pos_; }
+  const char* end() const { return base_ + end_; }
   size_t available() const { return end_ - pos_; }
   // Makes at least n bytes available; false if the input ends first.
   bool ensure(size_t n);
   void advance(size_t n) { pos_ += n; }
-  void set_cur(const char* p) { pos_ = static_cast<size_t>(p - buf_.data()); }
+  void set_cur(const char* p) { pos_ = static_cast<size_t>(p - base_); }
+  // Lets a memory-mapped input drop the pages before cur() (call between components).
+  void release_consumed() { source_->release_before(static_cast<size_t>(offset())); }
 
   int peek();  // next byte or -1 at end of input
   bool at_eof() { return peek() < 0; }
@@ -38,7 +40,7 @@ class Scanner {
   // Pointer to an absolute offset if it is still buffered, else nullptr.
   const char* ptr_at(int64_t abs) const {
     return abs >= base_offset_ && abs <= base_offset_ + static_cast<int64_t>(end_)
-               ? buf_.data() + (abs - base_offset_) : nullptr;
+               ? base_ + (abs - base_offset_) : nullptr;
   }
   // 1-based line and column of a pointer into the current buffer.
   void line_col(const char* p, int64_t* line, int64_t* col) const;
@@ -61,7 +63,9 @@ class Scanner {
   bool fill_more(size_t want_total);
 
   std::unique_ptr<ByteSource> source_;
-  std::vector<char> buf_;
+  std::vector<char> buf_;       // the window, unless the input is memory-mapped
+  const char* base_ = nullptr;  // buf_.data() or the mapping
+  bool mapped_ = false;
   size_t pos_ = 0, end_ = 0;
   int64_t base_offset_ = 0;     // absolute offset of buf_[0]
   int64_t lines_before_ = 0;    // '\n' count in bytes before buf_[0]

@@ -1,0 +1,45 @@
+// Small text helpers shared by the reader's translation units.
+#pragma once
+
+#include <cctype>
+#include <cstring>
+#include <string>
+
+namespace svd {
+namespace reader_detail {
+
+constexpr const char* kEoc = "<!EndOfComponent>";
+
+inline bool is_space(unsigned char c) {
+  return c == ' ' || c == '\n' || c == '\t' || c == '\r' || c == '\v' || c == '\f';
+}
+
+// A token for an error message: shortened, control bytes made visible.
+inline std::string quote(const std::string& s) {
+  std::string r = s.size() > 40 ? s.substr(0, 37) + "..." : s;
+  for (char& c : r)
+    if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) >= 0x7f) c = '?';
+  return "'" + r + "'";
+}
+
+inline bool lower_equal(const std::string& a, const char* b) {
+  size_t n = std::strlen(b);
+  if (a.size() != n) return false;
+  for (size_t i = 0; i < n; ++i)
+    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i])))
+      return false;
+  return true;
+}
+
+inline bool all_lower(const std::string& s) {
+  for (char c : s)
+    if (std::isupper(static_cast<unsigned char>(c))) return false;
+  return true;
+}
+
+inline bool looks_like_marker(const std::string& t) {
+  return t.size() >= 3 && t.front() == '<' && t.back() == '>';
+}
+
+}  // namespace reader_detail
+}  // namespace svd

@@ -1,0 +1,396 @@
+// Text-encoding half of ModelReader: Kaldi text and PDNN-style text.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "nnet1/errors.h"
+#include "nnet1/number_format.h"
+#include "nnet1/reader.h"
+#include "nnet1/reader_detail.h"
+#include "util/threads.h"
+
+namespace svd {
+using namespace reader_detail;
+
+std::string ModelReader::text_token() { return scanner_.read_token(); }
+
+bool ModelReader::text_peek_is(char c) {
+  scanner_.skip_ws();
+  return scanner_.peek() == static_cast<unsigned char>(c);
+}
+
+int32_t ModelReader::text_int(const char* what) {
+  scanner_.skip_ws();
+  if (scanner_.at_eof()) fail(std::string("expected ") + what + " (an integer), got the end of the input");
+  scanner_.line_length();  // an int never spans lines; buffer the line
+  const char* p = scanner_.cur();
+  const char* e = scanner_.end();
+  const char* end = p;
+  int32_t v = 0;
+  ParseStatus st = parse_int(p, e, &v, &end);
+  if (st != ParseStatus::Ok || (end < e && !is_space(static_cast<unsigned char>(*end)))) {
+    const char* q = p;
+    while (q < e && !is_space(static_cast<unsigned char>(*q))) ++q;
+    std::string got(p, q);
+    std::string hint;
+    if (marker_ == "<nnet>" && index_ == 1)
+      hint = " (a model starts with <Nnet>; Kaldi's wrapper tokens are case-sensitive)";
+    fail(std::string("expected ") + what + " (an integer), got " + quote(got) + hint);
+  }
+  scanner_.set_cur(end);
+  return v;
+}
+
+float ModelReader::text_float_scalar(const std::string& token) {
+  scanner_.skip_ws();
+  if (scanner_.at_eof()) fail("expected a number after " + token + ", got the end of the input");
+  scanner_.line_length();
+  const char* p = scanner_.cur();
+  const char* e = scanner_.end();
+  const char* end = p;
+  float v = 0;
+  bool ok = (*p == '-' || (*p >= '0' && *p <= '9') || *p == '+' || *p == '.');
+  const char* s = (*p == '+') ? p + 1 : p;
+  ok = ok && parse_float(s, e, &v, &end) == ParseStatus::Ok &&
+       (end == e || is_space(static_cast<unsigned char>(*end)));
+  if (!ok || !std::isfinite(v)) {
+    const char* q = p;
+    while (q < e && !is_space(static_cast<unsigned char>(*q))) ++q;
+    fail("expected a finite number after " + token + ", got " + quote(std::string(p, q)));
+  }
+  scanner_.set_cur(end);
+  return v;
+}
+
+void ModelReader::check_alloc(int64_t count, int64_t min_bytes_each, const char* what) {
+  int64_t rem = scanner_.remaining_hint();
+  if (rem >= 0 && count > 0 && count > (rem + min_bytes_each) / min_bytes_each)
+    fail(std::string(what) + " declares " + std::to_string(count) + " values but only " +
+         std::to_string(rem) + " bytes of input remain (truncated file or absurd dims?)");
+}
+
+namespace {
+
+// One well-formed row: exactly `cols` numbers separated by blanks, nothing else.
+bool parse_row_fast(const char* p, const char* e, float* dst, int64_t cols) {
+  int64_t k = 0;
+  for (;;) {
+    while (p < e && (*p == ' ' || *p == '\t' || *p == '\r')) ++p;
+    if (p == e) return k == cols;
+    if (k == cols || !(*p == '-' || static_cast<unsigned>(*p - '0') < 10u)) return false;
+    const char* end;
+    if (parse_float(p, e, dst + k, &end) != ParseStatus::Ok) return false;
+    if (end < e && !(*end == ' ' || *end == '\t' || *end == '\r')) return false;
+    ++k;
+    p = end;
+  }
+}
+
+}  // namespace
+
+// Bulk path for the body of a large matrix: blocks of complete lines, split
+// across threads at line boundaries. Any irregularity (blank line, ragged row,
+// ';', ']', a bad number) makes it stop and leave the block to the exact,
+// serial parser, which reports errors. Returns the number of rows parsed.
+int64_t ModelReader::text_rows_bulk(FloatBlock* m, int64_t row, int64_t rows, int64_t cols) {
+  constexpr size_t kBlock = 16 << 20;
+  int64_t done = 0;
+  while (row + done < rows) {
+    scanner_.ensure(kBlock);
+    const char* p = scanner_.cur();
+    const char* e = p + std::min(scanner_.available(), kBlock);
+    if (const void* q = std::memchr(p, ']', e - p)) e = static_cast<const char*>(q);
+    if (const void* q = std::memchr(p, ';', e - p)) e = static_cast<const char*>(q);
+    const void* nl = memrchr(p, '\n', e - p);
+    if (!nl) return done;
+    e = static_cast<const char*>(nl) + 1;
+    const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(num_threads(), (e - p) >> 18));
+    std::vector<const char*> cut(static_cast<size_t>(parts) + 1);
+    cut[0] = p;
+    cut[parts] = e;
+    for (int64_t k = 1; k < parts; ++k) {
+      const char* t = std::max(cut[k - 1], p + (e - p) * k / parts);
+      const void* q = std::memchr(t, '\n', e - t);
+      cut[k] = q ? static_cast<const char*>(q) + 1 : e;
+    }
+    std::vector<int64_t> lines(static_cast<size_t>(parts) + 1, 0);
+    parallel_for(parts, [&](int64_t k) { lines[k + 1] = std::count(cut[k], cut[k + 1], '\n'); });
+    for (int64_t k = 0; k < parts; ++k) lines[k + 1] += lines[k];
+    const int64_t n = lines[parts];
+    if (n == 0 || row + done + n > rows) return done;
+    const int64_t need = (row + done + n) * cols;
+    if (static_cast<int64_t>(m->data.size()) < need)
+      m->data.resize(static_cast<size_t>(std::min(rows * cols, std::max(need, 2 * static_cast<int64_t>(m->data.size())))));
+    float* base = m->data.data() + (row + done) * cols;
+    std::vector<char> ok(static_cast<size_t>(parts), 1);
+    parallel_for(parts, [&](int64_t k) {
+      const char* a = cut[k];
+      float* dst = base + lines[k] * cols;
+      while (a < cut[k + 1]) {
+        const char* b = static_cast<const char*>(std::memchr(a, '\n', cut[k + 1] - a));
+        if (!parse_row_fast(a, b, dst, cols)) {
+          ok[k] = 0;
+          return;
+        }
+        dst += cols;
+        a = b + 1;
+      }
+    });
+    for (char f : ok)
+      if (!f) return done;
+    done += n;
+    scanner_.set_cur(e);
+  }
+  return done;
+}
+
+void ModelReader::text_matrix(FloatBlock* m, int64_t rows, int64_t cols) {
+  std::string open = text_token();
+  if (open == "[]") {
+    if (rows * cols != 0) fail("matrix is empty ('[]') but the header says " + std::to_string(rows) + "x" + std::to_string(cols));
+    m->rows = rows; m->cols = cols; m->data.clear();
+    return;
+  }
+  if (open != "[") {
+    if (open.empty()) fail("expected '[' to open the matrix, got the end of the input");
+    fail("expected '[' to open the matrix, got " + quote(open));
+  }
+  // Two bytes per value ("0 ") is the least text can spend.
+  check_alloc(rows * cols, 2, "matrix");
+  const int64_t total = rows * cols;
+  const bool known_size = scanner_.remaining_hint() >= 0;
+  m->rows = rows;
+  m->cols = cols;
+  m->data.clear();
+  if (known_size) m->data.resize(static_cast<size_t>(total));
+  int64_t row = 0, col = 0;
+  int64_t first_row_cols = -1;
+  auto end_row = [&](const char* at) {
+    if (col == 0) return;
+    if (first_row_cols < 0) first_row_cols = col;
+    if (col != cols) {
+      if (row == 0 || first_row_cols != cols)
+        fail_at(at, "matrix rows have " + std::to_string(col) + " values but the header says " +
+                        std::to_string(cols) + " columns (the input dim)");
+      fail_at(at, "ragged matrix: row " + std::to_string(row + 1) + " has " + std::to_string(col) +
+                      " values, the rows before it have " + std::to_string(cols));
+    }
+    ++row;
+    col = 0;
+  };
+  for (;;) {
+    if (row < rows && cols > 0) row += text_rows_bulk(m, row, rows, cols);
+    size_t len = scanner_.line_length();
+    const char* p = scanner_.cur();
+    const char* e = p + len;
+    const bool has_newline = e < scanner_.end();
+    if (len == 0 && !has_newline) fail("the input ends inside the matrix (no closing ']')");
+    float* dst = nullptr;
+    while (p < e) {
+      unsigned char c = static_cast<unsigned char>(*p);
+      if (c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f') {
+        ++p;
+      } else if (c == '-' || (c >= '0' && c <= '9')) {
+        if (col >= cols || row >= rows) {
+          if (row >= rows)
+            fail_at(p, "matrix has more than " + std::to_string(rows) +
+                           " rows, but the header says " + std::to_string(rows) + " (the output dim)");
+          if (row == 0)
+            fail_at(p, "matrix rows have more than " + std::to_string(cols) +
+                           " values but the header says " + std::to_string(cols) + " columns (the input dim)");
+          fail_at(p, "ragged matrix: row " + std::to_string(row + 1) + " has more than " +
+                         std::to_string(cols) + " values, the rows before it have " + std::to_string(cols));
+        }
+        if (!dst) {
+          int64_t need = (row + 1) * cols;
+          if (static_cast<int64_t>(m->data.size()) < need)
+            m->data.resize(static_cast<size_t>(std::min(total, std::max(need, 2 * static_cast<int64_t>(m->data.size())))));
+          dst = m->data.data();
+        }
+        const char* end = p;
+        float v;
+        ParseStatus st = parse_float(p, e, &v, &end);
+        if (st != ParseStatus::Ok) {
+          const char* q = p;
+          while (q < e && !is_space(static_cast<unsigned char>(*q))) ++q;
+          fail_at(p, st == ParseStatus::OutOfRange
+                         ? "value " + quote(std::string(p, q)) + " is outside the float range"
+                         : "expected a number in the matrix, got " + quote(std::string(p, q)));
+        }
+        if (static_cast<int64_t>(m->data.size()) < (row + 1) * cols) {
+          m->data.resize(static_cast<size_t>(std::min(total, (row + 1) * cols * 2)));
+          dst = m->data.data();
+        }
+        dst[row * cols + col] = v;
+        ++col;
+        p = end;
+      } else if (c == ';') {
+        end_row(p);
+        ++p;
+      } else if (c == ']') {
+        end_row(p);
+        if (row != rows)
+          fail_at(p, "matrix has " + std::to_string(row) + " rows but the header says " +
+                         std::to_string(rows) + " (the output dim)");
+        ++p;
+        // Kaldi eats one line end after ']'.
+        if (p < e && *p == '\r') ++p;
+        if (p == e && has_newline) ++p;
+        m->data.resize(static_cast<size_t>(total));
+        scanner_.set_cur(p);
+        return;
+      } else {
+        const char* q = p;
+        while (q < e && !is_space(static_cast<unsigned char>(*q))) ++q;
+        std::string tok(p, q);
+        if (lower_equal(tok, "nan") || lower_equal(tok, "inf") || lower_equal(tok, "infinity") ||
+            lower_equal(tok, "-inf") || lower_equal(tok, "-nan"))
+          fail_at(p, "non-finite parameter " + quote(tok) +
+                         " in the matrix (Kaldi rejects nan/inf in network parameters)");
+        fail_at(p, "expected a number in the matrix, got " + quote(tok));
+      }
+    }
+    end_row(e);
+    scanner_.set_cur(e);
+    if (!has_newline) fail("the input ends inside the matrix (no closing ']')");
+    scanner_.advance(1);
+  }
+}
+
+void ModelReader::text_vector(FloatBlock* v, int64_t dim, const char* what) {
+  std::string open = text_token();
+  v->rows = -1;
+  v->data.clear();
+  if (open == "[]") {
+    v->cols = 0;
+    if (dim > 0) fail(std::string(what) + " is empty ('[]') but " + std::to_string(dim) + " values are expected");
+    return;
+  }
+  if (open != "[") {
+    if (open.empty()) fail(std::string("expected '[' to open the ") + what + ", got the end of the input");
+    fail(std::string("expected '[' to open the ") + what + ", got " + quote(open));
+  }
+  check_alloc(dim, 2, what);
+  size_t len = scanner_.line_length();
+  const char* p = scanner_.cur();
+  const char* e = p + len;
+  bool has_newline = e < scanner_.end();
+  v->data.reserve(static_cast<size_t>(dim));
+  while (p < e) {
+    unsigned char c = static_cast<unsigned char>(*p);
+    if (c == ' ' || c == '\t' || c == '\v' || c == '\f') {
+      ++p;
+    } else if (c == '-' || (c >= '0' && c <= '9')) {
+      if (static_cast<int64_t>(v->data.size()) >= dim)
+        fail_at(p, std::string(what) + " has more than the " + std::to_string(dim) + " values expected");
+      const char* end = p;
+      float x;
+      ParseStatus st = parse_float(p, e, &x, &end);
+      if (st != ParseStatus::Ok || (end < e && !is_space(static_cast<unsigned char>(*end)) && *end != ']')) {
+        const char* q = p;
+        while (q < e && !is_space(static_cast<unsigned char>(*q))) ++q;
+        fail_at(p, st == ParseStatus::OutOfRange
+                       ? "value " + quote(std::string(p, q)) + " is outside the float range"
+                       : std::string("expected a number in the ") + what + ", got " + quote(std::string(p, q)));
+      }
+      v->data.push_back(x);
+      p = end;
+    } else if (c == ']') {
+      if (static_cast<int64_t>(v->data.size()) != dim)
+        fail_at(p, std::string(what) + " has " + std::to_string(v->data.size()) + " values, expected " +
+                       std::to_string(dim));
+      ++p;
+      if (p < e && *p == '\r') ++p;
+      if (p == e && has_newline) ++p;
+      v->cols = dim;
+      scanner_.set_cur(p);
+      return;
+    } else if (c == '\r') {
+      fail_at(p, std::string(what) + " continues past the end of the line (a vector must be on one line)");
+    } else {
+      const char* q = p;
+      while (q < e && !is_space(static_cast<unsigned char>(*q))) ++q;
+      std::string tok(p, q);
+      if (lower_equal(tok, "nan") || lower_equal(tok, "inf") || lower_equal(tok, "infinity"))
+        fail_at(p, "non-finite parameter " + quote(tok) + " in the " + what +
+                       " (Kaldi rejects nan/inf in network parameters)");
+      fail_at(p, std::string("expected a number in the ") + what + ", got " + quote(tok));
+    }
+  }
+  scanner_.set_cur(e);
+  if (!has_newline) fail(std::string("the input ends inside the ") + what + " (no closing ']')");
+  fail(std::string(what) + " continues past the end of the line (a vector must be on one line)");
+}
+
+void ModelReader::text_int_vector(std::vector<int32_t>* v) {
+  scanner_.skip_ws();
+  if (scanner_.peek() != '[') {
+    std::string got = scanner_.at_eof() ? "the end of the input" : quote(text_token());
+    fail("expected '[' to open the integer vector, got " + got);
+  }
+  scanner_.advance(1);
+  v->clear();
+  for (;;) {
+    scanner_.skip_ws();
+    int c = scanner_.peek();
+    if (c < 0) fail("the input ends inside the integer vector (no closing ']')");
+    if (c == ']') {
+      scanner_.advance(1);
+      return;
+    }
+    check_alloc(static_cast<int64_t>(v->size()) + 1, 2, "integer vector");
+    scanner_.line_length();
+    const char* p = scanner_.cur();
+    const char* end = p;
+    int32_t x;
+    if (parse_int(p, scanner_.end(), &x, &end) != ParseStatus::Ok) {
+      const char* q = p;
+      while (q < scanner_.end() && !is_space(static_cast<unsigned char>(*q)) && *q != ']') ++q;
+      fail("expected an integer in the vector, got " + quote(std::string(p, q)));
+    }
+    v->push_back(x);
+    scanner_.set_cur(end);
+  }
+}
+
+// Unmodelled kinds keep their bytes: everything up to the <!EndOfComponent>
+// at nesting depth 0 (nested <Nnet>s count), or the next component marker.
+void ModelReader::text_raw(Component* c) {
+  std::string& raw = c->raw;
+  int depth = 0;
+  for (;;) {
+    const char* p = scanner_.cur();
+    const char* e = scanner_.end();
+    const char* lt = static_cast<const char*>(std::memchr(p, '<', e - p));
+    if (!lt) {
+      raw.append(p, e);
+      scanner_.set_cur(e);
+      if (!scanner_.ensure(1)) return;  // EOF ends the model
+      continue;
+    }
+    raw.append(p, lt);
+    scanner_.set_cur(lt);
+    // Buffer the whole token.
+    size_t n = 1;
+    for (;;) {
+      while (n < scanner_.available() && !is_space(static_cast<unsigned char>(scanner_.cur()[n]))) ++n;
+      if (n < scanner_.available() || !scanner_.ensure(n + 1)) break;
+    }
+    std::string tok(scanner_.cur(), n);
+    bool prev_space = raw.empty() || is_space(static_cast<unsigned char>(raw.back()));
+    if (prev_space) {
+      if (tok == "<Nnet>" || tok == "<NestedNnet>") {
+        ++depth;
+      } else if (tok == "</Nnet>" || tok == "</NestedNnet>") {
+        if (depth == 0) return;
+        --depth;
+      } else if (depth == 0 && (tok == kEoc || kind_from_marker(tok) != Kind::Unknown)) {
+        return;
+      }
+    }
+    raw.append(tok);
+    scanner_.advance(n);
+  }
+}
+
+}  // namespace svd
