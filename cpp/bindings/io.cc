@@ -77,13 +77,12 @@ void BindIo(py::module_& m) {
              return Reader{std::make_unique<svd::ModelReader>(svd::open_source(path))};
            }),
            py::arg("path"))
-      .def(py::init([](py::object file, const std::string& name, bool gunzip) {
+      .def(py::init([](py::object file, const std::string& name) {
              std::unique_ptr<svd::ByteSource> src = std::make_unique<PyFileSource>(file, name);
-             if (gunzip) src = svd::gzip_source(std::move(src));
              py::gil_scoped_release nogil;
-             return Reader{std::make_unique<svd::ModelReader>(std::move(src))};
+             return Reader{std::make_unique<svd::ModelReader>(svd::auto_gunzip(std::move(src)))};
            }),
-           py::arg("file"), py::arg("name"), py::arg("gunzip") = false)
+           py::arg("file"), py::arg("name"))
       .def_property_readonly("binary", [](const Reader& r) { return r.impl->encoding() == svd::Encoding::Binary; })
       .def_property_readonly("dialect", [](const Reader& r) {
         return std::string(r.impl->dialect() == svd::Dialect::Kaldi ? "kaldi" : "pdnn");

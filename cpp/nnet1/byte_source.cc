@@ -98,6 +98,28 @@ class FdSource : public ByteSource {
   size_t released_ = 0;
 };
 
+// Replays bytes already taken from a source, then reads on.
+class PrefixSource : public ByteSource {
+ public:
+  PrefixSource(std::string prefix, std::unique_ptr<ByteSource> inner)
+      : ByteSource(inner->name()), prefix_(std::move(prefix)), inner_(std::move(inner)) {}
+  size_t read(char* dst, size_t n) override {
+    if (pos_ < prefix_.size()) {
+      size_t k = std::min(n, prefix_.size() - pos_);
+      std::memcpy(dst, prefix_.data() + pos_, k);
+      pos_ += k;
+      return k;
+    }
+    return inner_->read(dst, n);
+  }
+  int64_t size_hint() const override { return inner_->size_hint(); }
+
+ private:
+  std::string prefix_;
+  size_t pos_ = 0;
+  std::unique_ptr<ByteSource> inner_;
+};
+
 #ifdef SVD_HAVE_ZLIB
 class GzipSource : public ByteSource {
  public:
@@ -164,6 +186,20 @@ std::unique_ptr<ByteSource> gzip_source(std::unique_ptr<ByteSource> inner) {
 #else
   throw Error(inner->name() + ": gzip input needs zlib, which this build lacks");
 #endif
+}
+
+std::unique_ptr<ByteSource> auto_gunzip(std::unique_ptr<ByteSource> inner) {
+  std::string head;
+  char buf[2];
+  while (head.size() < 2) {
+    size_t got = inner->read(buf, 2 - head.size());
+    if (got == 0) break;
+    head.append(buf, got);
+  }
+  const bool gz = head.size() == 2 && static_cast<unsigned char>(head[0]) == 0x1f &&
+                  static_cast<unsigned char>(head[1]) == 0x8b;
+  std::unique_ptr<ByteSource> src = std::make_unique<PrefixSource>(std::move(head), std::move(inner));
+  return gz ? gzip_source(std::move(src)) : std::move(src);
 }
 
 std::unique_ptr<ByteSource> open_source(const std::string& path) {

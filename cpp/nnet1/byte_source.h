@@ -45,6 +45,9 @@ std::unique_ptr<ByteSource> open_source(const std::string& path);
 // Wraps another source and inflates the gzip stream it carries.
 std::unique_ptr<ByteSource> gzip_source(std::unique_ptr<ByteSource> inner);
 
+// Looks at the first bytes of any source and inflates it if it is gzip.
+std::unique_ptr<ByteSource> auto_gunzip(std::unique_ptr<ByteSource> inner);
+
 // True when this build can read gzip itself.
 bool have_zlib();
 

@@ -64,6 +64,7 @@ void ModelReader::read_coefs(Component* c) {
       if (tok != kEoc) fail_at(scanner_.cur(), "expected <!EndOfComponent>, got " + quote(tok) + " (tokens are case-sensitive)");
       return;  // Dropout eats its own end marker, as Kaldi's does
     }
+    const int64_t at = scanner_.offset();
     std::string tok = bin ? bin_token() : text_token();
     std::string canon;
     for (const auto& cf : info.coefs)
@@ -77,7 +78,7 @@ void ModelReader::read_coefs(Component* c) {
       std::string expected;
       for (const auto& cf : info.coefs) expected += (expected.empty() ? "" : ", ") + std::string(cf.first);
       if (c->kind == Kind::Dropout) expected += ", <!EndOfComponent>";
-      fail("unknown token " + quote(tok) + " in " + info.marker +
+      fail_at(at, "unknown token " + quote(tok) + " in " + info.marker +
            (expected.empty() ? std::string(" (it takes no tokens)") : " (expected one of " + expected + "; tokens are case-sensitive)"));
     }
     float v = bin ? bin_float(canon) : text_float_scalar(canon);

@@ -152,9 +152,14 @@ void ModelReader::bin_int_vector(std::vector<int32_t>* v) {
   if (n < 0) fail("integer vector has negative length " + std::to_string(n));
   scanner_.advance(5);
   check_alloc(n, 4, "integer vector");
-  v->resize(static_cast<size_t>(n));
-  if (n > 0 && !scanner_.read_exact(reinterpret_cast<char*>(v->data()), static_cast<size_t>(n) * 4))
-    fail("the input ends inside the integer vector");
+  v->clear();
+  for (int64_t done = 0; done < n;) {  // in steps: an unknown-size input must back each one
+    int64_t k = std::min<int64_t>(n - done, 1 << 20);
+    v->resize(static_cast<size_t>(done + k));
+    if (!scanner_.read_exact(reinterpret_cast<char*>(v->data() + done), static_cast<size_t>(k) * 4))
+      fail("the input ends inside the integer vector");
+    done += k;
+  }
 }
 
 void ModelReader::bin_raw(Component* c) {

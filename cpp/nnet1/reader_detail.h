@@ -37,8 +37,12 @@ inline bool all_lower(const std::string& s) {
   return true;
 }
 
+// '<' printable-ASCII '>': anything else cannot be a component marker.
 inline bool looks_like_marker(const std::string& t) {
-  return t.size() >= 3 && t.front() == '<' && t.back() == '>';
+  if (t.size() < 3 || t.front() != '<' || t.back() != '>') return false;
+  for (char c : t)
+    if (static_cast<unsigned char>(c) < 0x21 || static_cast<unsigned char>(c) > 0x7e) return false;
+  return true;
 }
 
 }  // namespace reader_detail

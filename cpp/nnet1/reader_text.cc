@@ -117,7 +117,8 @@ int64_t ModelReader::text_rows_bulk(FloatBlock* m, int64_t row, int64_t rows, in
     parallel_for(parts, [&](int64_t k) { lines[k + 1] = std::count(cut[k], cut[k + 1], '\n'); });
     for (int64_t k = 0; k < parts; ++k) lines[k + 1] += lines[k];
     const int64_t n = lines[parts];
-    if (n == 0 || row + done + n > rows) return done;
+    // Two bytes per value at least: never allocate beyond what the block holds.
+    if (n == 0 || row + done + n > rows || n * cols * 2 > e - p) return done;
     const int64_t need = (row + done + n) * cols;
     if (static_cast<int64_t>(m->data.size()) < need)
       m->data.resize(static_cast<size_t>(std::min(rows * cols, std::max(need, 2 * static_cast<int64_t>(m->data.size())))));
@@ -185,7 +186,6 @@ void ModelReader::text_matrix(FloatBlock* m, int64_t rows, int64_t cols) {
     const char* e = p + len;
     const bool has_newline = e < scanner_.end();
     if (len == 0 && !has_newline) fail("the input ends inside the matrix (no closing ']')");
-    float* dst = nullptr;
     while (p < e) {
       unsigned char c = static_cast<unsigned char>(*p);
       if (c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f') {
@@ -201,12 +201,6 @@ void ModelReader::text_matrix(FloatBlock* m, int64_t rows, int64_t cols) {
           fail_at(p, "ragged matrix: row " + std::to_string(row + 1) + " has more than " +
                          std::to_string(cols) + " values, the rows before it have " + std::to_string(cols));
         }
-        if (!dst) {
-          int64_t need = (row + 1) * cols;
-          if (static_cast<int64_t>(m->data.size()) < need)
-            m->data.resize(static_cast<size_t>(std::min(total, std::max(need, 2 * static_cast<int64_t>(m->data.size())))));
-          dst = m->data.data();
-        }
         const char* end = p;
         float v;
         ParseStatus st = parse_float(p, e, &v, &end);
@@ -217,11 +211,14 @@ void ModelReader::text_matrix(FloatBlock* m, int64_t rows, int64_t cols) {
                          ? "value " + quote(std::string(p, q)) + " is outside the float range"
                          : "expected a number in the matrix, got " + quote(std::string(p, q)));
         }
-        if (static_cast<int64_t>(m->data.size()) < (row + 1) * cols) {
-          m->data.resize(static_cast<size_t>(std::min(total, (row + 1) * cols * 2)));
-          dst = m->data.data();
+        const int64_t idx = row * cols + col;
+        if (static_cast<int64_t>(m->data.size()) <= idx) {
+          // Grow with the values actually present, never to a declared size
+          // the input has not backed yet.
+          const int64_t grown = std::max<int64_t>({idx + 1, 2 * static_cast<int64_t>(m->data.size()), 4096});
+          m->data.resize(static_cast<size_t>(std::min(total, grown)));
         }
-        dst[row * cols + col] = v;
+        m->data[static_cast<size_t>(idx)] = v;
         ++col;
         p = end;
       } else if (c == ';') {
@@ -275,7 +272,7 @@ void ModelReader::text_vector(FloatBlock* v, int64_t dim, const char* what) {
   const char* p = scanner_.cur();
   const char* e = p + len;
   bool has_newline = e < scanner_.end();
-  v->data.reserve(static_cast<size_t>(dim));
+  v->data.reserve(static_cast<size_t>(std::min<int64_t>(dim, len / 2 + 1)));
   while (p < e) {
     unsigned char c = static_cast<unsigned char>(*p);
     if (c == ' ' || c == '\t' || c == '\v' || c == '\f') {

@@ -17,18 +17,40 @@ from .info import format_info, info
 from .io import ConversionWarning, iter_components, write
 
 
-def kaldi_bool(text: str) -> bool:
-    t = text.strip().lower()
-    if t in ("true", "t", "1", "yes"):
-        return True
-    if t in ("false", "f", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+_TRUE = ("true", "t", "1", "yes")
+_FALSE = ("false", "f", "0", "no")
+_BOOL_FLAGS: set = set()
 
 
 def _add_bool(p: argparse.ArgumentParser, name: str, help: str, default=None) -> None:
-    p.add_argument(name, type=kaldi_bool, nargs="?", const=True, default=default,
-                   metavar="true|false", help=help)
+    """A Kaldi-style boolean: ``--name``, ``--name=true|false`` or ``--name true|false``."""
+    dest = name.lstrip("-").replace("-", "_")
+    _BOOL_FLAGS.add(name)
+    p.add_argument(name, dest=dest, action="store_true", default=default,
+                   help=help + " (--%s[=true|false])" % name.lstrip("-"))
+    p.add_argument("--no-" + name.lstrip("-"), dest=dest, action="store_false", help=argparse.SUPPRESS)
+
+
+def normalize_bools(argv: List[str]) -> List[str]:
+    """Rewrites ``--flag=false`` / ``--flag false`` into the forms argparse knows."""
+    out: List[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        name, eq, val = a.partition("=")
+        if name in _BOOL_FLAGS:
+            if not eq and i + 1 < len(argv) and argv[i + 1].lower() in _TRUE + _FALSE:
+                val, eq = argv[i + 1], "="
+                i += 1
+            if eq:
+                v = val.strip().lower()
+                if v not in _TRUE + _FALSE:
+                    print(f"svdistill: error: {name} expects true or false, got {val!r}", file=sys.stderr)
+                    raise SystemExit(2)
+                a = name if v in _TRUE else "--no-" + name[2:]
+        out.append(a)
+        i += 1
+    return out
 
 
 def cmd_info(a: argparse.Namespace) -> int:
@@ -91,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    a = parser.parse_args(argv)
+    a = parser.parse_args(normalize_bools(list(sys.argv[1:] if argv is None else argv)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         shown: List[str] = []

@@ -1,0 +1,46 @@
+// Rank selection from singular values. Pure functions of spectra and shapes;
+// no matrices, no I/O. Python's compress() and the tests call exactly these.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace svd {
+
+// Smallest k whose top-k sum of s_i^2 reaches `fraction` of `total_energy`
+// (pass the squared Frobenius norm; if <= 0, the sum of all s_i^2 is used).
+int64_t energy_rank(const std::vector<double>& s, double fraction, double total_energy = -1);
+
+// Smallest k whose top-k sum of s_i reaches `fraction` of the sum of all s_i.
+int64_t nuclear_rank(const std::vector<double>& s, double fraction);
+
+// Parameters of a rank-k pair replacing an out x in weight matrix (bias not counted).
+inline int64_t factored_params(int64_t k, int64_t out, int64_t in) { return k * (out + in); }
+
+// True if factoring at rank k keeps at most (1 - min_gain) of the weights.
+inline bool worth_factoring(int64_t k, int64_t out, int64_t in, double min_gain) {
+  return static_cast<double>(factored_params(k, out, in)) <=
+             (1.0 - min_gain) * static_cast<double>(out * in) &&
+         factored_params(k, out, in) < out * in;
+}
+
+// Rounds k up to a multiple of m, capped at min(out, in).
+int64_t round_rank(int64_t k, int64_t m, int64_t out, int64_t in);
+
+struct LayerSpectrum {
+  int64_t out = 0, in = 0;
+  std::vector<double> s;        // singular values, descending (all of them)
+  double total_energy = -1;     // squared Frobenius norm if known
+};
+
+// Ranks minimising the total squared Frobenius error over all layers subject to
+// sum of weight parameters <= budget_params. A layer may also stay unfactored
+// (its full matrix, error 0). Greedy on error removed per added parameter: each
+// layer's steps have decreasing gains (s_i^2 decreasing), so taking the best
+// ratio first is optimal for the separable problem (up to the last, partly
+// fitting step). Every layer gets at least its smallest rank; the caller checks
+// that this minimum fits. Returns, per layer, the rank, or -1 for "keep unfactored".
+std::vector<int64_t> budget_ranks(const std::vector<LayerSpectrum>& layers, double budget_params,
+                                  double min_gain, int64_t round_to);
+
+}  // namespace svd
