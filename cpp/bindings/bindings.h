@@ -9,5 +9,6 @@ namespace py = pybind11;
 void BindErrors(py::module_& m);
 void BindComponent(py::module_& m);
 void BindIo(py::module_& m);
+void BindLinalg(py::module_& m);
 
 }  // namespace svd_py

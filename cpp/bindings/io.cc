@@ -72,11 +72,13 @@ struct Writer {
 
 void BindIo(py::module_& m) {
   py::class_<Reader>(m, "Reader")
-      .def(py::init([](const std::string& path) {
+      .def(py::init([](const std::string& path, bool skip_data) {
              py::gil_scoped_release nogil;
-             return Reader{std::make_unique<svd::ModelReader>(svd::open_source(path))};
+             Reader r{std::make_unique<svd::ModelReader>(svd::open_source(path))};
+             r.impl->set_skip_data(skip_data);
+             return r;
            }),
-           py::arg("path"))
+           py::arg("path"), py::arg("skip_data") = false)
       .def(py::init([](py::object file, const std::string& name) {
              std::unique_ptr<svd::ByteSource> src = std::make_unique<PyFileSource>(file, name);
              py::gil_scoped_release nogil;

@@ -7,5 +7,6 @@ PYBIND11_MODULE(_core, m) {
   svd_py::BindErrors(m);
   svd_py::BindComponent(m);
   svd_py::BindIo(m);
+  svd_py::BindLinalg(m);
   m.attr("have_zlib") = svd::have_zlib();
 }

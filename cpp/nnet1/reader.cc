@@ -197,8 +197,10 @@ bool ModelReader::next(Component* out) {
     fail_at(at, "input dim " + std::to_string(out->input_dim) + " does not match the output dim " +
                     std::to_string(prev_output_) + " of the previous component " + prev_marker_);
   read_data(out);
-  std::string problem = out->check();
-  if (!problem.empty()) fail(problem);
+  if (!skip_data_) {
+    std::string problem = out->check();
+    if (!problem.empty()) fail(problem);
+  }
   read_end_marker();
   scanner_.release_consumed();
   prev_output_ = out->output_dim;

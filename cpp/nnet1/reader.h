@@ -22,6 +22,10 @@ class ModelReader {
   bool saw_wrapper() const { return saw_wrapper_; }
   const std::string& name() const { return scanner_.name(); }
 
+  // Structure only: matrices and vectors are stepped over, not parsed or
+  // checked (kinds, dims and small data such as Splice offsets are read).
+  void set_skip_data(bool skip) { skip_data_ = skip; }
+
   // Reads the next component into *out; false at the end of the model.
   // Throws FormatError on malformed input.
   bool next(Component* out);
@@ -42,6 +46,7 @@ class ModelReader {
   void text_vector(FloatBlock* v, int64_t dim, const char* what);
   void text_int_vector(std::vector<int32_t>* v);
   void text_raw(Component* c);
+  void text_skip_block(const char* what);
   // binary
   std::string bin_token();
   int32_t bin_int(const char* what);
@@ -61,6 +66,7 @@ class ModelReader {
   Dialect dialect_ = Dialect::Kaldi;
   bool saw_wrapper_ = false;
   bool finished_ = false;
+  bool skip_data_ = false;
   bool first_ = true;
   int index_ = 0;  // 1-based index of the component being read
   int component_count_ = 0;

@@ -85,6 +85,10 @@ void ModelReader::bin_block(FloatBlock* b, bool matrix, int64_t rows, int64_t co
   check_alloc(n, esz, what);
   b->rows = matrix ? r : -1;
   b->cols = c;
+  if (skip_data_) {
+    if (!scanner_.skip(static_cast<size_t>(n * esz))) fail(std::string("the input ends inside the ") + what);
+    return;
+  }
   const int64_t data_offset = scanner_.offset();
   if (!dbl) {
     if (scanner_.remaining_hint() >= 0) {

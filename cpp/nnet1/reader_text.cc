@@ -145,8 +145,28 @@ int64_t ModelReader::text_rows_bulk(FloatBlock* m, int64_t row, int64_t rows, in
   return done;
 }
 
+// Steps over a '[ ... ]' block without parsing it (structure scans).
+void ModelReader::text_skip_block(const char* what) {
+  for (;;) {
+    const char* p = scanner_.cur();
+    const void* q = std::memchr(p, ']', scanner_.available());
+    if (q) {
+      scanner_.set_cur(static_cast<const char*>(q) + 1);
+      return;
+    }
+    scanner_.set_cur(scanner_.end());
+    if (!scanner_.ensure(1)) fail(std::string("the input ends inside the ") + what + " (no closing ']')");
+  }
+}
+
 void ModelReader::text_matrix(FloatBlock* m, int64_t rows, int64_t cols) {
   std::string open = text_token();
+  if (skip_data_ && open == "[") {
+    m->rows = rows;
+    m->cols = cols;
+    text_skip_block("matrix");
+    return;
+  }
   if (open == "[]") {
     if (rows * cols != 0) fail("matrix is empty ('[]') but the header says " + std::to_string(rows) + "x" + std::to_string(cols));
     m->rows = rows; m->cols = cols; m->data.clear();
@@ -256,6 +276,12 @@ void ModelReader::text_matrix(FloatBlock* m, int64_t rows, int64_t cols) {
 
 void ModelReader::text_vector(FloatBlock* v, int64_t dim, const char* what) {
   std::string open = text_token();
+  if (skip_data_ && open == "[") {
+    v->rows = -1;
+    v->cols = dim;
+    text_skip_block(what);
+    return;
+  }
   v->rows = -1;
   v->data.clear();
   if (open == "[]") {

@@ -111,6 +111,16 @@ size_t Scanner::line_length() {
   }
 }
 
+bool Scanner::skip(size_t n) {
+  while (n > 0) {
+    if (pos_ == end_ && !ensure(1)) return false;
+    size_t k = std::min(n, end_ - pos_);
+    pos_ += k;
+    n -= k;
+  }
+  return true;
+}
+
 bool Scanner::read_exact(char* dst, size_t n) {
   size_t have = std::min(n, end_ - pos_);
   std::memcpy(dst, base_ + pos_, have);

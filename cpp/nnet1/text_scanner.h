@@ -53,6 +53,9 @@ class Scanner {
   // the whole line is buffered on return.
   size_t line_length();
 
+  // Discards n bytes; false if the input ends first.
+  bool skip(size_t n);
+
   // --- binary helpers ---
   // Copies exactly n bytes into dst; false if the input ends first (dst then
   // holds what was there).

@@ -6,19 +6,31 @@ lost accuracy by knowledge distillation.
 """
 from __future__ import annotations
 
-from ._core import Error, FormatError
+import scipy_openblas32 as _openblas  # noqa: F401  (loads the BLAS that _core links against)
+
+from .errors import Error, FormatError, RankError
 from .model import Component, Model
 from .io import iter_components, read, write
 from .info import info
+from .compress import compress
+from .report import CompressReport, LayerReport
+from .spectrum import spectrum
+from . import linalg
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Component",
+    "CompressReport",
     "Error",
     "FormatError",
+    "LayerReport",
     "Model",
+    "RankError",
+    "compress",
     "info",
+    "linalg",
+    "spectrum",
     "iter_components",
     "read",
     "write",

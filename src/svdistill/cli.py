@@ -15,6 +15,7 @@ from . import __version__
 from ._core import Error
 from .info import format_info, info
 from .io import ConversionWarning, iter_components, write
+from . import linalg
 
 
 _TRUE = ("true", "t", "1", "yes")
@@ -78,6 +79,78 @@ def cmd_copy(a: argparse.Namespace) -> int:
     return 0
 
 
+def _ints(text: str) -> List[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _write_json(path: str, obj) -> None:
+    """Atomic JSON file (temp beside it, then rename)."""
+    import os
+    import tempfile
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".json", dir=d)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(_json_safe(obj), f, indent=1)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def cmd_compress(a: argparse.Namespace) -> int:
+    from .compress import compress
+    if a.threads:
+        linalg.set_num_threads(a.threads)
+    if a.plot:
+        from .plot import plot_spectra  # noqa: F401  (fail early if matplotlib is missing)
+        _require_matplotlib()
+    _, report = compress(
+        a.input, rank=a.rank, ranks=a.ranks, rank_fraction=a.rank_fraction, energy=a.energy,
+        nuclear=a.nuclear, param_budget=a.param_budget, min_gain=a.min_gain, round_to=a.round_to,
+        layers=a.layers, skip_output_layer=a.skip_output_layer, split=a.split, method=a.method,
+        n_oversamples=a.oversamples, n_iter=a.n_iter, random_state=a.seed, output=a.output,
+        binary=a.binary, dialect=a.dialect, digits=a.digits, spectra=bool(a.plot))
+    print(report.format_table(), file=sys.stderr)
+    if a.report:
+        _write_json(a.report, report.to_dict())
+    if a.plot:
+        from .plot import plot_spectra
+        layers = [{"index": L.index, "out": L.out, "in": L.inp, "singular_values": report.spectra[L.index]}
+                  for L in report.layers]
+        plot_spectra(layers, a.plot, {L.index: L.rank for L in report.layers})
+    return 0
+
+
+def _require_matplotlib() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise Error("--plot needs matplotlib: pip install 'svdistill[plot]'") from None
+
+
+def cmd_spectrum(a: argparse.Namespace) -> int:
+    from .spectrum import format_spectrum, spectrum
+    if a.threads:
+        linalg.set_num_threads(a.threads)
+    if a.plot:
+        _require_matplotlib()
+    d = spectrum(a.model, layers=a.layers)
+    if a.json:
+        sys.stdout.write(json.dumps(_json_safe(d), indent=1) + "\n")
+    else:
+        print(format_spectrum(d))
+    if a.plot:
+        from .plot import plot_spectra
+        plot_spectra(d["layers"], a.plot)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="svdistill",
@@ -108,6 +181,62 @@ def build_parser() -> argparse.ArgumentParser:
                     help="text numbers: 'shortest' round-trips float32 exactly (default); "
                          "'kaldi' writes nnet-copy's 7 significant digits byte for byte")
     pc.set_defaults(func=cmd_copy)
+
+    pz = sub.add_parser(
+        "compress", help="replace affine layers by truncated-SVD factor pairs",
+        description="Replace each selected <AffineTransform> W (out x in) by a k x in "
+                    "<LinearTransform> and an out x k <AffineTransform> that keeps the bias "
+                    "(Xue, Li & Gong 2013). Give exactly one rank policy. The per-layer table "
+                    "goes to stderr; MODEL_OUT appears atomically when complete.")
+    pz.add_argument("input", metavar="MODEL_IN")
+    pz.add_argument("output", metavar="MODEL_OUT")
+    g = pz.add_argument_group("rank policy (exactly one)")
+    g.add_argument("--rank", type=int, help="the same rank K for every selected layer")
+    g.add_argument("--ranks", type=_ints, metavar="K1,K2,...", help="one rank per selected layer")
+    g.add_argument("--rank-fraction", type=float, metavar="F", help="rank = round(F x min(out, in))")
+    g.add_argument("--energy", type=float, metavar="E",
+                   help="smallest rank keeping E of sum(s^2) (guaranteed: adaptive randomized SVD)")
+    g.add_argument("--nuclear", type=float, metavar="N", help="smallest rank keeping N of sum(s)")
+    g.add_argument("--param-budget", type=float, metavar="F",
+                   help="whole model <= F x its parameters, ranks minimising the total squared "
+                        "Frobenius error (two passes)")
+    g = pz.add_argument_group("modifiers")
+    g.add_argument("--min-gain", type=float, default=0.0, metavar="G",
+                   help="factor a layer only if it keeps at most (1-G) of its weights (default 0: "
+                        "any saving)")
+    g.add_argument("--round-to", type=int, default=1, metavar="M", help="round ranks up to a multiple of M")
+    g.add_argument("--layers", metavar="SPEC",
+                   help="1-based component indices as nnet-info numbers them, e.g. 2,4-6 "
+                        "(default: every AffineTransform)")
+    _add_bool(g, "--skip-output-layer", "leave the last AffineTransform unchanged", default=False)
+    g.add_argument("--split", choices=["sqrt", "left", "right"], default="sqrt",
+                   help="where the singular values go: sqrt on both factors (default), left (the "
+                        "out x k factor) or right (the k x in factor)")
+    g = pz.add_argument_group("SVD")
+    g.add_argument("--method", choices=["auto", "randomized", "exact"], default="auto")
+    g.add_argument("--oversamples", type=int, default=None, help="randomized sketch oversampling")
+    g.add_argument("--n-iter", type=int, default=None, help="randomized power iterations")
+    g.add_argument("--seed", type=int, default=0, help="random seed (results are deterministic)")
+    g.add_argument("--threads", type=int, default=0, help="threads (default: all cores)")
+    g = pz.add_argument_group("output")
+    _add_bool(g, "--binary", "write Kaldi binary (default: the input's encoding)")
+    g.add_argument("--dialect", choices=["kaldi", "pdnn"], default=None)
+    g.add_argument("--digits", choices=["shortest", "kaldi"], default="shortest")
+    g.add_argument("--report", metavar="FILE.json", help="write the report as JSON")
+    g.add_argument("--plot", metavar="FILE.png",
+                   help="plot the spectra with the chosen ranks (needs svdistill[plot])")
+    pz.set_defaults(func=cmd_compress)
+
+    ps = sub.add_parser("spectrum", help="singular values per layer and the ranks they imply",
+                        description="For each affine layer of MODEL: the ranks needed to keep "
+                                    "50/80/90/95/99%% of the energy (sum of s^2), and the "
+                                    "break-even rank. Writes no model.")
+    ps.add_argument("model", metavar="MODEL")
+    _add_bool(ps, "--json", "JSON with all singular values", default=False)
+    ps.add_argument("--plot", metavar="FILE.png", help="plot the spectra (needs svdistill[plot])")
+    ps.add_argument("--layers", metavar="SPEC", help="component indices (default: every affine layer)")
+    ps.add_argument("--threads", type=int, default=0)
+    ps.set_defaults(func=cmd_spectrum)
     return p
 
 

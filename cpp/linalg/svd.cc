@@ -1,0 +1,263 @@
+#include "linalg/svd.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "linalg/blas.h"
+#include "nnet1/errors.h"
+#include "util/threads.h"
+
+namespace svd {
+namespace {
+
+// One Cholesky-QR pass: Y <- Y R^{-1} with R from the Gram matrix. BLAS-3
+// only, so much faster than Householder on tall-skinny blocks; refused when
+// Y is too ill-conditioned for float32 (then Householder takes over).
+bool cholqr_pass(float* y, int64_t m, int64_t l) {
+  std::vector<float> gf(static_cast<size_t>(l * l));
+  blas::gram_float(y, m, l, gf.data());
+  std::vector<double> g(gf.begin(), gf.end());
+  if (!blas::cholesky_upper(g.data(), l)) return false;
+  double dmax = 0, dmin = INFINITY;
+  for (int64_t i = 0; i < l; ++i) {
+    dmax = std::max(dmax, std::fabs(g[i * l + i]));
+    dmin = std::min(dmin, std::fabs(g[i * l + i]));
+  }
+  if (!(dmin > 1e-3 * dmax)) return false;
+  std::vector<float> r(static_cast<size_t>(l * l), 0.f);
+  for (int64_t i = 0; i < l; ++i)
+    for (int64_t j = i; j < l; ++j) r[i * l + j] = static_cast<float>(g[i * l + j]);
+  blas::solve_upper_right(y, m, l, r.data());
+  return true;
+}
+
+// Orthonormal basis of the columns of Y (m x l, m >= l), in place. `full`:
+// to working precision (CholQR2); otherwise one pass, enough to keep power
+// iterates well-conditioned. Householder whenever Cholesky QR is unsafe.
+void orthonormalize(float* y, int64_t m, int64_t l, bool full) {
+  if (cholqr_pass(y, m, l) && (!full || cholqr_pass(y, m, l))) return;
+  blas::householder_q(y, m, l);
+}
+
+uint64_t splitmix64(uint64_t& x) {
+  uint64_t z = (x += 0x9E3779B97F4A7C15ULL);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+
+// Standard normal entries (Box-Muller). Each row has its own stream derived
+// from (seed, row), so the sketch is the same whatever the thread count.
+MatF gaussian(int64_t rows, int64_t cols, uint64_t seed) {
+  MatF g(rows, cols);
+  const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(num_threads(), rows / 64));
+  parallel_for(blocks, [&](int64_t bi) {
+    for (int64_t i = rows * bi / blocks; i < rows * (bi + 1) / blocks; ++i) {
+      uint64_t state = seed * 0x9E3779B97F4A7C15ULL ^ (static_cast<uint64_t>(i) + 1) * 0xD1B54A32D192ED03ULL;
+      float* row = g.data() + i * cols;
+      for (int64_t j = 0; j < cols; j += 2) {
+        uint64_t r = splitmix64(state);
+        float u1 = (static_cast<float>(r >> 40) + 0.5f) * (1.0f / 16777216.0f);  // (0, 1)
+        float u2 = static_cast<float>((r >> 16) & 0xFFFFFF) * (1.0f / 16777216.0f);
+        float rad = std::sqrt(-2.f * std::log(u1));
+        float ang = 6.2831853071795864f * u2;
+        row[j] = rad * std::cos(ang);
+        if (j + 1 < cols) row[j + 1] = rad * std::sin(ang);
+      }
+    }
+  });
+  return g;
+}
+
+// SVD of the l x n block B = Q^T A in float64; returns factors of A = Q B.
+// Fast path: eigenvectors of B B^T (l x l). In float64 the right singular
+// vectors v_i = B^T u_i / s_i are accurate to ~1e-16 (s_1/s_i)^2, far below
+// float32 resolution while s_keep >= 1e-4 s_1; otherwise LAPACK's gesdd.
+SvdResult svd_of_projection(const MatF& q, const MatF& b, int64_t keep, double total) {
+  const int64_t l = b.rows(), n = b.cols();
+  const int64_t r = std::min(l, n);
+  keep = std::min(keep, r);
+  MatD bd = b.cast<double>();
+  MatD ub;
+  MatD vtd;
+  std::vector<double> s;
+  bool done = false;
+  if (l <= n && keep > 0) {
+    MatD g(l, l);
+    blas::gram_rows_double(bd.data(), l, n, g.data());
+    std::vector<double> w(static_cast<size_t>(l));
+    if (blas::dsyevd_vectors(g.data(), l, w.data())) {
+      // Ascending eigenpairs: the last `keep` columns, reversed.
+      const double top = std::sqrt(std::max(w[l - 1], 0.0));
+      const double low = std::sqrt(std::max(w[l - keep], 0.0));
+      if (top > 0 && low >= 1e-4 * top) {
+        ub.resize(l, keep);
+        s.resize(static_cast<size_t>(keep));
+        for (int64_t j = 0; j < keep; ++j) {
+          s[j] = std::sqrt(std::max(w[l - 1 - j], 0.0));
+          ub.col(j) = g.col(l - 1 - j);
+        }
+        vtd.resize(keep, n);
+        MatD ubt = ub.transpose();
+        blas::dgemm(false, false, keep, n, l, ubt.data(), l, bd.data(), n, vtd.data(), n);
+        for (int64_t j = 0; j < keep; ++j) vtd.row(j) /= s[j];
+        done = true;
+      }
+    }
+  }
+  if (!done) {
+    MatD u(l, r), vt(r, n);
+    s.assign(static_cast<size_t>(r), 0.0);
+    blas::dgesdd_thin(bd.data(), l, n, u.data(), s.data(), vt.data());
+    ub = u.leftCols(keep);
+    vtd = vt.topRows(keep);
+    s.resize(static_cast<size_t>(keep));
+  }
+  SvdResult res;
+  MatF ubk = ub.cast<float>();
+  res.u.resize(q.rows(), keep);
+  blas::sgemm(false, false, q.rows(), keep, l, 1.f, q.data(), l, ubk.data(), keep, 0.f, res.u.data(), keep);
+  res.vt = vtd.cast<float>();
+  res.s = std::move(s);
+  res.total_energy = total;
+  res.sketch = l;
+  return res;
+}
+
+// Range finder + projection: the sketch-size-l factorisation of A.
+SvdResult sketch_svd(const float* a, int64_t m, int64_t n, int64_t l, int64_t keep, int n_iter,
+                     uint64_t seed, double total) {
+  l = std::min(l, std::min(m, n));
+  MatF omega = gaussian(n, l, seed);
+  MatF y(m, l), z(n, l);
+  blas::sgemm(false, false, m, l, n, 1.f, a, n, omega.data(), l, 0.f, y.data(), l);
+  // Intermediate iterates only need to stay well-conditioned: one Cholesky-QR
+  // pass. The basis the projection uses gets a full orthonormalization.
+  for (int it = 0; it < n_iter; ++it) {
+    orthonormalize(y.data(), m, l, /*full=*/false);
+    blas::sgemm(true, false, n, l, m, 1.f, a, n, y.data(), l, 0.f, z.data(), l);
+    orthonormalize(z.data(), n, l, /*full=*/false);
+    blas::sgemm(false, false, m, l, n, 1.f, a, n, z.data(), l, 0.f, y.data(), l);
+  }
+  orthonormalize(y.data(), m, l, /*full=*/true);
+  MatF b(l, n);
+  blas::sgemm(true, false, l, n, m, 1.f, y.data(), l, a, n, 0.f, b.data(), n);
+  return svd_of_projection(y, b, keep, total);
+}
+
+void check_rank(int64_t k, int64_t m, int64_t n) {
+  if (k < 0 || k > std::min(m, n))
+    throw Error("rank " + std::to_string(k) + " is outside 0.." + std::to_string(std::min(m, n)) +
+                " for a " + std::to_string(m) + "x" + std::to_string(n) + " matrix");
+}
+
+}  // namespace
+
+double frobenius_sq(const float* a, int64_t n) {
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(num_threads(), n >> 16));
+  std::vector<double> part(static_cast<size_t>(chunks), 0.0);
+  parallel_for(chunks, [&](int64_t c) {
+    int64_t lo = n * c / chunks, hi = n * (c + 1) / chunks;
+    double acc = 0;
+    for (int64_t i = lo; i < hi; ++i) acc += static_cast<double>(a[i]) * a[i];
+    part[c] = acc;
+  });
+  double t = 0;
+  for (double p : part) t += p;
+  return t;
+}
+
+SvdResult exact_svd(const float* a, int64_t m, int64_t n, int64_t k) {
+  check_rank(k, m, n);
+  const int64_t r = std::min(m, n);
+  MatD ad = Eigen::Map<const MatF>(a, m, n).cast<double>();
+  MatD u(m, r), vt(r, n);
+  std::vector<double> s(static_cast<size_t>(r));
+  if (r > 0) blas::dgesdd_thin(ad.data(), m, n, u.data(), s.data(), vt.data());
+  SvdResult res;
+  res.u = u.leftCols(k).cast<float>();
+  res.vt = vt.topRows(k).cast<float>();
+  res.s.assign(s.begin(), s.begin() + k);
+  res.total_energy = frobenius_sq(a, m * n);
+  return res;
+}
+
+SvdResult randomized_svd(const float* a, int64_t m, int64_t n, int64_t k, const RandomizedOptions& opt) {
+  check_rank(k, m, n);
+  const double total = frobenius_sq(a, m * n);
+  if (k == 0) {
+    SvdResult res;
+    res.u.resize(m, 0);
+    res.vt.resize(0, n);
+    res.total_energy = total;
+    return res;
+  }
+  const int64_t p = opt.oversamples >= 0 ? opt.oversamples : default_oversamples(k);
+  const int q = opt.n_iter >= 0 ? opt.n_iter : kDefaultIter;
+  return sketch_svd(a, m, n, k + p, k, q, opt.seed, total);
+}
+
+SvdResult adaptive_energy_svd(const float* a, int64_t m, int64_t n, double energy,
+                              const RandomizedOptions& opt) {
+  if (!(energy >= 0 && energy <= 1)) throw Error("energy target must lie in [0, 1]");
+  const double total = frobenius_sq(a, m * n);
+  const int64_t r = std::min(m, n);
+  const int q = opt.n_iter >= 0 ? opt.n_iter : kDefaultIter;
+  int64_t l = std::min<int64_t>(r, 128);
+  for (;;) {
+    const int64_t guard = opt.oversamples >= 0 ? opt.oversamples : std::max<int64_t>(16, l / 8);
+    SvdResult full = sketch_svd(a, m, n, l, l, q, opt.seed, total);
+    const std::vector<double>& s = full.s;
+    double acc = 0;
+    int64_t k = -1;
+    for (size_t i = 0; i < s.size(); ++i) {
+      acc += s[i] * s[i];
+      if (acc >= energy * total * (1 - 1e-12)) {
+        k = static_cast<int64_t>(i) + 1;
+        break;
+      }
+    }
+    if (energy == 0) k = 0;
+    if ((k >= 0 && k + guard <= l) || l >= r) {
+      if (k < 0) k = static_cast<int64_t>(s.size());  // float rounding at full rank
+      full.u.conservativeResize(m, k);
+      full.vt.conservativeResize(k, n);
+      full.s.resize(static_cast<size_t>(k));
+      return full;
+    }
+    l = std::min(r, 2 * l);
+  }
+}
+
+std::vector<double> singular_values(const float* a, int64_t m, int64_t n) {
+  // Gram matrix of the smaller side, in double, built from row blocks so the
+  // double copy of the input never exists at once.
+  const bool rows_side = m < n;  // then use A A^T (m x m)
+  const int64_t d = rows_side ? m : n;
+  MatD g = MatD::Zero(d, d);
+  if (!rows_side) {
+    const int64_t block = std::max<int64_t>(1, (8 << 20) / std::max<int64_t>(n, 1));
+    for (int64_t r0 = 0; r0 < m; r0 += block) {
+      const int64_t rows = std::min(block, m - r0);
+      MatD blk = Eigen::Map<const MatF>(a + r0 * n, rows, n).cast<double>();
+      blas::gram_double_acc(blk.data(), rows, n, g.data());
+    }
+  } else {
+    const int64_t block = std::max<int64_t>(1, (8 << 20) / std::max<int64_t>(m, 1));
+    Eigen::Map<const MatF> am(a, m, n);
+    for (int64_t c0 = 0; c0 < n; c0 += block) {
+      const int64_t cols = std::min(block, n - c0);
+      MatD blk = am.middleCols(c0, cols).transpose().cast<double>();
+      blas::gram_double_acc(blk.data(), cols, m, g.data());
+    }
+  }
+  for (int64_t i = 0; i < d; ++i)
+    for (int64_t j = 0; j < i; ++j) g(i, j) = g(j, i);
+  std::vector<double> w(static_cast<size_t>(d));
+  if (d > 0) blas::dsyevd_values(g.data(), d, w.data());
+  std::vector<double> s(w.rbegin(), w.rend());
+  for (double& x : s) x = std::sqrt(std::max(x, 0.0));
+  return s;
+}
+
+}  // namespace svd
