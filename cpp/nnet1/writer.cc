@@ -1,10 +1,12 @@
 #include "nnet1/writer.h"
 
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <cstring>
 
 #include "nnet1/errors.h"
+#include "util/threads.h"
 
 namespace svd {
 namespace {
@@ -135,27 +137,37 @@ void ModelWriter::write_matrix(const FloatBlock& m) {
     return;
   }
   put(kaldi ? " [" : "[");
-  // Rows are formatted straight into the output buffer.
+  // Blocks of rows are formatted on all threads, each into its own buffer, and
+  // written in order: text output costs little more than the bytes.
   const float* d = m.data.data();
-  for (int64_t i = 0; i < rows; ++i) {
-    if (buf_.size() + 48 * static_cast<size_t>(cols) + 8 > kFlushAt) flush();
-    size_t pos = buf_.size();
-    buf_.resize(pos + 48 * static_cast<size_t>(cols) + 8);
-    char* out = &buf_[pos];
-    char* p = out;
-    if (kaldi) {
-      *p++ = '\n';
-      *p++ = ' ';
-      *p++ = ' ';
-    } else {
-      *p++ = '\n';
-    }
-    const float* row = d + i * cols;
-    for (int64_t j = 0; j < cols; ++j) {
-      p += format_float(p, row[j], opt_.digits);
-      if (kaldi || j + 1 < cols) *p++ = ' ';
-    }
-    buf_.resize(pos + static_cast<size_t>(p - out));
+  const Digits digits = opt_.digits;
+  const int64_t per_value = 17;  // longest float32 text ("-1.17549435e-38") + a space
+  const int64_t rows_per_block = std::max<int64_t>(1, (2 << 20) / (cols * per_value + 4));
+  const int64_t threads = std::max(1, num_threads());
+  std::vector<std::string> blocks(static_cast<size_t>(threads));
+  for (int64_t r0 = 0; r0 < rows; r0 += rows_per_block * threads) {
+    parallel_for(threads, [&](int64_t t) {
+      const int64_t a = r0 + t * rows_per_block, b = std::min(rows, a + rows_per_block);
+      std::string& out = blocks[static_cast<size_t>(t)];
+      out.clear();
+      if (a >= b) return;
+      out.resize(static_cast<size_t>((b - a) * (cols * per_value + 4)));
+      char* p = &out[0];
+      for (int64_t i = a; i < b; ++i) {
+        *p++ = '\n';
+        if (kaldi) {
+          *p++ = ' ';
+          *p++ = ' ';
+        }
+        const float* row = d + i * cols;
+        for (int64_t j = 0; j < cols; ++j) {
+          p += format_float(p, row[j], digits);
+          if (kaldi || j + 1 < cols) *p++ = ' ';
+        }
+      }
+      out.resize(static_cast<size_t>(p - &out[0]));
+    });
+    for (const std::string& blk : blocks) put(blk);
   }
   put(kaldi ? "]\n" : "\n]\n");
 }
