@@ -10,5 +10,6 @@ void BindErrors(py::module_& m);
 void BindComponent(py::module_& m);
 void BindIo(py::module_& m);
 void BindLinalg(py::module_& m);
+void BindNetwork(py::module_& m);
 
 }  // namespace svd_py

@@ -8,5 +8,6 @@ PYBIND11_MODULE(_core, m) {
   svd_py::BindComponent(m);
   svd_py::BindIo(m);
   svd_py::BindLinalg(m);
+  svd_py::BindNetwork(m);
   m.attr("have_zlib") = svd::have_zlib();
 }

@@ -15,6 +15,8 @@ from .info import info
 from .compress import compress
 from .report import CompressReport, LayerReport
 from .spectrum import spectrum
+from .forward import Network, forward
+from .compare import compare
 from . import linalg
 
 __version__ = "0.1.0"
@@ -26,8 +28,11 @@ __all__ = [
     "FormatError",
     "LayerReport",
     "Model",
+    "Network",
     "RankError",
+    "compare",
     "compress",
+    "forward",
     "info",
     "linalg",
     "spectrum",

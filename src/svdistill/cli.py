@@ -151,6 +151,39 @@ def cmd_spectrum(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_forward(a: argparse.Namespace) -> int:
+    from .forward import forward_archive
+    if a.threads:
+        linalg.set_num_threads(a.threads)
+    tty = sys.stderr.isatty()
+
+    def progress(utts: int, frames: int) -> None:
+        if tty:
+            sys.stderr.write(f"\rforward: {utts} utterances, {frames} frames")
+            sys.stderr.flush()
+
+    n_utt, n_frames = forward_archive(
+        a.model, a.feats, a.output, feature_transform=a.feature_transform, no_softmax=a.no_softmax,
+        apply_log=a.apply_log, class_frame_counts=a.class_frame_counts, prior_scale=a.prior_scale,
+        progress=progress)
+    if tty:
+        sys.stderr.write("\r")
+    print(f"svdistill forward: {n_utt} utterances, {n_frames} frames", file=sys.stderr)
+    return 0
+
+
+def cmd_compare(a: argparse.Namespace) -> int:
+    from .compare import compare, format_compare
+    if a.threads:
+        linalg.set_num_threads(a.threads)
+    d = compare(a.teacher, a.student, a.feats, feature_transform=a.feature_transform)
+    if a.json:
+        sys.stdout.write(json.dumps(_json_safe(d), indent=1) + "\n")
+    else:
+        print(format_compare(d))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="svdistill",
@@ -237,6 +270,34 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--layers", metavar="SPEC", help="component indices (default: every affine layer)")
     ps.add_argument("--threads", type=int, default=0)
     ps.set_defaults(func=cmd_spectrum)
+
+    pf = sub.add_parser("forward", help="nnet-forward: run a model over a feature archive",
+                        description="Run MODEL over every utterance of FEATS_RSPECIFIER and write the "
+                                    "outputs to OUT_WSPECIFIER (Kaldi rspecifiers/wspecifiers: ark:, "
+                                    "scp:, ark,t:, ark,scp:, pipes, -). Outputs match nnet-forward's.")
+    pf.add_argument("model", metavar="MODEL")
+    pf.add_argument("feats", metavar="FEATS_RSPECIFIER")
+    pf.add_argument("output", metavar="OUT_WSPECIFIER")
+    pf.add_argument("--feature-transform", metavar="FT", help="feature transform run first (frozen)")
+    _add_bool(pf, "--no-softmax", "drop a final Softmax/BlockSoftmax (pre-softmax outputs)", default=False)
+    _add_bool(pf, "--apply-log", "write log(posterior + 1e-20)", default=False)
+    pf.add_argument("--class-frame-counts", metavar="FILE",
+                    help="subtract prior-scale x log priors from these counts (pseudo log-likelihoods)")
+    pf.add_argument("--prior-scale", type=float, default=1.0)
+    pf.add_argument("--threads", type=int, default=0)
+    pf.set_defaults(func=cmd_forward)
+
+    pm = sub.add_parser("compare", help="teacher-vs-student fidelity on a feature archive",
+                        description="Top-1 agreement, mean KL(teacher || student), cross-entropy, the "
+                                    "largest posterior difference and parameter counts, over every "
+                                    "frame of FEATS_RSPECIFIER.")
+    pm.add_argument("teacher", metavar="TEACHER")
+    pm.add_argument("student", metavar="STUDENT")
+    pm.add_argument("feats", metavar="FEATS_RSPECIFIER")
+    pm.add_argument("--feature-transform", metavar="FT")
+    _add_bool(pm, "--json", "JSON instead of a table", default=False)
+    pm.add_argument("--threads", type=int, default=0)
+    pm.set_defaults(func=cmd_compare)
     return p
 
 
@@ -260,6 +321,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"svdistill: error: {e}", file=sys.stderr)
             return 2
         except BrokenPipeError:
+            # The reader went away (e.g. '| head'): stop quietly, as Unix tools do.
+            import os
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
             return 1
         except KeyboardInterrupt:
             print("svdistill: interrupted", file=sys.stderr)

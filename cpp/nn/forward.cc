@@ -1,0 +1,245 @@
+#include "nn/forward.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "linalg/blas.h"
+#include "nnet1/errors.h"
+#include "util/threads.h"
+
+namespace svd {
+namespace {
+
+// exp(x) for float, ~1 ulp on [-87, 88], written so compilers vectorise it:
+// 2^(x log2 e) split into an integer power (exponent bits) and a degree-6
+// polynomial on the remainder.
+inline float fast_exp(float x) {
+  x = std::min(88.0f, std::max(-87.3365447504f, x));
+  const float t = x * 1.44269504088896341f;
+  const float fi = (t + 12582912.f) - 12582912.f;  // round to nearest, SSE2-friendly
+  const float f = x - fi * 0.693145751953125f - fi * 1.428606765330187045e-06f;
+  float p = 1.9875691500e-4f;
+  p = p * f + 1.3981999507e-3f;
+  p = p * f + 8.3334519073e-3f;
+  p = p * f + 4.1665795894e-2f;
+  p = p * f + 1.6666665459e-1f;
+  p = p * f + 5.0000001201e-1f;
+  p = p * f * f + f + 1.0f;
+  int32_t e = static_cast<int32_t>(fi) + 127;
+  float scale;
+  uint32_t bits = static_cast<uint32_t>(std::max(1, std::min(254, e))) << 23;
+  std::memcpy(&scale, &bits, 4);
+  return p * scale;
+}
+
+template <class F>
+void for_rows(int64_t rows, int64_t cols, F&& f) {
+  const int64_t work = rows * std::max<int64_t>(cols, 1);
+  const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(num_threads(), work >> 15));
+  parallel_for(blocks, [&](int64_t b) { f(rows * b / blocks, rows * (b + 1) / blocks); });
+}
+
+[[noreturn]] void unsupported(const Component& c, size_t index) {
+  throw Error("component " + std::to_string(index + 1) + " " + c.marker + ": svdistill cannot run " +
+              kind_info(c.kind).name + " components (forward supports AffineTransform, LinearTransform, "
+              "Sigmoid, Tanh, Softmax, BlockSoftmax, HiddenSoftmax, ParametricRelu, Dropout, Splice, "
+              "AddShift, Rescale, Copy, LengthNormComponent and PDNN <relu>/<linear>)");
+}
+
+}  // namespace
+
+void sigmoid_inplace(float* x, int64_t n) {
+  for_rows(n, 1, [&](int64_t a, int64_t b) {
+    for (int64_t i = a; i < b; ++i) x[i] = 1.f / (1.f + fast_exp(-x[i]));
+  });
+}
+
+void tanh_inplace(float* x, int64_t n) {
+  for_rows(n, 1, [&](int64_t a, int64_t b) {
+    for (int64_t i = a; i < b; ++i) {
+      // tanh(x) = 1 - 2 / (exp(2x) + 1); exact at the saturated ends.
+      x[i] = 1.f - 2.f / (fast_exp(2.f * x[i]) + 1.f);
+    }
+  });
+}
+
+void softmax_rows(float* x, int64_t rows, int64_t cols, int64_t c0, int64_t width) {
+  for_rows(rows, width, [&](int64_t a, int64_t b) {
+    for (int64_t r = a; r < b; ++r) {
+      float* row = x + r * cols + c0;
+      float mx = row[0];
+      for (int64_t j = 1; j < width; ++j) mx = std::max(mx, row[j]);
+      float sum = 0.f;
+      for (int64_t j = 0; j < width; ++j) {
+        row[j] = fast_exp(row[j] - mx);
+        sum += row[j];
+      }
+      const float inv = 1.f / sum;
+      for (int64_t j = 0; j < width; ++j) row[j] *= inv;
+    }
+  });
+}
+
+bool can_forward(Kind kind) {
+  switch (kind) {
+    case Kind::AffineTransform:
+    case Kind::LinearTransform:
+    case Kind::Sigmoid:
+    case Kind::Tanh:
+    case Kind::Softmax:
+    case Kind::HiddenSoftmax:
+    case Kind::BlockSoftmax:
+    case Kind::ParametricRelu:
+    case Kind::Dropout:
+    case Kind::LengthNormComponent:
+    case Kind::Splice:
+    case Kind::Copy:
+    case Kind::AddShift:
+    case Kind::Rescale:
+    case Kind::Relu:
+    case Kind::Linear:
+      return true;
+    default:
+      return false;
+  }
+}
+
+Network::Network(std::vector<std::shared_ptr<Component>> components) : comps_(std::move(components)) {
+  for (size_t i = 0; i < comps_.size(); ++i) {
+    const Component& c = *comps_[i];
+    if (!can_forward(c.kind)) unsupported(c, i);
+    if (i > 0 && comps_[i - 1]->output_dim != c.input_dim)
+      throw Error("component " + std::to_string(i + 1) + " " + c.marker + ": input dim " +
+                  std::to_string(c.input_dim) + " does not match the previous output dim " +
+                  std::to_string(comps_[i - 1]->output_dim));
+    std::string problem = c.check();
+    if (!problem.empty()) throw Error("component " + std::to_string(i + 1) + " " + c.marker + ": " + problem);
+  }
+  if (!comps_.empty()) {
+    input_dim_ = comps_.front()->input_dim;
+    output_dim_ = comps_.back()->output_dim;
+  }
+}
+
+MatF Network::propagate(const Component& c, const MatF& x) {
+  const int64_t T = x.rows(), in = c.input_dim, out = c.output_dim;
+  if (x.cols() != in)
+    throw Error(std::string(kind_info(c.kind).name) + ": input has " + std::to_string(x.cols()) +
+                " columns, expected " + std::to_string(in));
+  switch (c.kind) {
+    case Kind::AffineTransform:
+    case Kind::LinearTransform: {
+      MatF y(T, out);
+      const float* w = c.params[0].data.data();
+      if (c.kind == Kind::AffineTransform) {
+        const float* b = c.params[1].data.data();
+        for_rows(T, out, [&](int64_t a, int64_t e) {
+          for (int64_t r = a; r < e; ++r) std::memcpy(y.data() + r * out, b, out * 4);
+        });
+      }
+      blas::sgemm(false, true, T, out, in, 1.f, x.data(), in, w, in,
+                  c.kind == Kind::AffineTransform ? 1.f : 0.f, y.data(), out);
+      return y;
+    }
+    case Kind::Sigmoid: {
+      MatF y = x;
+      sigmoid_inplace(y.data(), y.size());
+      return y;
+    }
+    case Kind::Tanh: {
+      MatF y = x;
+      tanh_inplace(y.data(), y.size());
+      return y;
+    }
+    case Kind::Softmax:
+    case Kind::HiddenSoftmax: {
+      MatF y = x;
+      softmax_rows(y.data(), T, out, 0, out);
+      return y;
+    }
+    case Kind::BlockSoftmax: {
+      MatF y = x;
+      int64_t c0 = 0;
+      for (int32_t w : c.ints) {
+        softmax_rows(y.data(), T, out, c0, w);
+        c0 += w;
+      }
+      return y;
+    }
+    case Kind::ParametricRelu: {
+      MatF y(T, out);
+      const float* al = c.params[0].data.data();
+      const float* be = c.params[1].data.data();
+      for_rows(T, out, [&](int64_t a, int64_t e) {
+        for (int64_t r = a; r < e; ++r)
+          for (int64_t j = 0; j < out; ++j) {
+            float v = x(r, j);
+            y(r, j) = v >= 0.f ? al[j] * v : be[j] * v;
+          }
+      });
+      return y;
+    }
+    case Kind::Relu: {
+      MatF y = x.cwiseMax(0.f);
+      return y;
+    }
+    case Kind::Dropout:  // nnet-forward disables dropout
+    case Kind::Linear:
+      return x;
+    case Kind::LengthNormComponent: {
+      MatF y(T, out);
+      for_rows(T, out, [&](int64_t a, int64_t e) {
+        for (int64_t r = a; r < e; ++r) {
+          double ss = 0;
+          for (int64_t j = 0; j < in; ++j) ss += static_cast<double>(x(r, j)) * x(r, j);
+          const float scale = static_cast<float>(1.0 / std::sqrt(ss));  // as Kaldi: no floor
+          for (int64_t j = 0; j < in; ++j) y(r, j) = x(r, j) * scale;
+        }
+      });
+      return y;
+    }
+    case Kind::Splice: {
+      MatF y(T, out);
+      const int64_t n = static_cast<int64_t>(c.ints.size());
+      for_rows(T, out, [&](int64_t a, int64_t e) {
+        for (int64_t r = a; r < e; ++r)
+          for (int64_t o = 0; o < n; ++o) {
+            int64_t src = std::min<int64_t>(T - 1, std::max<int64_t>(0, r + c.ints[o]));
+            std::memcpy(y.data() + r * out + o * in, x.data() + src * in, in * 4);
+          }
+      });
+      return y;
+    }
+    case Kind::Copy: {
+      MatF y(T, out);
+      for_rows(T, out, [&](int64_t a, int64_t e) {
+        for (int64_t r = a; r < e; ++r)
+          for (int64_t j = 0; j < out; ++j) y(r, j) = x(r, c.ints[j] - 1);
+      });
+      return y;
+    }
+    case Kind::AddShift:
+    case Kind::Rescale: {
+      MatF y(T, out);
+      const float* v = c.params[0].data.data();
+      const bool add = c.kind == Kind::AddShift;
+      for_rows(T, out, [&](int64_t a, int64_t e) {
+        for (int64_t r = a; r < e; ++r)
+          for (int64_t j = 0; j < out; ++j) y(r, j) = add ? x(r, j) + v[j] : x(r, j) * v[j];
+      });
+      return y;
+    }
+    default:
+      unsupported(c, 0);
+  }
+}
+
+MatF Network::forward(const float* in, int64_t frames, size_t upto) const {
+  MatF x = Eigen::Map<const MatF>(in, frames, input_dim_);
+  upto = std::min(upto, comps_.size());
+  for (size_t i = 0; i < upto; ++i) x = propagate(*comps_[i], x);
+  return x;
+}
+
+}  // namespace svd

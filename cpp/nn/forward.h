@@ -1,0 +1,47 @@
+// Inference as Kaldi's nnet-forward computes it, on a block of frames of one
+// utterance (Splice pads at the utterance edges by repeating the first/last
+// frame). Components are held by shared pointer: weights are never copied.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "linalg/svd.h"
+#include "nnet1/component.h"
+
+namespace svd {
+
+// The component kinds forward() can run.
+bool can_forward(Kind kind);
+
+class Network {
+ public:
+  // Throws Error naming the first component that cannot be run (LSTM, ...),
+  // or dims that do not chain.
+  explicit Network(std::vector<std::shared_ptr<Component>> components);
+
+  int64_t input_dim() const { return input_dim_; }
+  int64_t output_dim() const { return output_dim_; }
+  size_t size() const { return comps_.size(); }
+
+  // frames x input_dim (row-major) -> frames x output_dim. `upto` limits the
+  // components run (e.g. size() - 1 drops a final softmax).
+  MatF forward(const float* in, int64_t frames, size_t upto) const;
+  MatF forward(const float* in, int64_t frames) const { return forward(in, frames, comps_.size()); }
+
+  // Runs one component on its own (tests, training).
+  static MatF propagate(const Component& c, const MatF& in);
+
+ private:
+  std::vector<std::shared_ptr<Component>> comps_;
+  int64_t input_dim_ = 0, output_dim_ = 0;
+};
+
+// Elementwise kernels, exposed for the training code.
+void sigmoid_inplace(float* x, int64_t n);
+void tanh_inplace(float* x, int64_t n);
+// Row-wise softmax over columns [c0, c0 + width) of a rows x cols matrix.
+void softmax_rows(float* x, int64_t rows, int64_t cols, int64_t c0, int64_t width);
+
+}  // namespace svd

@@ -1,0 +1,189 @@
+"""Inference exactly as Kaldi's ``nnet-forward`` computes it, and feature archives.
+
+The network runs in the C++ core (OpenBLAS GEMMs, threaded elementwise kernels,
+GIL released). Archives are read and written with ``kaldiio`` (``ark:``,
+``scp:``, ``ark,t:``, ``ark,scp:``, pipes, ``-``).
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Iterator, Optional, Tuple, Union
+
+import numpy as np
+
+from . import _core
+from .errors import Error
+from .io import PathOrFile, read
+from .model import Component, Model
+
+ModelLike = Union[Model, PathOrFile]
+
+
+def _load(model: ModelLike) -> Model:
+    return model if isinstance(model, Model) else read(model)
+
+
+def read_class_frame_counts(path: str) -> np.ndarray:
+    """A Kaldi counts vector (``[ c1 c2 ... ]`` text, as ``ali-to-pdf | analyze-counts`` writes)."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode("ascii", "replace")
+    except OSError as e:
+        raise Error(f"{path}: cannot read class frame counts: {e.strerror}") from None
+    body = text.strip()
+    if body.startswith("["):
+        body = body[1:]
+    if body.endswith("]"):
+        body = body[:-1]
+    try:
+        counts = np.array([float(x) for x in body.split()], dtype=np.float64)
+    except ValueError:
+        raise Error(f"{path}: expected a vector of counts '[ c1 c2 ... ]'") from None
+    if counts.size == 0 or not np.all(np.isfinite(counts)) or counts.min() < 0 or counts.sum() <= 0:
+        raise Error(f"{path}: class frame counts must be non-negative with a positive sum")
+    return counts
+
+
+def log_priors(counts: np.ndarray, prior_floor: float = 1e-10) -> np.ndarray:
+    """log(counts / sum) as Kaldi's PdfPrior: classes below ``prior_floor`` get sqrt(FLT_MAX)."""
+    rel = counts / counts.sum()
+    lp = np.log(rel + 1e-20)
+    lp[rel < prior_floor] = np.sqrt(np.finfo(np.float32).max)
+    return lp.astype(np.float32)
+
+
+class Network:
+    """A model kept in the core for repeated forward passes.
+
+    Parameters
+    ----------
+    model : Model or path
+    feature_transform : Model or path, optional
+        Run first, frozen (Kaldi's ``--feature-transform``).
+    no_softmax : bool
+        Drop a final ``<Softmax>``/``<BlockSoftmax>`` (pre-softmax outputs), as
+        nnet-forward does; any other last component stays, with a warning.
+
+    Calling it on a (frames x dims) array of one utterance returns the outputs.
+    """
+
+    def __init__(self, model: ModelLike, *, feature_transform: Optional[ModelLike] = None,
+                 no_softmax: bool = False) -> None:
+        self.model = _load(model)
+        comps = list(self.model.components)
+        if no_softmax:
+            if comps and comps[-1].kind in ("Softmax", "BlockSoftmax"):
+                comps = comps[:-1]
+            elif comps:
+                warnings.warn(f"--no-softmax: the last component is {comps[-1].marker}, not a "
+                              "softmax; it is kept", stacklevel=2)
+        self.feature_transform = _load(feature_transform) if feature_transform is not None else None
+        ft = list(self.feature_transform.components) if self.feature_transform is not None else []
+        if ft and comps and ft[-1].output_dim != comps[0].input_dim:
+            raise Error(f"the feature transform outputs {ft[-1].output_dim} dims but the model "
+                        f"expects {comps[0].input_dim}")
+        self._net = _core.Network([c._c for c in ft + comps])
+
+    @property
+    def input_dim(self) -> int:
+        return self._net.input_dim
+
+    @property
+    def output_dim(self) -> int:
+        return self._net.output_dim
+
+    def __call__(self, feats: np.ndarray) -> np.ndarray:
+        feats = np.asarray(feats)
+        if feats.ndim != 2:
+            raise Error(f"features must be a 2-D (frames x dims) array, got shape {feats.shape}")
+        return self._net.forward(feats)
+
+
+def forward(model: Union[ModelLike, Network], feats: np.ndarray, *,
+            feature_transform: Optional[ModelLike] = None, no_softmax: bool = False,
+            apply_log: bool = False, class_frame_counts: Optional[Union[str, np.ndarray]] = None,
+            prior_scale: float = 1.0) -> np.ndarray:
+    """Outputs of ``model`` on the frames of one utterance, as ``nnet-forward`` computes them.
+
+    Parameters
+    ----------
+    model : Model, path, or a :class:`Network` (to avoid converting weights again)
+    feats : ndarray (frames x dims)
+    feature_transform, no_softmax
+        As :class:`Network`.
+    apply_log : bool
+        log(posterior + 1e-20). Cannot be combined with ``no_softmax``.
+    class_frame_counts, prior_scale
+        Subtract ``prior_scale`` x log prior (counts file or array) from the
+        output: pseudo log-likelihoods for decoding.
+
+    Returns
+    -------
+    ndarray (frames x output_dim), float32
+    """
+    if apply_log and no_softmax:
+        raise Error("cannot use both apply_log and no_softmax (nnet-forward refuses it too)")
+    net = model if isinstance(model, Network) else Network(model, feature_transform=feature_transform,
+                                                             no_softmax=no_softmax)
+    out = net(feats)
+    return _postprocess(out, apply_log, _priors(class_frame_counts, prior_scale, out.shape[1]))
+
+
+def _priors(class_frame_counts, prior_scale: float, dim: int) -> Optional[np.ndarray]:
+    if class_frame_counts is None:
+        return None
+    counts = (read_class_frame_counts(class_frame_counts) if isinstance(class_frame_counts, (str, os.PathLike))
+              else np.asarray(class_frame_counts, dtype=np.float64))
+    if counts.size != dim:
+        raise Error(f"class frame counts have {counts.size} entries but the network outputs {dim}")
+    return (prior_scale * log_priors(counts)).astype(np.float32)
+
+
+def _postprocess(out: np.ndarray, apply_log: bool, scaled_log_priors: Optional[np.ndarray]) -> np.ndarray:
+    if apply_log:
+        out = np.log(out + np.float32(1e-20))
+    if scaled_log_priors is not None:
+        out = out - scaled_log_priors[None, :]
+    return out
+
+
+def iter_archive(rspecifier: str) -> Iterator[Tuple[str, np.ndarray]]:
+    """(key, frames x dims float32 matrix) from a Kaldi rspecifier, via kaldiio."""
+    import kaldiio
+    try:
+        with kaldiio.ReadHelper(rspecifier) as reader:
+            for key, mat in reader:
+                yield key, np.asarray(mat, dtype=np.float32)
+    except (OSError, ValueError, RuntimeError, EOFError) as e:
+        raise Error(f"{rspecifier}: cannot read features: {e}") from None
+
+
+def forward_archive(model: ModelLike, feats_rspecifier: str, out_wspecifier: str, *,
+                    feature_transform: Optional[ModelLike] = None, no_softmax: bool = False,
+                    apply_log: bool = False, class_frame_counts: Optional[str] = None,
+                    prior_scale: float = 1.0, progress=None) -> Tuple[int, int]:
+    """``nnet-forward`` over an archive, utterance by utterance. Returns (utterances, frames)."""
+    import kaldiio
+    if apply_log and no_softmax:
+        raise Error("cannot use both --apply-log and --no-softmax (nnet-forward refuses it too)")
+    net = Network(model, feature_transform=feature_transform, no_softmax=no_softmax)
+    priors = _priors(class_frame_counts, prior_scale, net.output_dim)
+    n_utt = n_frames = 0
+    try:
+        with kaldiio.WriteHelper(out_wspecifier) as writer:
+            for key, mat in iter_archive(feats_rspecifier):
+                if mat.ndim != 2 or mat.shape[1] != net.input_dim:
+                    raise Error(f"utterance {key}: features have shape {mat.shape}, the network "
+                                f"expects {net.input_dim} dims")
+                out = _postprocess(net(mat), apply_log, priors)
+                writer(key, out)
+                n_utt += 1
+                n_frames += mat.shape[0]
+                if progress:
+                    progress(n_utt, n_frames)
+    except BrokenPipeError:
+        raise
+    except (OSError, ValueError) as e:
+        raise Error(f"{out_wspecifier}: {e}") from None
+    return n_utt, n_frames
