@@ -227,7 +227,7 @@ def ensure_model(workdir: Path, *, size: Optional[str] = None, dims: Optional[Se
            "--style", style, "--seed", str(seed), "--out", str(out)]
     log(f"generating {out.name} (once; cached in {workdir}) ...")
     t = time.perf_counter()
-    subprocess.run(cmd, check=True, stderr=subprocess.DEVNULL)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log(f"  done in {time.perf_counter() - t:.1f} s, {out.stat().st_size / MB:.1f} MB")
     return out
 
@@ -269,12 +269,18 @@ def median(xs: Iterable[float]) -> float:
 
 
 def round_robin(fns: Dict[str, Callable[[], Any]], repeats: int, warmup: int = 1,
-                label: str = "") -> Dict[str, List[float]]:
+                label: str = "", gap: float = 0.0) -> Dict[str, List[float]]:
     """Time each function ``repeats`` times, one after the other in turn
-    (never two at once), after ``warmup`` untimed rounds. Returns seconds."""
+    (never two at once), after ``warmup`` untimed rounds. Returns seconds.
+
+    ``gap``: idle seconds before each call, so that the worker threads of the
+    previous library (OpenBLAS and OpenMP pools spin for a while after a call)
+    have gone to sleep and do not steal cores from the next one."""
     times: Dict[str, List[float]] = {k: [] for k in fns}
     for r in range(warmup + repeats):
         for name, fn in fns.items():
+            if gap:
+                time.sleep(gap)
             t = time.perf_counter()
             fn()
             dt = time.perf_counter() - t
@@ -328,12 +334,14 @@ def run_measured(cmd: Sequence[str], logdir: Path, tag: str, cwd: Optional[Path]
 
 
 def interpreter_rss(logdir: Path, repeats: int) -> Dict[str, Any]:
-    """Peak RSS of ``python -c 'import svdistill'`` (median of ``repeats``), and of
-    ``/bin/true`` run the same way (the measurement floor)."""
-    runs = [run_measured([sys.executable, "-c", "import svdistill"], logdir, "interp")["rss_mb"]
+    """Peak RSS and wall time of ``python -c 'import svdistill'`` (medians of
+    ``repeats``), and the RSS of ``true`` run the same way: the measurement floor
+    (a vforked child starts with the launcher's own peak, about 11 MB)."""
+    runs = [run_measured([sys.executable, "-c", "import svdistill"], logdir, "interp")
             for _ in range(max(1, repeats))]
     floor = run_measured(["true"], logdir, "true")["rss_mb"]
-    return {"rss_mb": median(runs), "runs_mb": runs, "floor_true_mb": floor}
+    return {"rss_mb": median(r["rss_mb"] for r in runs), "wall_s": median(r["wall_s"] for r in runs),
+            "runs": runs, "floor_true_mb": floor}
 
 
 # --------------------------------------------------------------------------

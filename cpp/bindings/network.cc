@@ -12,7 +12,8 @@ namespace svd_py {
 
 void BindNetwork(py::module_& m) {
   py::class_<svd::Network>(m, "Network")
-      .def(py::init<std::vector<std::shared_ptr<svd::Component>>>(), py::arg("components"))
+      .def(py::init<std::vector<std::shared_ptr<svd::Component>>, size_t>(), py::arg("components"),
+           py::arg("transform_count") = 0)
       .def_property_readonly("input_dim", &svd::Network::input_dim)
       .def_property_readonly("output_dim", &svd::Network::output_dim)
       .def_property_readonly("size", &svd::Network::size)

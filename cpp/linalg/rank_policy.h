@@ -18,9 +18,10 @@ int64_t nuclear_rank(const std::vector<double>& s, double fraction);
 inline int64_t factored_params(int64_t k, int64_t out, int64_t in) { return k * (out + in); }
 
 // True if factoring at rank k keeps at most (1 - min_gain) of the weights.
+// (A relative slack of 1e-12 keeps exact boundaries such as 70% of 2880 exact.)
 inline bool worth_factoring(int64_t k, int64_t out, int64_t in, double min_gain) {
-  return static_cast<double>(factored_params(k, out, in)) <=
-             (1.0 - min_gain) * static_cast<double>(out * in) &&
+  const double full = static_cast<double>(out * in);
+  return static_cast<double>(factored_params(k, out, in)) <= (1.0 - min_gain) * full * (1 + 1e-12) &&
          factored_params(k, out, in) < out * in;
 }
 
@@ -34,12 +35,14 @@ struct LayerSpectrum {
 };
 
 // Ranks minimising the total squared Frobenius error over all layers subject to
-// sum of weight parameters <= budget_params. A layer may also stay unfactored
-// (its full matrix, error 0). Greedy on error removed per added parameter: each
-// layer's steps have decreasing gains (s_i^2 decreasing), so taking the best
-// ratio first is optimal for the separable problem (up to the last, partly
-// fitting step). Every layer gets at least its smallest rank; the caller checks
-// that this minimum fits. Returns, per layer, the rank, or -1 for "keep unfactored".
+// sum of weight parameters <= budget_params; a layer may also stay whole (its
+// full matrix, error 0). Each layer's options (ranks on the round_to grid that
+// save parameters, and "whole") are reduced to their lower convex hull in
+// (parameters, error); hull segments are taken in order of error removed per
+// parameter while they fit, which is optimal for this separable problem at the
+// hull vertices, and the remaining budget then buys the best affordable
+// non-vertex step. Every layer gets at least its cheapest option; the caller
+// checks that this minimum fits. Returns, per layer, the rank, or -1 for "whole".
 std::vector<int64_t> budget_ranks(const std::vector<LayerSpectrum>& layers, double budget_params,
                                   double min_gain, int64_t round_to);
 

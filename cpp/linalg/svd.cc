@@ -10,6 +10,32 @@
 namespace svd {
 namespace {
 
+// Makes each singular pair's sign deterministic (the largest |entry| of each
+// column of U is positive), as sklearn's svd_flip: runs that differ only by
+// rounding (e.g. another thread count) then agree up to rounding.
+void fix_signs(MatF& u, MatF& vt) {
+  for (int64_t j = 0; j < u.cols(); ++j) {
+    Eigen::Index i;
+    u.col(j).cwiseAbs().maxCoeff(&i);
+    if (u(i, j) < 0) {
+      u.col(j) *= -1.f;
+      vt.row(j) *= -1.f;
+    }
+  }
+}
+
+// Small problems run BLAS on one thread: the hand-offs cost more than they save.
+struct ThreadsForWork {
+  explicit ThreadsForWork(double flops) : narrowed(flops < 1e8 && num_threads() > 1) {
+    if (narrowed) blas::set_threads(1);
+  }
+  ~ThreadsForWork() {
+    if (narrowed) blas::set_threads(0);
+  }
+  bool narrowed;
+};
+
+
 // One Cholesky-QR pass: Y <- Y R^{-1} with R from the Gram matrix. BLAS-3
 // only, so much faster than Householder on tall-skinny blocks; refused when
 // Y is too ill-conditioned for float32 (then Householder takes over).
@@ -118,6 +144,7 @@ SvdResult svd_of_projection(const MatF& q, const MatF& b, int64_t keep, double t
   res.u.resize(q.rows(), keep);
   blas::sgemm(false, false, q.rows(), keep, l, 1.f, q.data(), l, ubk.data(), keep, 0.f, res.u.data(), keep);
   res.vt = vtd.cast<float>();
+  fix_signs(res.u, res.vt);
   res.s = std::move(s);
   res.total_energy = total;
   res.sketch = l;
@@ -169,6 +196,7 @@ double frobenius_sq(const float* a, int64_t n) {
 
 SvdResult exact_svd(const float* a, int64_t m, int64_t n, int64_t k) {
   check_rank(k, m, n);
+  ThreadsForWork threads(4.0 * m * n * std::min(m, n));
   const int64_t r = std::min(m, n);
   MatD ad = Eigen::Map<const MatF>(a, m, n).cast<double>();
   MatD u(m, r), vt(r, n);
@@ -177,6 +205,7 @@ SvdResult exact_svd(const float* a, int64_t m, int64_t n, int64_t k) {
   SvdResult res;
   res.u = u.leftCols(k).cast<float>();
   res.vt = vt.topRows(k).cast<float>();
+  fix_signs(res.u, res.vt);
   res.s.assign(s.begin(), s.begin() + k);
   res.total_energy = frobenius_sq(a, m * n);
   return res;
@@ -194,6 +223,7 @@ SvdResult randomized_svd(const float* a, int64_t m, int64_t n, int64_t k, const 
   }
   const int64_t p = opt.oversamples >= 0 ? opt.oversamples : default_oversamples(k);
   const int q = opt.n_iter >= 0 ? opt.n_iter : kDefaultIter;
+  ThreadsForWork threads(2.0 * m * n * (k + p) * (2 * q + 2));
   return sketch_svd(a, m, n, k + p, k, q, opt.seed, total);
 }
 
@@ -204,6 +234,7 @@ SvdResult adaptive_energy_svd(const float* a, int64_t m, int64_t n, double energ
   const int64_t r = std::min(m, n);
   const int q = opt.n_iter >= 0 ? opt.n_iter : kDefaultIter;
   int64_t l = std::min<int64_t>(r, 128);
+  ThreadsForWork threads(2.0 * m * n * l * (2 * q + 2));
   for (;;) {
     const int64_t guard = opt.oversamples >= 0 ? opt.oversamples : std::max<int64_t>(16, l / 8);
     SvdResult full = sketch_svd(a, m, n, l, l, q, opt.seed, total);

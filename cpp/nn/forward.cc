@@ -40,8 +40,8 @@ void for_rows(int64_t rows, int64_t cols, F&& f) {
   parallel_for(blocks, [&](int64_t b) { f(rows * b / blocks, rows * (b + 1) / blocks); });
 }
 
-[[noreturn]] void unsupported(const Component& c, size_t index) {
-  throw Error("component " + std::to_string(index + 1) + " " + c.marker + ": svdistill cannot run " +
+[[noreturn]] void unsupported(const Component& c, const std::string& where) {
+  throw Error(where + ": svdistill cannot run " +
               kind_info(c.kind).name + " components (forward supports AffineTransform, LinearTransform, "
               "Sigmoid, Tanh, Softmax, BlockSoftmax, HiddenSoftmax, ParametricRelu, Dropout, Splice, "
               "AddShift, Rescale, Copy, LengthNormComponent and PDNN <relu>/<linear>)");
@@ -105,16 +105,22 @@ bool can_forward(Kind kind) {
   }
 }
 
-Network::Network(std::vector<std::shared_ptr<Component>> components) : comps_(std::move(components)) {
+std::string Network::label(size_t i) const {
+  const Component& c = *comps_[i];
+  if (i < transform_count_) return "feature transform component " + std::to_string(i + 1) + " " + c.marker;
+  return "component " + std::to_string(i - transform_count_ + 1) + " " + c.marker;
+}
+
+Network::Network(std::vector<std::shared_ptr<Component>> components, size_t transform_count)
+    : comps_(std::move(components)), transform_count_(transform_count) {
   for (size_t i = 0; i < comps_.size(); ++i) {
     const Component& c = *comps_[i];
-    if (!can_forward(c.kind)) unsupported(c, i);
+    if (!can_forward(c.kind)) unsupported(c, label(i));
     if (i > 0 && comps_[i - 1]->output_dim != c.input_dim)
-      throw Error("component " + std::to_string(i + 1) + " " + c.marker + ": input dim " +
-                  std::to_string(c.input_dim) + " does not match the previous output dim " +
-                  std::to_string(comps_[i - 1]->output_dim));
+      throw Error(label(i) + ": input dim " + std::to_string(c.input_dim) +
+                  " does not match the previous output dim " + std::to_string(comps_[i - 1]->output_dim));
     std::string problem = c.check();
-    if (!problem.empty()) throw Error("component " + std::to_string(i + 1) + " " + c.marker + ": " + problem);
+    if (!problem.empty()) throw Error(label(i) + ": " + problem);
   }
   if (!comps_.empty()) {
     input_dim_ = comps_.front()->input_dim;
@@ -231,7 +237,7 @@ MatF Network::propagate(const Component& c, const MatF& x) {
       return y;
     }
     default:
-      unsupported(c, 0);
+      unsupported(c, std::string(kind_info(c.kind).name) + " " + c.marker);
   }
 }
 

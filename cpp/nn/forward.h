@@ -19,7 +19,9 @@ class Network {
  public:
   // Throws Error naming the first component that cannot be run (LSTM, ...),
   // or dims that do not chain.
-  explicit Network(std::vector<std::shared_ptr<Component>> components);
+  // The first `transform_count` components are a feature transform (named so
+  // in errors; the model's components are numbered from 1 after it).
+  explicit Network(std::vector<std::shared_ptr<Component>> components, size_t transform_count = 0);
 
   int64_t input_dim() const { return input_dim_; }
   int64_t output_dim() const { return output_dim_; }
@@ -34,7 +36,10 @@ class Network {
   static MatF propagate(const Component& c, const MatF& in);
 
  private:
+  std::string label(size_t i) const;
+
   std::vector<std::shared_ptr<Component>> comps_;
+  size_t transform_count_ = 0;
   int64_t input_dim_ = 0, output_dim_ = 0;
 };
 

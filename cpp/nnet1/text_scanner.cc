@@ -6,6 +6,7 @@
 namespace svd {
 namespace {
 constexpr size_t kChunk = 1 << 20;
+constexpr size_t kFirst = 1 << 16;  // first window for inputs of unknown size
 
 inline bool is_space(unsigned char c) {
   return c == ' ' || c == '\n' || c == '\t' || c == '\r' || c == '\v' || c == '\f';
@@ -19,7 +20,8 @@ Scanner::Scanner(std::unique_ptr<ByteSource> source) : source_(std::move(source)
     end_ = size;
     eof_ = true;
   } else {
-    buf_.resize(kChunk);
+    const int64_t hint = source_->size_hint();
+    buf_.resize(hint >= 0 ? std::min<size_t>(kChunk, static_cast<size_t>(hint) + 64) : kFirst, 0);
     base_ = buf_.data();
   }
 }
@@ -45,15 +47,20 @@ void Scanner::shift() {
 bool Scanner::fill_more(size_t want_total) {
   // want_total: bytes wanted from pos_ onwards.
   if (mapped_) return end_ - pos_ >= want_total;
-  if (pos_ + want_total > buf_.size()) {
+  // Never allocate past what a source of known size can still deliver.
+  size_t alloc_want = want_total;
+  const int64_t total = source_->size_hint();
+  if (total >= 0)
+    alloc_want = std::min<size_t>(want_total, static_cast<size_t>(std::max<int64_t>(0, total - offset())) + 1);
+  if (pos_ + alloc_want > buf_.size()) {
     shift();
-    if (want_total > buf_.size()) buf_.resize(std::max(want_total, buf_.size() * 2));
+    if (alloc_want > buf_.size()) buf_.resize(std::max(alloc_want, buf_.size() * 2), end_);
     base_ = buf_.data();
   }
   while (end_ - pos_ < want_total && !eof_) {
     if (end_ == buf_.size()) {
       shift();
-      if (end_ == buf_.size()) buf_.resize(buf_.size() * 2);
+      if (end_ == buf_.size()) buf_.resize(buf_.size() * 2, end_);
       base_ = buf_.data();
     }
     size_t got = source_->read(buf_.data() + end_, buf_.size() - end_);
@@ -107,7 +114,7 @@ size_t Scanner::line_length() {
     const void* nl = std::memchr(base_ + pos_ + scanned, '\n', end_ - pos_ - scanned);
     if (nl) return static_cast<size_t>(static_cast<const char*>(nl) - (base_ + pos_));
     scanned = end_ - pos_;
-    if (!fill_more(scanned + kChunk) && end_ - pos_ == scanned) return scanned;
+    if (!fill_more(scanned + std::max(kFirst, scanned)) && end_ - pos_ == scanned) return scanned;
   }
 }
 

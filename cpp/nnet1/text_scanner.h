@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "nnet1/byte_source.h"
+#include <cstring>
 
 namespace svd {
 
@@ -66,7 +67,21 @@ class Scanner {
   bool fill_more(size_t want_total);
 
   std::unique_ptr<ByteSource> source_;
-  std::vector<char> buf_;       // the window, unless the input is memory-mapped
+  // The window, unless memory-mapped: a plain array, grown by copying (no
+  // per-byte construction; only the bytes read are ever touched).
+  struct Window {
+    std::unique_ptr<char[]> p;
+    size_t n = 0;
+    char* data() { return p.get(); }
+    const char* data() const { return p.get(); }
+    size_t size() const { return n; }
+    void resize(size_t m, size_t keep) {
+      std::unique_ptr<char[]> q(new char[m]);
+      if (keep) std::memcpy(q.get(), p.get(), keep);
+      p = std::move(q);
+      n = m;
+    }
+  } buf_;
   const char* base_ = nullptr;  // buf_.data() or the mapping
   bool mapped_ = false;
   size_t pos_ = 0, end_ = 0;

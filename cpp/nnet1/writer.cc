@@ -143,7 +143,8 @@ void ModelWriter::write_matrix(const FloatBlock& m) {
   const Digits digits = opt_.digits;
   const int64_t per_value = 17;  // longest float32 text ("-1.17549435e-38") + a space
   const int64_t rows_per_block = std::max<int64_t>(1, (2 << 20) / (cols * per_value + 4));
-  const int64_t threads = std::max(1, num_threads());
+  // Threads pay off only for sizeable matrices.
+  const int64_t threads = rows * cols >= (1 << 16) ? std::max(1, num_threads()) : 1;
   std::vector<std::string> blocks(static_cast<size_t>(threads));
   for (int64_t r0 = 0; r0 < rows; r0 += rows_per_block * threads) {
     parallel_for(threads, [&](int64_t t) {

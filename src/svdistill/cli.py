@@ -309,16 +309,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         shown: List[str] = []
 
         def show(message, category, filename, lineno, file=None, line=None):
-            if issubclass(category, ConversionWarning):
-                shown.append(str(message))
-                print(f"svdistill: note: {message}", file=sys.stderr)
+            shown.append(str(message))
+            kind = "note" if issubclass(category, ConversionWarning) else "warning"
+            print(f"svdistill: {kind}: {message}", file=sys.stderr)
 
         warnings.showwarning = show
         warnings.simplefilter("always", ConversionWarning)
+        warnings.filterwarnings("always", category=UserWarning, module=r"svdistill(\..*)?")
         try:
             return a.func(a)
         except Error as e:
-            print(f"svdistill: error: {e}", file=sys.stderr)
+            one_line = "; ".join(part.strip() for part in str(e).splitlines() if part.strip())
+            print(f"svdistill: error: {one_line}", file=sys.stderr)
             return 2
         except BrokenPipeError:
             # The reader went away (e.g. '| head'): stop quietly, as Unix tools do.

@@ -38,6 +38,8 @@ def _check_policy(kw: Dict[str, object]) -> Tuple[str, object]:
         names = ", ".join("--" + k.replace("_", "-") for k, _ in given)
         raise RankError(f"conflicting rank policies {names}: give exactly one")
     name, value = given[0]
+    if isinstance(value, bool) or (name == "ranks" and any(isinstance(v, bool) for v in value)):  # type: ignore
+        raise RankError(f"--{name.replace('_', '-')} must be a number, got {value!r}")
     if name == "rank" and (not isinstance(value, (int, np.integer)) or value < 1):
         raise RankError(f"--rank must be a positive integer, got {value!r}")
     if name == "ranks":
@@ -326,6 +328,8 @@ def _compress_one(comp: Component, plan: LayerPlan, policy: str, value, min_gain
     t0 = time.perf_counter()
     W = comp.weight
     out_dim, in_dim = W.shape
+    if not np.isfinite(W).all():
+        raise _core.Error(f"component {plan.index} {plan.marker}: the weight matrix has nan/inf entries")
     before = comp.num_params or 0
     lim = min(out_dim, in_dim)
     factors = None
@@ -390,11 +394,15 @@ def _plan_budget(model, plans: List[LayerPlan], structure, fraction: float, min_
     selected_weights = sum(p.out * p.inp for p in plans)
     fixed = total_params - selected_weights  # biases and everything not selected
     budget = fraction * total_params - fixed
-    minimum = sum(min(max(1, round_to), p.out, p.inp) * (p.out + p.inp) for p in plans)
+    def cheapest(p: LayerPlan) -> int:  # a layer min_gain forbids factoring stays whole
+        k0 = min(max(1, round_to), p.out, p.inp)
+        return k0 * (p.out + p.inp) if _core.worth_factoring(k0, p.out, p.inp, min_gain) else p.out * p.inp
+
+    minimum = sum(cheapest(p) for p in plans)
     if budget < minimum:
         raise RankError(f"--param-budget {fraction} allows {budget + fixed:,.0f} parameters but the "
                         f"smallest factorisation needs {minimum + fixed:,} (rank {max(1, round_to)} "
-                        "in every selected layer)")
+                        "in every selected layer that may be factored)")
     ranks = _core.budget_ranks([(p.out, p.inp, spectra[p.index].tolist()) for p in plans],
                                float(budget), float(min_gain), int(max(1, round_to)))
     for p, k in zip(plans, ranks):

@@ -83,7 +83,7 @@ class Network:
         if ft and comps and ft[-1].output_dim != comps[0].input_dim:
             raise Error(f"the feature transform outputs {ft[-1].output_dim} dims but the model "
                         f"expects {comps[0].input_dim}")
-        self._net = _core.Network([c._c for c in ft + comps])
+        self._net = _core.Network([c._c for c in ft + comps], len(ft))
 
     @property
     def input_dim(self) -> int:

@@ -1,0 +1,404 @@
+"""svdistill.linalg: truncated SVD (exact and randomized) and singular values,
+checked against numpy's float64 SVD of the same float32 matrix."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import svdistill
+from svdistill import linalg
+from svdistill.linalg import singular_values, truncated_svd
+
+BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench"
+METHODS = ["exact", "randomized"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _numpy_blas_one_thread():
+    """numpy's own OpenBLAS (the reference) on one thread: its spinning workers and
+    the core's would otherwise fight over the two cores and slow both down a lot."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        yield
+        return
+    ctl = ThreadpoolController()
+    libs = [lib.filepath for lib in ctl.lib_controllers if "numpy" in (lib.filepath or "")]
+    if not libs:
+        yield
+        return
+    with ctl.select(filepath=libs).limit(limits=1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def lowrank():
+    """gen_nnet.random_lowrank_matrix (realistic DNN weight spectra), or skip."""
+    if not (BENCH / "gen_nnet.py").is_file():
+        pytest.skip(f"{BENCH}/gen_nnet.py not found (clone ../shared beside the checkout)")
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    from gen_nnet import random_lowrank_matrix
+    return random_lowrank_matrix
+
+
+@pytest.fixture(scope="module")
+def realistic(lowrank):
+    """shape -> (W float32, numpy float64 singular values of W)."""
+    rng = np.random.default_rng(2024)
+    out = {}
+    for shape in [(512, 512), (600, 300), (300, 600)]:
+        W, _ = lowrank(*shape, rng)
+        out[shape] = (W, np.linalg.svd(W.astype(np.float64), compute_uv=False))
+    return out
+
+
+def ortho(m: int, r: int, rng: np.random.Generator) -> np.ndarray:
+    q, _ = np.linalg.qr(rng.standard_normal((m, r)))
+    return q
+
+
+def with_spectrum(m: int, n: int, s: np.ndarray, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return ((ortho(m, len(s), rng) * s) @ ortho(n, len(s), rng).T).astype(np.float32)
+
+
+def recon_error(A: np.ndarray, U: np.ndarray, s: np.ndarray, Vt: np.ndarray) -> float:
+    A64 = A.astype(np.float64)
+    return float(np.linalg.norm(A64 - (U.astype(np.float64) * s) @ Vt.astype(np.float64)))
+
+
+def orth_defect(Q: np.ndarray) -> float:
+    """max |Q^T Q - I| for a matrix with (supposedly) orthonormal columns."""
+    Q = Q.astype(np.float64)
+    k = Q.shape[1]
+    return float(np.abs(Q.T @ Q - np.eye(k)).max()) if k else 0.0
+
+
+def check_types(A, k, U, s, Vt):
+    m, n = A.shape
+    assert U.dtype == np.float32 and Vt.dtype == np.float32 and s.dtype == np.float64
+    assert U.shape == (m, k) and s.shape == (k,) and Vt.shape == (k, n)
+    assert np.all(np.isfinite(U)) and np.all(np.isfinite(s)) and np.all(np.isfinite(Vt))
+    assert np.all(np.diff(s) <= 0), "singular values must be descending"
+    assert np.all(s >= 0)
+
+
+# ---------------------------------------------------------------- accuracy
+
+@pytest.mark.parametrize("shape", [(512, 512), (600, 300), (300, 600)], ids=lambda s: "%dx%d" % s)
+@pytest.mark.parametrize("k", [16, 64, 128])
+@pytest.mark.parametrize("method", METHODS)
+def test_error_within_one_percent_of_optimal(realistic, shape, k, method):
+    W, s_ref = realistic[shape]
+    U, s, Vt = truncated_svd(W, k, method=method, random_state=1)
+    check_types(W, k, U, s, Vt)
+    opt = float(np.sqrt(np.sum(s_ref[k:] ** 2)))
+    err = recon_error(W, U, s, Vt)
+    assert err <= 1.01 * opt, f"error {err / opt:.5f}x optimal"
+    assert orth_defect(U) <= 1e-4
+    assert orth_defect(Vt.T) <= 1e-4
+    if method == "exact":
+        np.testing.assert_allclose(s, s_ref[:k], rtol=1e-5)
+    else:
+        # Realistic spectra are not well separated (neighbouring ratios ~1.007), so
+        # individual values of a randomized SVD are only roughly right; the top
+        # ones (well separated) must be accurate.
+        np.testing.assert_allclose(s[:4], s_ref[:4], rtol=1e-3)
+        assert np.all(s <= s_ref[:k] * (1 + 1e-5))  # Ritz values never exceed the true ones
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("shape", [(400, 300), (300, 400)], ids=lambda s: "%dx%d" % s)
+def test_singular_values_on_well_separated_spectrum(method, shape):
+    s_true = 0.85 ** np.arange(min(shape))
+    A = with_spectrum(*shape, s_true, seed=3)
+    s_ref = np.linalg.svd(A.astype(np.float64), compute_uv=False)
+    k = 32
+    U, s, Vt = truncated_svd(A, k, method=method, random_state=5)
+    check_types(A, k, U, s, Vt)
+    np.testing.assert_allclose(s, s_ref[:k], rtol=1e-5 if method == "exact" else 1e-3)
+    assert recon_error(A, U, s, Vt) <= 1.01 * np.sqrt(np.sum(s_ref[k:] ** 2))
+
+
+def test_singular_vectors_match_numpy_up_to_sign():
+    s_true = 0.8 ** np.arange(60)
+    A = with_spectrum(80, 60, s_true, seed=4)
+    u_ref, _, vt_ref = np.linalg.svd(A.astype(np.float64), full_matrices=False)
+    for method in METHODS:
+        U, s, Vt = truncated_svd(A, 10, method=method, random_state=0)
+        for j in range(10):
+            sign = np.sign(u_ref[:, j] @ U[:, j])
+            np.testing.assert_allclose(U[:, j] * sign, u_ref[:, j], atol=2e-4, err_msg=f"{method} u{j}")
+            np.testing.assert_allclose(Vt[j] * sign, vt_ref[j], atol=2e-4, err_msg=f"{method} v{j}")
+
+
+# ----------------------------------------------------------- determinism
+
+def _bits_equal(a, b) -> bool:
+    return all(x.dtype == y.dtype and x.shape == y.shape and np.array_equal(x.view(np.uint8), y.view(np.uint8))
+               for x, y in zip(a, b))
+
+
+def test_randomized_is_deterministic_for_a_seed(realistic):
+    W, _ = realistic[(600, 300)]
+    a = truncated_svd(W, 64, method="randomized", random_state=42)
+    b = truncated_svd(W, 64, method="randomized", random_state=42)
+    assert _bits_equal(a, b)
+    c = truncated_svd(W, 64, method="randomized", random_state=43)
+    assert not np.array_equal(a[0], c[0])
+    assert not np.array_equal(a[2], c[2])
+    # A numpy Generator seeded the same way gives the same answer too.
+    g1 = truncated_svd(W, 16, method="randomized", random_state=np.random.default_rng(5))
+    g2 = truncated_svd(W, 16, method="randomized", random_state=np.random.default_rng(5))
+    assert _bits_equal(g1, g2)
+
+
+def test_default_random_state_is_deterministic():
+    A = with_spectrum(200, 150, 0.9 ** np.arange(150), seed=9)
+    assert _bits_equal(truncated_svd(A, 20, method="randomized"), truncated_svd(A, 20, method="randomized"))
+
+
+def test_exact_is_deterministic(realistic):
+    W, _ = realistic[(300, 600)]
+    assert _bits_equal(truncated_svd(W, 32, method="exact"), truncated_svd(W, 32, method="exact"))
+
+
+@pytest.fixture
+def restore_threads():
+    n = linalg.get_num_threads()
+    yield
+    linalg.set_num_threads(n)
+
+
+def test_same_thread_count_same_bits(realistic, restore_threads):
+    W, _ = realistic[(512, 512)]
+    for t in (1, 2):
+        linalg.set_num_threads(t)
+        assert linalg.get_num_threads() == t
+        a = truncated_svd(W, 64, method="randomized", random_state=7)
+        b = truncated_svd(W, 64, method="randomized", random_state=7)
+        assert _bits_equal(a, b), f"{t} threads"
+
+
+def test_randomized_thread_counts_agree_to_rounding(lowrank, restore_threads):
+    """Bits may differ across thread counts (BLAS summation order), but the
+    factors agree to float32 rounding and their signs are normalised."""
+    W, _ = lowrank(512, 512, np.random.default_rng(0))
+    res = {}
+    for t in (1, 2):
+        linalg.set_num_threads(t)
+        res[t] = truncated_svd(W, 64, method="randomized", random_state=7)
+    (U1, s1, V1), (U2, s2, V2) = res[1], res[2]
+    assert np.allclose(s1, s2, rtol=1e-4)
+    top = 32  # well separated leading triplets: the same vectors, same signs
+    assert np.all(np.sum(U1[:, :top] * U2[:, :top], axis=0) > 0.99)
+    A1 = (U1.astype(np.float64) * s1) @ V1
+    A2 = (U2.astype(np.float64) * s2) @ V2
+    assert np.linalg.norm(A1 - A2) <= 1e-3 * np.linalg.norm(A1)
+
+
+# ---------------------------------------------------------- documented defaults
+
+def test_defaults_are_keyword_defaults():
+    """Omitting n_oversamples/n_iter is the same as passing the C++ defaults
+    (cpp/linalg/svd.h: oversamples max(32, k/2), 2 power iterations)."""
+    A = with_spectrum(300, 250, 0.97 ** np.arange(250), seed=2)
+    for k in (16, 100):
+        a = truncated_svd(A, k, method="randomized", random_state=3)
+        b = truncated_svd(A, k, method="randomized", random_state=3, n_oversamples=max(32, k // 2), n_iter=2)
+        assert _bits_equal(a, b)
+
+
+def test_documented_defaults():
+    """The docstring states the defaults the core uses."""
+    doc = truncated_svd.__doc__
+    assert "max(32, rank // 2)" in doc and "default 2" in doc
+
+
+def test_auto_method_gives_a_valid_result(realistic):
+    W, s_ref = realistic[(512, 512)]
+    for k in (8, 200):
+        U, s, Vt = truncated_svd(W, k)
+        check_types(W, k, U, s, Vt)
+        assert recon_error(W, U, s, Vt) <= 1.01 * np.sqrt(np.sum(s_ref[k:] ** 2))
+
+
+def test_small_matrix_auto_is_exact():
+    A = np.random.default_rng(1).standard_normal((40, 30)).astype(np.float32)
+    assert _bits_equal(truncated_svd(A, 5), truncated_svd(A, 5, method="exact"))
+
+
+# ------------------------------------------------------------- special ranks
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("shape", [(50, 40), (40, 50), (60, 60)], ids=lambda s: "%dx%d" % s)
+def test_full_rank_reproduces_the_matrix(method, shape):
+    A = np.random.default_rng(3).standard_normal(shape).astype(np.float32)
+    k = min(shape)
+    U, s, Vt = truncated_svd(A, k, method=method, random_state=0)
+    check_types(A, k, U, s, Vt)
+    rel = recon_error(A, U, s, Vt) / np.linalg.norm(A.astype(np.float64))
+    assert rel <= (1e-6 if method == "exact" else 1e-5), rel
+    np.testing.assert_allclose(s, np.linalg.svd(A.astype(np.float64), compute_uv=False),
+                               rtol=1e-5 if method == "exact" else 1e-4)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("shape", [(50, 40), (1, 30), (30, 1)], ids=lambda s: "%dx%d" % s)
+def test_rank_zero(method, shape):
+    A = np.random.default_rng(4).standard_normal(shape).astype(np.float32)
+    U, s, Vt = truncated_svd(A, 0, method=method)
+    assert U.shape == (shape[0], 0) and s.shape == (0,) and Vt.shape == (0, shape[1])
+    assert U.dtype == np.float32 and s.dtype == np.float64 and Vt.dtype == np.float32
+
+
+def test_accepts_float64_and_non_contiguous_input():
+    A = np.random.default_rng(5).standard_normal((60, 90))
+    ref = truncated_svd(A.astype(np.float32), 5, method="exact")
+    assert _bits_equal(truncated_svd(A, 5, method="exact"), ref)
+    F = np.asfortranarray(A.astype(np.float32))
+    assert _bits_equal(truncated_svd(F, 5, method="exact"), ref)
+    T = np.ascontiguousarray(A.T.astype(np.float32)).T  # a transposed view
+    assert _bits_equal(truncated_svd(T, 5, method="exact"), ref)
+
+
+# ------------------------------------------------------------------ errors
+
+@pytest.mark.parametrize("method", METHODS + ["auto"])
+@pytest.mark.parametrize("rank", [41, 100, -1, -40])
+def test_rank_out_of_range(method, rank):
+    A = np.ones((50, 40), np.float32)
+    with pytest.raises(svdistill.Error, match="rank"):
+        truncated_svd(A, rank, method=method)
+
+
+@pytest.mark.parametrize("bad", [np.ones(5), np.ones((2, 3, 4)), np.float32(3.0), np.ones((1, 1, 1))],
+                         ids=["1d", "3d", "scalar", "1x1x1"])
+def test_not_a_matrix(bad):
+    with pytest.raises(svdistill.Error):
+        truncated_svd(bad, 1)
+    with pytest.raises(svdistill.Error):
+        singular_values(bad)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("method", METHODS)
+def test_non_finite_input(value, method):
+    A = np.ones((20, 10), np.float32)
+    A[3, 4] = value
+    with pytest.raises(svdistill.Error, match="nan|inf"):
+        truncated_svd(A, 2, method=method)
+    with pytest.raises(svdistill.Error, match="nan|inf"):
+        singular_values(A)
+
+
+def test_bad_method_and_seed():
+    A = np.ones((20, 10), np.float32)
+    with pytest.raises(svdistill.Error, match="method"):
+        truncated_svd(A, 2, method="lanczos")
+    with pytest.raises(svdistill.Error, match="random_state"):
+        truncated_svd(A, 2, method="randomized", random_state=-1)
+
+
+def test_error_is_rank_error_family():
+    assert issubclass(svdistill.RankError, svdistill.Error)
+    assert issubclass(svdistill.FormatError, svdistill.Error)
+
+
+# ------------------------------------------------------------ numerical edges
+
+def _edge_matrices():
+    rng = np.random.default_rng(21)
+    u, v = rng.standard_normal(200), rng.standard_normal(150)
+    s_ill = np.logspace(0, -12, 150)
+    return {
+        "zero": (np.zeros((200, 150), np.float32), 10),
+        "rank1": (np.outer(u, v).astype(np.float32), 10),
+        "rank1_k1": (np.outer(u, v).astype(np.float32), 1),
+        "orthogonal_x3": ((3 * ortho(200, 200, rng)).astype(np.float32), 20),
+        "ill_conditioned": (with_spectrum(200, 150, s_ill, seed=22), 20),
+        "ill_conditioned_full": (with_spectrum(200, 150, s_ill, seed=22), 150),
+        "row_1xn": (rng.standard_normal((1, 300)).astype(np.float32), 1),
+        "col_nx1": (rng.standard_normal((300, 1)).astype(np.float32), 1),
+        "wide_2xn": (rng.standard_normal((2, 300)).astype(np.float32), 2),
+    }
+
+
+EDGES = _edge_matrices()
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("name", sorted(EDGES))
+def test_numerical_edge_cases(name, method):
+    A, k = EDGES[name]
+    s_ref = np.linalg.svd(A.astype(np.float64), compute_uv=False)
+    smax = max(float(s_ref[0]), 1e-30)
+    U, s, Vt = truncated_svd(A, k, method=method, random_state=3)
+    check_types(A, k, U, s, Vt)
+    # singular values: absolute accuracy relative to the largest one
+    assert np.max(np.abs(s - s_ref[:k])) <= 1e-6 * smax, (s[:5], s_ref[:5])
+    # reconstruction: as good as the optimum up to float32 noise
+    opt = float(np.sqrt(np.sum(s_ref[k:] ** 2)))
+    norm = float(np.linalg.norm(A.astype(np.float64)))
+    assert recon_error(A, U, s, Vt) <= 1.01 * opt + 1e-5 * norm
+    if name == "zero":
+        assert np.all(s == 0)
+        return
+    # Singular vectors of non-zero singular values must be orthonormal. For the
+    # rank-1 matrix only the first pair is determined.
+    nz = int(np.sum(s > 1e-5 * smax))
+    assert orth_defect(U[:, :nz]) <= 1e-4
+    assert orth_defect(Vt[:nz].T) <= 1e-4
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_duplicated_singular_values(method):
+    A, k = EDGES["orthogonal_x3"]
+    U, s, Vt = truncated_svd(A, k, method=method, random_state=1)
+    np.testing.assert_allclose(s, 3.0, rtol=1e-5)
+    # Any orthonormal basis of the (degenerate) subspace will do, but U diag(s) Vt
+    # must be the restriction of A to span(Vt): A Vt^T = U diag(s).
+    np.testing.assert_allclose(A.astype(np.float64) @ Vt.T.astype(np.float64),
+                               U.astype(np.float64) * s, atol=1e-4)
+    assert orth_defect(U) <= 1e-4 and orth_defect(Vt.T) <= 1e-4
+
+
+# ------------------------------------------------------------ singular_values
+
+SV_CASES = dict(EDGES)
+
+
+@pytest.mark.parametrize("name", sorted(SV_CASES))
+def test_singular_values_edges_vs_numpy(name):
+    A, _ = SV_CASES[name]
+    s = singular_values(A)
+    s_ref = np.linalg.svd(A.astype(np.float64), compute_uv=False)
+    assert s.dtype == np.float64 and s.shape == (min(A.shape),)
+    assert np.all(np.diff(s) <= 0) and np.all(s >= 0)
+    assert np.max(np.abs(s - s_ref)) <= 1e-6 * max(float(s_ref[0]), 1e-30)
+
+
+@pytest.mark.parametrize("shape", [(512, 512), (600, 300), (300, 600)], ids=lambda s: "%dx%d" % s)
+def test_singular_values_realistic_vs_numpy(realistic, shape):
+    W, s_ref = realistic[shape]
+    s = singular_values(W)
+    assert s.shape == s_ref.shape and s.dtype == np.float64
+    assert np.max(np.abs(s - s_ref)) <= 1e-6 * s_ref[0]
+
+
+def test_singular_values_empty_and_tiny():
+    assert singular_values(np.zeros((0, 5), np.float32)).shape == (0,)
+    assert singular_values(np.array([[-2.5]], np.float32)).tolist() == [2.5]
+    s = singular_values(np.array([[3, 0], [0, -4]], np.float32))
+    np.testing.assert_allclose(s, [4, 3], rtol=1e-12)
+
+
+def test_singular_values_squares_sum_to_frobenius(realistic):
+    W, _ = realistic[(600, 300)]
+    s = singular_values(W)
+    fro = np.sum(W.astype(np.float64) ** 2)
+    assert np.sum(s ** 2) == pytest.approx(fro, rel=1e-9)
