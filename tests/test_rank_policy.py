@@ -338,8 +338,7 @@ def _general_instances(seed: int, count: int):
 def test_budget_ranks_general_measurement():
     """The full problem (layers may stay whole). What always holds: feasible,
     never better than the optimum; and greedy is exactly optimal on most
-    instances. How often and how far it misses is pinned by the xfail tests below
-    (measured on these 400 instances: ~9% miss, worst 4.5x the optimal error)."""
+    instances (before the convex-hull rewrite: ~9% missed, worst 4.5x the optimum)."""
     cases = _general_instances(0, 400)
     n_equal = 0
     for layers, budget in cases:
@@ -349,15 +348,12 @@ def test_budget_ranks_general_measurement():
         err = error_of(layers, ranks)
         assert err >= best_err - 1e-12
         n_equal += err <= best_err * (1 + 1e-12) + 1e-15
-    assert n_equal >= 0.8 * len(cases), n_equal
+    assert n_equal >= 0.99 * len(cases), n_equal
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "budget_ranks is not optimal once a layer may stay unfactored: the 'keep whole' option "
-    "breaks the convexity greedy relies on (it is offered only after the layer's last rank step), "
-    "so the rank-policy docstring / issue claim 'greedy solves this separable problem' fails "
-    "on ~9% of random small instances"))
-def test_budget_ranks_equals_brute_force():
+def test_budget_ranks_matches_brute_force_nearly_always():
+    """Convex-hull greedy plus two-layer exchanges: the optimum on nearly every
+    instance; the rare misses (a three-layer exchange would be needed) are small."""
     misses = []
     for layers, budget in _general_instances(0, 400):
         ranks = greedy(layers, budget)
@@ -365,7 +361,8 @@ def test_budget_ranks_equals_brute_force():
         err = error_of(layers, ranks)
         if err > best_err * (1 + 1e-9) + 1e-12:
             misses.append((ranks, best_ranks, err / best_err if best_err else math.inf))
-    assert not misses, f"{len(misses)} of 400 instances: {misses[:5]}"
+    assert len(misses) <= 4, f"{len(misses)} of 400 instances: {misses[:5]}"
+    assert all(r <= 1.25 for _, _, r in misses), misses
 
 
 def test_budget_ranks_keep_whole_counterexample():
