@@ -261,3 +261,36 @@ def assert_models_equal(a, b, exact_marker: bool = False) -> None:
 @pytest.fixture(scope="session")
 def models_equal():
     return assert_models_equal
+
+
+BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _numpy_blas_one_thread():
+    """numpy's own OpenBLAS (the reference side of many tests) on one thread: its
+    spinning workers and the core's would otherwise fight over two cores."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        yield
+        return
+    ctl = ThreadpoolController()
+    libs = [lib.filepath for lib in ctl.lib_controllers if "numpy" in (lib.filepath or "")]
+    if not libs:
+        yield
+        return
+    with ctl.select(filepath=libs).limit(limits=1):
+        yield
+
+
+@pytest.fixture(scope="session")
+def lowrank():
+    """gen_nnet.random_lowrank_matrix (realistic DNN weight spectra) from ../shared/bench, or skip."""
+    bench = Path(os.environ.get("SVDISTILL_SHARED", BENCH.parent)) / "bench"
+    if not (bench / "gen_nnet.py").is_file():
+        pytest.skip(f"{bench}/gen_nnet.py not found (clone ../shared beside the checkout)")
+    if str(bench) not in sys.path:
+        sys.path.insert(0, str(bench))
+    from gen_nnet import random_lowrank_matrix
+    return random_lowrank_matrix

@@ -20,40 +20,11 @@ import pytest
 import svdistill
 from svdistill import Component, Model
 
-BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench"
 
 # Layer coefficients of the test model: (LearnRateCoef, BiasLearnRateCoef, MaxNorm).
 COEFS = {1: (0.5, 0.25, 2.5), 3: (1.0, 1.0, 0.0), 5: (2.0, 0.0, 0.0)}
 AFFINE = [1, 3, 5]
 SHAPES = {1: (96, 40), 3: (96, 96), 5: (30, 96)}  # (out, in)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _numpy_blas_one_thread():
-    """numpy's own OpenBLAS (the reference) on one thread, so that it does not fight
-    the core's threads for the two cores."""
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:
-        yield
-        return
-    ctl = ThreadpoolController()
-    libs = [lib.filepath for lib in ctl.lib_controllers if "numpy" in (lib.filepath or "")]
-    if not libs:
-        yield
-        return
-    with ctl.select(filepath=libs).limit(limits=1):
-        yield
-
-
-@pytest.fixture(scope="module")
-def lowrank():
-    if not (BENCH / "gen_nnet.py").is_file():
-        pytest.skip(f"{BENCH}/gen_nnet.py not found (clone ../shared beside the checkout)")
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    from gen_nnet import random_lowrank_matrix
-    return random_lowrank_matrix
 
 
 def build_model(lowrank, seed: int = 0, coefs=COEFS) -> Model:

@@ -12,37 +12,7 @@ import svdistill
 from svdistill import linalg
 from svdistill.linalg import singular_values, truncated_svd
 
-BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench"
 METHODS = ["exact", "randomized"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _numpy_blas_one_thread():
-    """numpy's own OpenBLAS (the reference) on one thread: its spinning workers and
-    the core's would otherwise fight over the two cores and slow both down a lot."""
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:
-        yield
-        return
-    ctl = ThreadpoolController()
-    libs = [lib.filepath for lib in ctl.lib_controllers if "numpy" in (lib.filepath or "")]
-    if not libs:
-        yield
-        return
-    with ctl.select(filepath=libs).limit(limits=1):
-        yield
-
-
-@pytest.fixture(scope="module")
-def lowrank():
-    """gen_nnet.random_lowrank_matrix (realistic DNN weight spectra), or skip."""
-    if not (BENCH / "gen_nnet.py").is_file():
-        pytest.skip(f"{BENCH}/gen_nnet.py not found (clone ../shared beside the checkout)")
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    from gen_nnet import random_lowrank_matrix
-    return random_lowrank_matrix
 
 
 @pytest.fixture(scope="module")

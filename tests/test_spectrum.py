@@ -12,33 +12,12 @@ import pytest
 import svdistill
 from svdistill import Component, Model
 
-BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench"
 FRACTIONS = (0.5, 0.8, 0.9, 0.95, 0.99)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _numpy_blas_one_thread():
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:
-        yield
-        return
-    ctl = ThreadpoolController()
-    libs = [lib.filepath for lib in ctl.lib_controllers if "numpy" in (lib.filepath or "")]
-    if not libs:
-        yield
-        return
-    with ctl.select(filepath=libs).limit(limits=1):
-        yield
-
-
 @pytest.fixture(scope="module")
-def model():
-    if not (BENCH / "gen_nnet.py").is_file():
-        pytest.skip(f"{BENCH}/gen_nnet.py not found (clone ../shared beside the checkout)")
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    from gen_nnet import random_lowrank_matrix
+def model(lowrank):
+    random_lowrank_matrix = lowrank
     rng = np.random.default_rng(1)
     comps = []
     dims = [40, 96, 64, 30]

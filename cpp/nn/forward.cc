@@ -128,7 +128,9 @@ Network::Network(std::vector<std::shared_ptr<Component>> components, size_t tran
   }
 }
 
-MatF Network::propagate(const Component& c, const MatF& x) {
+// Runs c on x (T x in). Elementwise kinds work in place and return false;
+// the others write y (resized to T x out) and return true.
+bool Network::apply(const Component& c, MatF& x, MatF& y) {
   const int64_t T = x.rows(), in = c.input_dim, out = c.output_dim;
   if (x.cols() != in)
     throw Error(std::string(kind_info(c.kind).name) + ": input has " + std::to_string(x.cols()) +
@@ -136,7 +138,7 @@ MatF Network::propagate(const Component& c, const MatF& x) {
   switch (c.kind) {
     case Kind::AffineTransform:
     case Kind::LinearTransform: {
-      MatF y(T, out);
+      y.resize(T, out);
       const float* w = c.params[0].data.data();
       if (c.kind == Kind::AffineTransform) {
         const float* b = c.params[1].data.data();
@@ -146,55 +148,48 @@ MatF Network::propagate(const Component& c, const MatF& x) {
       }
       blas::sgemm(false, true, T, out, in, 1.f, x.data(), in, w, in,
                   c.kind == Kind::AffineTransform ? 1.f : 0.f, y.data(), out);
-      return y;
+      return true;
     }
-    case Kind::Sigmoid: {
-      MatF y = x;
-      sigmoid_inplace(y.data(), y.size());
-      return y;
-    }
-    case Kind::Tanh: {
-      MatF y = x;
-      tanh_inplace(y.data(), y.size());
-      return y;
-    }
+    case Kind::Sigmoid:
+      sigmoid_inplace(x.data(), x.size());
+      return false;
+    case Kind::Tanh:
+      tanh_inplace(x.data(), x.size());
+      return false;
     case Kind::Softmax:
-    case Kind::HiddenSoftmax: {
-      MatF y = x;
-      softmax_rows(y.data(), T, out, 0, out);
-      return y;
-    }
+    case Kind::HiddenSoftmax:
+      softmax_rows(x.data(), T, out, 0, out);
+      return false;
     case Kind::BlockSoftmax: {
-      MatF y = x;
       int64_t c0 = 0;
       for (int32_t w : c.ints) {
-        softmax_rows(y.data(), T, out, c0, w);
+        softmax_rows(x.data(), T, out, c0, w);
         c0 += w;
       }
-      return y;
+      return false;
     }
     case Kind::ParametricRelu: {
-      MatF y(T, out);
       const float* al = c.params[0].data.data();
       const float* be = c.params[1].data.data();
       for_rows(T, out, [&](int64_t a, int64_t e) {
-        for (int64_t r = a; r < e; ++r)
-          for (int64_t j = 0; j < out; ++j) {
-            float v = x(r, j);
-            y(r, j) = v >= 0.f ? al[j] * v : be[j] * v;
-          }
+        for (int64_t r = a; r < e; ++r) {
+          float* row = x.data() + r * out;
+          for (int64_t j = 0; j < out; ++j) row[j] = row[j] >= 0.f ? al[j] * row[j] : be[j] * row[j];
+        }
       });
-      return y;
+      return false;
     }
-    case Kind::Relu: {
-      MatF y = x.cwiseMax(0.f);
-      return y;
-    }
+    case Kind::Relu:
+      for_rows(T, out, [&](int64_t a, int64_t e) {
+        float* p = x.data();
+        for (int64_t i = a * out; i < e * out; ++i) p[i] = std::max(p[i], 0.f);
+      });
+      return false;
     case Kind::Dropout:  // nnet-forward disables dropout
     case Kind::Linear:
-      return x;
+      return false;
     case Kind::LengthNormComponent: {
-      MatF y(T, out);
+      y.resize(T, out);
       for_rows(T, out, [&](int64_t a, int64_t e) {
         for (int64_t r = a; r < e; ++r) {
           double ss = 0;
@@ -203,10 +198,10 @@ MatF Network::propagate(const Component& c, const MatF& x) {
           for (int64_t j = 0; j < in; ++j) y(r, j) = x(r, j) * scale;
         }
       });
-      return y;
+      return true;
     }
     case Kind::Splice: {
-      MatF y(T, out);
+      y.resize(T, out);
       const int64_t n = static_cast<int64_t>(c.ints.size());
       for_rows(T, out, [&](int64_t a, int64_t e) {
         for (int64_t r = a; r < e; ++r)
@@ -215,36 +210,49 @@ MatF Network::propagate(const Component& c, const MatF& x) {
             std::memcpy(y.data() + r * out + o * in, x.data() + src * in, in * 4);
           }
       });
-      return y;
+      return true;
     }
     case Kind::Copy: {
-      MatF y(T, out);
+      y.resize(T, out);
       for_rows(T, out, [&](int64_t a, int64_t e) {
         for (int64_t r = a; r < e; ++r)
           for (int64_t j = 0; j < out; ++j) y(r, j) = x(r, c.ints[j] - 1);
       });
-      return y;
+      return true;
     }
     case Kind::AddShift:
     case Kind::Rescale: {
-      MatF y(T, out);
+      y.resize(T, out);
       const float* v = c.params[0].data.data();
       const bool add = c.kind == Kind::AddShift;
       for_rows(T, out, [&](int64_t a, int64_t e) {
         for (int64_t r = a; r < e; ++r)
           for (int64_t j = 0; j < out; ++j) y(r, j) = add ? x(r, j) + v[j] : x(r, j) * v[j];
       });
-      return y;
+      return true;
     }
     default:
       unsupported(c, std::string(kind_info(c.kind).name) + " " + c.marker);
   }
 }
 
+MatF Network::propagate(const Component& c, const MatF& x) {
+  MatF a = x, b;
+  return apply(c, a, b) ? b : a;
+}
+
 MatF Network::forward(const float* in, int64_t frames, size_t upto) const {
-  MatF x = Eigen::Map<const MatF>(in, frames, input_dim_);
+  // Two activation buffers, ping-ponged and kept between calls (their pages
+  // are already mapped); a concurrent call uses its own.
+  std::unique_lock<std::mutex> lock(ws_mutex_, std::try_to_lock);
+  MatF local_a, local_b;
+  MatF& a = lock.owns_lock() ? ws_a_ : local_a;
+  MatF& b = lock.owns_lock() ? ws_b_ : local_b;
+  a = Eigen::Map<const MatF>(in, frames, input_dim_);
   upto = std::min(upto, comps_.size());
-  for (size_t i = 0; i < upto; ++i) x = propagate(*comps_[i], x);
+  for (size_t i = 0; i < upto; ++i)
+    if (apply(*comps_[i], a, b)) a.swap(b);
+  MatF x = a;
   return x;
 }
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -36,6 +37,10 @@ class Network {
   static MatF propagate(const Component& c, const MatF& in);
 
  private:
+  static bool apply(const Component& c, MatF& x, MatF& y);
+  mutable std::mutex ws_mutex_;
+  mutable MatF ws_a_, ws_b_;
+
   std::string label(size_t i) const;
 
   std::vector<std::shared_ptr<Component>> comps_;

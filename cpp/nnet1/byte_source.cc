@@ -46,7 +46,7 @@ class FdSource : public ByteSource {
   // Drops pages already parsed, so a mapped multi-GB model does not stay resident.
   void release_before(size_t offset) override {
     if (!map_) return;
-    const size_t page = 1 << 21;
+    const size_t page = 1 << 20;
     size_t upto = offset / page * page;
     if (upto > released_) {
       ::madvise(static_cast<char*>(map_) + released_, upto - released_, MADV_DONTNEED);

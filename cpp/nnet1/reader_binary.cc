@@ -118,6 +118,7 @@ void ModelReader::bin_block(FloatBlock* b, bool matrix, int64_t rows, int64_t co
       done += k;
     }
   }
+  scanner_.release_consumed();
   check_finite(*b, what, data_offset);
 }
 

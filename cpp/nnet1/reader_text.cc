@@ -141,6 +141,7 @@ int64_t ModelReader::text_rows_bulk(FloatBlock* m, int64_t row, int64_t rows, in
       if (!f) return done;
     done += n;
     scanner_.set_cur(e);
+    scanner_.release_consumed();  // a mapped input's parsed pages leave memory as we go
   }
   return done;
 }
