@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include <sys/mman.h>
+
 namespace svd {
 namespace {
 constexpr size_t kChunk = 1 << 20;
@@ -116,6 +118,20 @@ size_t Scanner::line_length() {
     scanned = end_ - pos_;
     if (!fill_more(scanned + std::max(kFirst, scanned)) && end_ - pos_ == scanned) return scanned;
   }
+}
+
+void Scanner::prefault(size_t n) {
+#ifdef MADV_POPULATE_READ
+  if (!mapped_ || n < (1 << 22)) return;
+  const uintptr_t page = 4096;
+  const char* p = cur();
+  n = std::min(n, end_ - pos_);
+  uintptr_t a = reinterpret_cast<uintptr_t>(p) & ~(page - 1);
+  uintptr_t e = reinterpret_cast<uintptr_t>(p + n);
+  ::madvise(reinterpret_cast<void*>(a), e - a, MADV_POPULATE_READ);  // best effort
+#else
+  (void)n;
+#endif
 }
 
 bool Scanner::skip(size_t n) {

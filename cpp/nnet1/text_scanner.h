@@ -54,6 +54,8 @@ class Scanner {
   // the whole line is buffered on return.
   size_t line_length();
 
+  // Asks a memory-mapped input to map the next n bytes at once (best effort).
+  void prefault(size_t n);
   // Discards n bytes; false if the input ends first.
   bool skip(size_t n);
 
