@@ -859,3 +859,23 @@ def test_compress_independent_of_thread_count(fixtures_dir):
         prod.append([ws[i + 1] @ ws[i] for i in range(0, len(ws) - 1, 2)])
     for p, q in zip(*prod):
         assert np.linalg.norm(p - q) <= 1e-3 * np.linalg.norm(p)
+
+
+def test_cli_compress_check_runs_compare(tmp_path, fixtures_dir):
+    import subprocess
+    out = tmp_path / "dnn32.bin"
+    report = tmp_path / "r.json"
+    p = subprocess.run([sys.executable, "-m", "svdistill", "compress", "--rank", "32",
+                        str(fixtures_dir / "dnn.nnet.bin"), str(out),
+                        "--check", f"ark:{fixtures_dir / 'feats.ark'}",
+                        "--feature-transform", str(fixtures_dir / "final.feature_transform"),
+                        "--report", str(report)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert "top-1 agreement" in p.stderr and "KL(teacher || student)" in p.stderr
+    check = json.loads(report.read_text())["check"]
+    direct = svdistill.compare(fixtures_dir / "dnn.nnet.bin", out, f"ark:{fixtures_dir / 'feats.ark'}",
+                               feature_transform=fixtures_dir / "final.feature_transform")
+    assert check["frames"] == 150 and check["kl"] == pytest.approx(direct["kl"], rel=1e-6)
+    bad = subprocess.run([sys.executable, "-m", "svdistill", "compress", "--rank", "32", "-",
+                          str(out), "--check", "ark:x.ark"], capture_output=True, text=True, input="")
+    assert bad.returncode == 2 and bad.stderr.startswith("svdistill: error:")

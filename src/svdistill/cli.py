@@ -105,6 +105,8 @@ def _write_json(path: str, obj) -> None:
 
 def cmd_compress(a: argparse.Namespace) -> int:
     from .compress import compress
+    if a.check and (a.input == "-" or a.output == "-"):
+        raise Error("--check needs MODEL_IN and MODEL_OUT to be files, not '-'")
     if a.threads:
         linalg.set_num_threads(a.threads)
     if a.plot:
@@ -117,8 +119,16 @@ def cmd_compress(a: argparse.Namespace) -> int:
         n_oversamples=a.oversamples, n_iter=a.n_iter, random_state=a.seed, output=a.output,
         binary=a.binary, dialect=a.dialect, digits=a.digits, spectra=bool(a.plot))
     print(report.format_table(), file=sys.stderr)
+    check = None
+    if a.check:
+        from .compare import compare, format_compare
+        check = compare(a.input, a.output, a.check, feature_transform=a.feature_transform)
+        print("fidelity on " + a.check + ":\n" + format_compare(check), file=sys.stderr)
     if a.report:
-        _write_json(a.report, report.to_dict())
+        d = report.to_dict()
+        if check is not None:
+            d["check"] = check
+        _write_json(a.report, d)
     if a.plot:
         from .plot import plot_spectra
         layers = [{"index": L.index, "out": L.out, "in": L.inp, "singular_values": report.spectra[L.index]}
@@ -258,6 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--report", metavar="FILE.json", help="write the report as JSON")
     g.add_argument("--plot", metavar="FILE.png",
                    help="plot the spectra with the chosen ranks (needs svdistill[plot])")
+    g.add_argument("--check", metavar="FEATS_RSPECIFIER",
+                   help="afterwards, compare the output with the input on these features "
+                        "(as 'svdistill compare'); MODEL_OUT must be a file")
+    g.add_argument("--feature-transform", metavar="FT", help="feature transform for --check")
     pz.set_defaults(func=cmd_compress)
 
     ps = sub.add_parser("spectrum", help="singular values per layer and the ranks they imply",
