@@ -32,7 +32,16 @@ def _open_reader(src: PathOrFile) -> "_core.Reader":
         return _core.Reader(path)
     if hasattr(src, "read"):
         name = getattr(src, "name", None)
-        return _core.Reader(src, name if isinstance(name, str) else "<file>")
+        name = name if isinstance(name, str) else "<file>"
+        if not _core.have_zlib:  # the core cannot inflate: let Python's gzip do it
+            head = src.peek(2)[:2] if hasattr(src, "peek") else b""
+            if not head and hasattr(src, "seekable") and src.seekable():
+                pos = src.tell()
+                head = src.read(2)
+                src.seek(pos)
+            if head == b"\x1f\x8b":
+                src = gzip.GzipFile(fileobj=src, mode="rb")
+        return _core.Reader(src, name)
     raise TypeError(f"expected a path, '-' or a binary file object, got {type(src).__name__}")
 
 
