@@ -46,9 +46,6 @@ void ModelReader::fail_at(int64_t offset, const std::string& what) const {
 
 void ModelReader::fail(const std::string& what) const { fail_at(scanner_.cur(), what); }
 
-// ---------------------------------------------------------------- text
-// ---------------------------------------------------------------- shared
-
 void ModelReader::read_coefs(Component* c) {
   const KindInfo& info = kind_info(c->kind);
   const bool bin = encoding_ == Encoding::Binary;
@@ -58,13 +55,14 @@ void ModelReader::read_coefs(Component* c) {
     } else if (!text_peek_is('<')) {
       return;
     }
-    if (scanner_.ensure(2) && scanner_.cur()[1] == '!' && c->kind != Kind::Dropout) return;
-    if (c->kind == Kind::Dropout && scanner_.ensure(2) && scanner_.cur()[1] == '!') {
-      std::string tok = bin ? bin_token() : text_token();
-      if (tok != kEoc) fail_at(scanner_.cur(), "expected <!EndOfComponent>, got " + quote(tok) + " (tokens are case-sensitive)");
-      return;  // Dropout eats its own end marker, as Kaldi's does
-    }
     const int64_t at = scanner_.offset();
+    if (scanner_.ensure(2) && scanner_.cur()[1] == '!') {
+      if (c->kind != Kind::Dropout) return;  // the end marker, read by the caller
+      // Dropout reads its own end marker, as Kaldi's does.
+      std::string tok = bin ? bin_token() : text_token();
+      if (tok != kEoc) fail_at(at, "expected <!EndOfComponent>, got " + quote(tok) + " (tokens are case-sensitive)");
+      return;
+    }
     std::string tok = bin ? bin_token() : text_token();
     std::string canon;
     for (const auto& cf : info.coefs)
