@@ -66,7 +66,8 @@ inline int digit_run16(const char* p) {
 // exact in float, one correctly rounded multiply or divide gives the correctly
 // rounded result. Kaldi's 7-digit text nearly always qualifies. Digit runs are
 // converted eight at a time; anything unusual goes to parse_float_slow.
-inline ParseStatus parse_float(const char* p, const char* e, float* out, const char** end) {
+__attribute__((always_inline)) inline ParseStatus parse_float(const char* p, const char* e, float* out,
+                                                              const char** end) {
   const char* q = p;
   const bool neg = q < e && *q == '-';
   q += neg;

@@ -114,7 +114,7 @@ int64_t ModelReader::text_rows_bulk(FloatBlock* m, int64_t row, int64_t rows, in
       cut[k] = q ? static_cast<const char*>(q) + 1 : e;
     }
     std::vector<int64_t> lines(static_cast<size_t>(parts) + 1, 0);
-    parallel_for(parts, [&](int64_t k) { lines[k + 1] = std::count(cut[k], cut[k + 1], '\n'); });
+    parallel_for(parts, [&](int64_t k) { lines[k + 1] = count_newlines(cut[k], cut[k + 1]); });
     for (int64_t k = 0; k < parts; ++k) lines[k + 1] += lines[k];
     const int64_t n = lines[parts];
     // Two bytes per value at least: never allocate beyond what the block holds.

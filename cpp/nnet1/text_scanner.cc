@@ -1,4 +1,5 @@
 #include "nnet1/text_scanner.h"
+#include "nnet1/reader_detail.h"
 
 #include <algorithm>
 #include <cstring>
@@ -36,7 +37,7 @@ int64_t Scanner::remaining_hint() const {
 void Scanner::shift() {
   if (pos_ == 0 || mapped_) return;
   const char* b = base_;
-  lines_before_ += std::count(b, b + pos_, '\n');
+  lines_before_ += reader_detail::count_newlines(b, b + pos_);
   const void* nl = memrchr(b, '\n', pos_);
   if (nl) last_nl_before_ = base_offset_ + (static_cast<const char*>(nl) - b);
   std::memmove(buf_.data(), b + pos_, end_ - pos_);
@@ -85,7 +86,7 @@ int Scanner::peek() {
 void Scanner::line_col(const char* p, int64_t* line, int64_t* col) const {
   const char* b = base_;
   size_t upto = static_cast<size_t>(std::clamp<std::ptrdiff_t>(p - b, 0, end_));
-  *line = lines_before_ + std::count(b, b + upto, '\n') + 1;
+  *line = lines_before_ + reader_detail::count_newlines(b, b + upto) + 1;
   const void* nl = memrchr(b, '\n', upto);
   int64_t line_start = nl ? base_offset_ + (static_cast<const char*>(nl) - b) + 1
                           : last_nl_before_ + 1;
