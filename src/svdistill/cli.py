@@ -197,8 +197,9 @@ def cmd_compare(a: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="svdistill",
-        description="Make large Kaldi nnet1 acoustic models small: read, inspect, copy and "
-                    "convert models (Kaldi text, Kaldi binary, PDNN-style text).",
+        description="Make large Kaldi nnet1 acoustic models small: inspect and convert models "
+                    "(Kaldi text, Kaldi binary, PDNN-style text), restructure them by truncated "
+                    "SVD, and run and compare them as nnet-forward does.",
         epilog="Run 'svdistill COMMAND --help' for a command's options.")
     p.add_argument("--version", action="version", version=f"svdistill {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -256,10 +257,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the singular values go: sqrt on both factors (default), left (the "
                         "out x k factor) or right (the k x in factor)")
     g = pz.add_argument_group("SVD")
-    g.add_argument("--method", choices=["auto", "randomized", "exact"], default="auto")
-    g.add_argument("--oversamples", type=int, default=None, help="randomized sketch oversampling")
-    g.add_argument("--n-iter", type=int, default=None, help="randomized power iterations")
-    g.add_argument("--seed", type=int, default=0, help="random seed (results are deterministic)")
+    g.add_argument("--method", choices=["auto", "randomized", "exact"], default="auto",
+                   help="auto: randomized unless the sketch would cover half of min(out, in)")
+    g.add_argument("--oversamples", type=int, default=None, metavar="P",
+                   help="randomized sketch oversampling (default max(32, k/2))")
+    g.add_argument("--n-iter", type=int, default=None, metavar="Q",
+                   help="randomized power iterations (default 2)")
+    g.add_argument("--seed", type=int, default=0,
+                   help="random seed (identical results for a seed and thread count)")
     g.add_argument("--threads", type=int, default=0, help="threads (default: all cores)")
     g = pz.add_argument_group("output")
     _add_bool(g, "--binary", "write Kaldi binary (default: the input's encoding)")
