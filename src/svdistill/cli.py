@@ -325,10 +325,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     a = parser.parse_args(normalize_bools(list(sys.argv[1:] if argv is None else argv)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        shown: List[str] = []
 
         def show(message, category, filename, lineno, file=None, line=None):
-            shown.append(str(message))
             kind = "note" if issubclass(category, ConversionWarning) else "warning"
             print(f"svdistill: {kind}: {message}", file=sys.stderr)
 
@@ -347,6 +345,13 @@ def main(argv: Optional[List[str]] = None) -> int:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             return 1
+        except OSError as e:  # e.g. --report into a folder that does not exist
+            where = f"{e.filename}: " if e.filename else ""
+            print(f"svdistill: error: {where}{e.strerror or e}", file=sys.stderr)
+            return 2
+        except MemoryError:
+            print("svdistill: error: out of memory", file=sys.stderr)
+            return 2
         except KeyboardInterrupt:
             print("svdistill: interrupted", file=sys.stderr)
             return 130
