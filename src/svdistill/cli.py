@@ -91,6 +91,8 @@ def _write_json(path: str, obj) -> None:
     import os
     import tempfile
     d = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(d):
+        raise Error(f"{path}: cannot write the report: the folder {d} does not exist")
     fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".json", dir=d)
     try:
         with os.fdopen(fd, "w") as f:

@@ -40,6 +40,9 @@ def plot_spectra(layers: List[Dict], path: str, ranks: Optional[Dict[int, Option
     ax.legend(fontsize=8)
     fig.tight_layout()
     d = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(d):
+        plt.close(fig)
+        raise Error(f"{path}: cannot write the plot: the folder {d} does not exist")
     fd, tmp = tempfile.mkstemp(prefix=".plot-", suffix=".png", dir=d)
     os.close(fd)
     try:
