@@ -109,6 +109,10 @@ def cmd_compress(a: argparse.Namespace) -> int:
     from .compress import compress
     if a.check and (a.input == "-" or a.output == "-"):
         raise Error("--check needs MODEL_IN and MODEL_OUT to be files, not '-'")
+    import os
+    for opt, path in (("--report", a.report), ("--plot", a.plot)):
+        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise Error(f"{opt} {path}: the folder {os.path.dirname(os.path.abspath(path))} does not exist")
     if a.threads:
         linalg.set_num_threads(a.threads)
     if a.plot:
