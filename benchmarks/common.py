@@ -244,10 +244,11 @@ def svdistill_cmd() -> List[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "svdistill"]
 
 
-def warm(path: Path, chunk: int = 16 << 20) -> int:
-    """Read a file once so it is in the page cache; returns its size."""
+def warm(path: Path, chunk: int = 16 << 20, buf: Optional[bytearray] = None) -> int:
+    """Read a file once (into ``buf`` if given, reused) so it is in the page cache;
+    returns its size. Also the benchmarks' "raw read" reference."""
     n = 0
-    buf = bytearray(chunk)
+    buf = bytearray(chunk) if buf is None else buf
     with open(path, "rb", buffering=0) as f:
         while True:
             r = f.readinto(buf)

@@ -22,6 +22,13 @@ struct SingleThread {
   ~SingleThread() { scipy_openblas_set_num_threads(num_threads()); }
 };
 
+// syrk fills the upper triangle; callers want the full symmetric matrix.
+template <class T>
+void mirror_upper(T* g, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < i; ++j) g[i * n + j] = g[j * n + i];
+}
+
 }  // namespace
 
 void set_threads(int n) { scipy_openblas_set_num_threads(n > 0 ? n : num_threads()); }
@@ -55,8 +62,7 @@ void gram_rows_double(const double* b, int64_t l, int64_t n, double* g) {
   check_dims(n);
   scipy_cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, static_cast<blasint>(l), static_cast<blasint>(n),
                     1.0, b, static_cast<blasint>(n), 0.0, g, static_cast<blasint>(l));
-  for (int64_t i = 0; i < l; ++i)
-    for (int64_t j = 0; j < i; ++j) g[i * l + j] = g[j * l + i];
+  mirror_upper(g, l);
 }
 
 void gram_float(const float* a, int64_t m, int64_t n, float* g) {
@@ -65,8 +71,7 @@ void gram_float(const float* a, int64_t m, int64_t n, float* g) {
   scipy_cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, static_cast<blasint>(n),
                     static_cast<blasint>(m), 1.f, a, static_cast<blasint>(n), 0.f, g,
                     static_cast<blasint>(n));
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t j = 0; j < i; ++j) g[i * n + j] = g[j * n + i];
+  mirror_upper(g, n);
 }
 
 void gram_double_acc(const double* a, int64_t m, int64_t n, double* g) {

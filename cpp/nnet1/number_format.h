@@ -22,8 +22,6 @@ enum class ParseStatus { Ok, NotANumber, OutOfRange };
 ParseStatus parse_float_slow(const char* p, const char* e, float* out, const char** end);
 
 namespace number_detail {
-// Powers of ten exact in float (5^10 < 2^24).
-constexpr float kPow10f[] = {1e0f, 1e1f, 1e2f, 1e3f, 1e4f, 1e5f, 1e6f, 1e7f, 1e8f, 1e9f, 1e10f};
 constexpr double kPow10d[] = {1e-10, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1e0,
                               1e1,   1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10};
 constexpr uint64_t kPow10u[] = {1ULL, 10ULL, 100ULL, 1000ULL, 10000ULL, 100000ULL,

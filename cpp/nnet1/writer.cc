@@ -27,6 +27,19 @@ bool is_plain_relu(const Component& c) {
   return c.coef("<AlphaLearnRateCoef>", 0.f) == 0.f && c.coef("<BetaLearnRateCoef>", 0.f) == 0.f;
 }
 
+Component relu_as_parametric_relu(int32_t dim) {
+  Component p;
+  p.kind = Kind::ParametricRelu;
+  p.marker = kind_info(Kind::ParametricRelu).marker;
+  p.output_dim = p.input_dim = dim;
+  p.coefs = {{"<AlphaLearnRateCoef>", 0.f}, {"<BetaLearnRateCoef>", 0.f}};
+  p.params.resize(2);
+  p.params[0].cols = p.params[1].cols = dim;
+  p.params[0].data.assign(dim, 1.f);
+  p.params[1].data.assign(dim, 0.f);
+  return p;
+}
+
 bool default_coefs(const Component& c) {
   for (const auto& cf : kind_info(c.kind).coefs)
     if (c.coef(cf.first, cf.second) != cf.second) return false;
@@ -227,38 +240,27 @@ void ModelWriter::validate(const Component& c) {
   }
 }
 
-void ModelWriter::write(const Component& c) {
+void ModelWriter::write(const Component& in) {
   if (closed_) throw Error(sink_->name() + ": writer is closed");
+  const bool kaldi = opt_.dialect == Dialect::Kaldi;
+  const bool bin = opt_.encoding == Encoding::Binary;
+  // Kaldi has no ReLU: write PDNN's <relu> as the ParametricRelu that computes it.
+  const bool convert_relu = in.kind == Kind::Relu && kaldi;
+  Component as_prelu;
+  if (convert_relu) {
+    as_prelu = relu_as_parametric_relu(in.output_dim);
+    ++relu_converted_;
+  }
+  const Component& c = convert_relu ? as_prelu : in;
   validate(c);
   begin();
   prev_output_ = c.output_dim;
-  ++count_;
-  const bool kaldi = opt_.dialect == Dialect::Kaldi;
-  const bool bin = opt_.encoding == Encoding::Binary;
-  Kind kind = c.kind;
-
-  if (kind == Kind::Linear && kaldi) {
+  const Kind kind = c.kind;
+  if (kind == Kind::Linear && kaldi) {  // the identity: nothing to write
     ++linear_dropped_;
-    --count_;
     return;
   }
-  if (kind == Kind::Relu && kaldi) {
-    ++relu_converted_;
-    Component p;
-    p.kind = Kind::ParametricRelu;
-    p.marker = kind_info(Kind::ParametricRelu).marker;
-    p.output_dim = c.output_dim;
-    p.input_dim = c.input_dim;
-    p.coefs = {{"<AlphaLearnRateCoef>", 0.f}, {"<BetaLearnRateCoef>", 0.f}};
-    p.params.resize(2);
-    p.params[0].cols = p.params[1].cols = c.output_dim;
-    p.params[0].data.assign(c.output_dim, 1.f);
-    p.params[1].data.assign(c.output_dim, 0.f);
-    --count_;
-    prev_output_ = -1;
-    write(p);
-    return;
-  }
+  ++count_;
   if (!kaldi && is_plain_relu(c)) {
     ++prelu_to_relu_;
     write_header("<relu>", c);

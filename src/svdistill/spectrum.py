@@ -28,7 +28,7 @@ def spectrum(model, *, layers: Optional[str] = None,
         ``nuclear_ranks`` (the same for sum(s)) and ``break_even_rank`` (the
         largest rank that still saves parameters: k(out+in) < out*in).
     """
-    structure = scan_structure(model) if not isinstance(model, Model) else scan_structure(model)
+    structure = scan_structure(model)
     plans = {p.index: p for p in plan_layers(structure, layers, False)}
     out: List[Dict[str, Any]] = []
     stream = model if isinstance(model, Model) else iter_components(model)
