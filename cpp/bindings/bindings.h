@@ -11,5 +11,6 @@ void BindComponent(py::module_& m);
 void BindIo(py::module_& m);
 void BindLinalg(py::module_& m);
 void BindNetwork(py::module_& m);
+void BindTrainer(py::module_& m);
 
 }  // namespace svd_py

@@ -9,5 +9,6 @@ PYBIND11_MODULE(_core, m) {
   svd_py::BindIo(m);
   svd_py::BindLinalg(m);
   svd_py::BindNetwork(m);
+  svd_py::BindTrainer(m);
   m.attr("have_zlib") = svd::have_zlib();
 }

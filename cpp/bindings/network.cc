@@ -11,7 +11,7 @@
 namespace svd_py {
 
 void BindNetwork(py::module_& m) {
-  py::class_<svd::Network>(m, "Network")
+  py::class_<svd::Network, std::shared_ptr<svd::Network>>(m, "Network")
       .def(py::init<std::vector<std::shared_ptr<svd::Component>>, size_t>(), py::arg("components"),
            py::arg("transform_count") = 0)
       .def_property_readonly("input_dim", &svd::Network::input_dim)

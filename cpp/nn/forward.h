@@ -27,6 +27,7 @@ class Network {
   int64_t input_dim() const { return input_dim_; }
   int64_t output_dim() const { return output_dim_; }
   size_t size() const { return comps_.size(); }
+  const Component& component(size_t i) const { return *comps_[i]; }
 
   // frames x input_dim (row-major) -> frames x output_dim. `upto` limits the
   // components run (e.g. size() - 1 drops a final softmax).

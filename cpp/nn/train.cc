@@ -1,0 +1,588 @@
+#include "nn/train.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "linalg/blas.h"
+#include "nn/kernels.h"
+#include "nnet1/errors.h"
+
+namespace svd {
+namespace {
+
+// log(x) for float x > 0 (Cephes' logf polynomial), written to vectorise.
+inline float fast_log(float x) {
+  x = std::max(x, 1.17549435e-38f);
+  uint32_t bits;
+  std::memcpy(&bits, &x, 4);
+  float e = static_cast<float>(static_cast<int32_t>((bits >> 23) & 0xff) - 127);
+  bits = (bits & 0x007fffffu) | 0x3f800000u;  // mantissa in [1, 2)
+  float m;
+  std::memcpy(&m, &bits, 4);
+  const bool big = m > 1.41421356f;
+  m = big ? m * 0.5f : m;
+  e = big ? e + 1.f : e;
+  const float f = m - 1.f, z = f * f;
+  float y = 7.0376836292e-2f;
+  y = y * f - 1.1514610310e-1f;
+  y = y * f + 1.1676998740e-1f;
+  y = y * f - 1.2420140846e-1f;
+  y = y * f + 1.4249322787e-1f;
+  y = y * f - 1.6668057665e-1f;
+  y = y * f + 2.0000714765e-1f;
+  y = y * f - 2.4999993993e-1f;
+  y = y * f + 3.3333331174e-1f;
+  y = y * f * z;
+  y += -2.12194440e-4f * e;
+  y += -0.5f * z;
+  return f + y + 0.693359375f * e;
+}
+
+bool is_softmax(Kind k) { return k == Kind::Softmax || k == Kind::BlockSoftmax; }
+
+std::vector<int32_t> softmax_blocks(const Component& c) {
+  if (c.kind == Kind::BlockSoftmax) return c.ints;
+  return {c.output_dim};
+}
+
+int64_t argmax(const float* p, int64_t n) {
+  int64_t best = 0;
+  for (int64_t j = 1; j < n; ++j)
+    if (p[j] > p[best]) best = j;
+  return best;
+}
+
+// out[j] = beta * out[j] + sum_r f(r, j) for a T x n row-major source.
+template <class F>
+void column_sums(int64_t rows, int64_t n, float beta, float* out, F&& f) {
+  for_rows(n, rows, [&](int64_t a, int64_t e) {
+    for (int64_t j = a; j < e; ++j) out[j] = beta == 0.f ? 0.f : beta * out[j];
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t j = a; j < e; ++j) out[j] += f(r, j);
+  });
+}
+
+}  // namespace
+
+bool can_train(Kind kind) {
+  switch (kind) {
+    case Kind::AffineTransform:
+    case Kind::LinearTransform:
+    case Kind::Sigmoid:
+    case Kind::Tanh:
+    case Kind::Relu:
+    case Kind::ParametricRelu:
+    case Kind::Dropout:
+    case Kind::Linear:
+    case Kind::AddShift:
+    case Kind::Rescale:
+      return true;
+    default:
+      return false;
+  }
+}
+
+void BatchStats::add(const BatchStats& o) {
+  frames += o.frames;
+  objective += o.objective;
+  kl_t += o.kl_t;
+  kl += o.kl;
+  hard_ce += o.hard_ce;
+  agree += o.agree;
+  blocks += o.blocks;
+  correct += o.correct;
+  labelled += o.labelled;
+}
+
+std::string Trainer::label(size_t i) const {
+  return "student component " + std::to_string(i + 1) + " " + comps_[i]->marker;
+}
+
+Trainer::Trainer(std::vector<std::shared_ptr<Component>> student,
+                 std::vector<std::shared_ptr<Network>> teachers)
+    : comps_(std::move(student)), teachers_(std::move(teachers)) {
+  const size_t n = comps_.size();
+  if (n < 2 || !is_softmax(comps_.back()->kind))
+    throw Error("the student must end in a <Softmax> or <BlockSoftmax> with something to train before it" +
+                std::string(n ? ", its last component is " + comps_.back()->marker : ", it is empty"));
+  for (size_t i = 0; i < n; ++i) {
+    const Component& c = *comps_[i];
+    if (i + 1 < n && !can_train(c.kind)) {
+      std::string why = (c.kind == Kind::Splice || c.kind == Kind::Copy || c.kind == Kind::LengthNormComponent)
+                            ? " (frames are shuffled: splicing and normalisation belong in the feature transform)"
+                            : "";
+      throw Error(label(i) + ": svdistill cannot train through " + kind_info(c.kind).name + why +
+                  "; it trains AffineTransform, LinearTransform, Sigmoid, Tanh, ParametricRelu, PDNN "
+                  "<relu>/<linear>, Dropout (as the identity), AddShift and Rescale");
+    }
+    if (i > 0 && comps_[i - 1]->output_dim != c.input_dim)
+      throw Error(label(i) + ": input dim " + std::to_string(c.input_dim) +
+                  " does not match the previous output dim " + std::to_string(comps_[i - 1]->output_dim));
+    std::string problem = c.check();
+    if (!problem.empty()) throw Error(label(i) + ": " + problem);
+  }
+  input_dim_ = comps_.front()->input_dim;
+  output_dim_ = comps_.back()->output_dim;
+  blocks_ = softmax_blocks(*comps_.back());
+
+  for (size_t t = 0; t < teachers_.size(); ++t) {
+    const Network& net = *teachers_[t];
+    const std::string who = "teacher " + std::to_string(t + 1);
+    if (net.size() < 2 || !is_softmax(net.component(net.size() - 1).kind))
+      throw Error(who + " must end in a <Softmax> or <BlockSoftmax>: its logits give the soft targets");
+    if (net.input_dim() != input_dim_ || net.output_dim() != output_dim_)
+      throw Error(who + " maps " + std::to_string(net.input_dim()) + " -> " + std::to_string(net.output_dim()) +
+                  " dims, the student " + std::to_string(input_dim_) + " -> " + std::to_string(output_dim_));
+    if (softmax_blocks(net.component(net.size() - 1)) != blocks_)
+      throw Error(who + ": its softmax blocks differ from the student's");
+    for (size_t i = 0; i < net.size(); ++i)
+      if (net.component(i).kind == Kind::Splice)
+        throw Error(who + " component " + std::to_string(i + 1) +
+                    " <Splice>: frames are shuffled, so splicing belongs in the feature transform");
+  }
+
+  first_slot_.assign(n, -1);
+  lowest_trainable_ = n - 1;
+  auto add = [&](size_t i, int param, const char* coef_token, float fallback, bool momentum, bool decay) {
+    Component& c = *comps_[i];
+    const float coef = c.coef(coef_token, fallback);
+    if (coef == 0.f) return;  // frozen
+    if (first_slot_[i] < 0) first_slot_[i] = static_cast<int>(slots_.size());
+    Slot s{&c, param, coef, momentum, decay, {}, {}, {}};
+    slots_.push_back(std::move(s));
+    lowest_trainable_ = std::min(lowest_trainable_, i);
+  };
+  for (size_t i = 0; i + 1 < n; ++i) {
+    switch (comps_[i]->kind) {
+      case Kind::AffineTransform:
+        add(i, 0, "<LearnRateCoef>", 1.f, true, true);
+        add(i, 1, "<BiasLearnRateCoef>", 1.f, true, false);
+        break;
+      case Kind::LinearTransform:
+        add(i, 0, "<LearnRateCoef>", 1.f, true, true);
+        break;
+      case Kind::ParametricRelu:
+        add(i, 0, "<AlphaLearnRateCoef>", 0.f, true, false);
+        add(i, 1, "<BetaLearnRateCoef>", 0.f, true, false);
+        break;
+      case Kind::AddShift:
+      case Kind::Rescale:  // Kaldi updates these without momentum
+        add(i, 0, "<LearnRateCoef>", 1.f, false, false);
+        break;
+      default:
+        break;
+    }
+  }
+  outs_.resize(n - 1);
+}
+
+void Trainer::reset_optimizer() {
+  for (Slot& s : slots_) {
+    s.acc.clear();
+    s.v.clear();
+  }
+  adam_step_ = 0;
+}
+
+void Trainer::forward(const float* x, int64_t T) {
+  for (size_t i = 0; i + 1 < comps_.size(); ++i) {
+    const Component& c = *comps_[i];
+    const float* X = i == 0 ? x : outs_[i - 1].data();
+    MatF& Y = outs_[i];
+    const int64_t in = c.input_dim, out = c.output_dim;
+    Y.resize(T, out);
+    float* y = Y.data();
+    switch (c.kind) {
+      case Kind::AffineTransform:
+      case Kind::LinearTransform: {
+        const bool affine = c.kind == Kind::AffineTransform;
+        if (affine) {
+          const float* b = c.params[1].data.data();
+          for_rows(T, out, [&](int64_t a, int64_t e) {
+            for (int64_t r = a; r < e; ++r) std::memcpy(y + r * out, b, out * 4);
+          });
+        }
+        blas::sgemm(false, true, T, out, in, 1.f, X, in, c.params[0].data.data(), in, affine ? 1.f : 0.f, y, out);
+        break;
+      }
+      case Kind::Sigmoid:
+        for_rows(T, out, [&](int64_t a, int64_t e) {
+          for (int64_t k = a * out; k < e * out; ++k) y[k] = 1.f / (1.f + fast_exp(-X[k]));
+        });
+        break;
+      case Kind::Tanh:
+        for_rows(T, out, [&](int64_t a, int64_t e) {
+          for (int64_t k = a * out; k < e * out; ++k) y[k] = 1.f - 2.f / (fast_exp(2.f * X[k]) + 1.f);
+        });
+        break;
+      case Kind::Relu:
+        for_rows(T, out, [&](int64_t a, int64_t e) {
+          for (int64_t k = a * out; k < e * out; ++k) y[k] = std::max(X[k], 0.f);
+        });
+        break;
+      case Kind::ParametricRelu: {
+        const float* al = c.params[0].data.data();
+        const float* be = c.params[1].data.data();
+        for_rows(T, out, [&](int64_t a, int64_t e) {
+          for (int64_t r = a; r < e; ++r)
+            for (int64_t j = 0; j < out; ++j) {
+              const float v = X[r * out + j];
+              y[r * out + j] = v >= 0.f ? al[j] * v : be[j] * v;
+            }
+        });
+        break;
+      }
+      case Kind::AddShift:
+      case Kind::Rescale: {
+        const float* v = c.params[0].data.data();
+        const bool add = c.kind == Kind::AddShift;
+        for_rows(T, out, [&](int64_t a, int64_t e) {
+          for (int64_t r = a; r < e; ++r)
+            for (int64_t j = 0; j < out; ++j) y[r * out + j] = add ? X[r * out + j] + v[j] : X[r * out + j] * v[j];
+        });
+        break;
+      }
+      default:  // Dropout (identity, as at inference), PDNN <linear>
+        std::memcpy(y, X, static_cast<size_t>(T * out) * 4);
+        break;
+    }
+  }
+}
+
+void Trainer::teacher_logits(const float* x, int64_t T) {
+  tlogits_.resize(teachers_.size());
+  for (size_t t = 0; t < teachers_.size(); ++t) tlogits_[t] = teachers_[t]->forward(x, T, teachers_[t]->size() - 1);
+}
+
+// The teachers' soft targets at `temperature`: softmax(logits / T) per block,
+// averaged over teachers (or the softmax of their averaged logits).
+void Trainer::soft_targets(float temperature, bool average_logits, MatF& q) const {
+  const int64_t T = tlogits_[0].rows(), D = output_dim_;
+  const float inv_t = 1.f / temperature;
+  const float inv_n = 1.f / static_cast<float>(tlogits_.size());
+  auto softmax_inplace = [&](MatF& m) {
+    int64_t c0 = 0;
+    for (int32_t w : blocks_) {
+      softmax_rows(m.data(), T, D, c0, w);
+      c0 += w;
+    }
+  };
+  if (tlogits_.size() == 1 || average_logits) {
+    q = tlogits_[0];
+    for (size_t t = 1; t < tlogits_.size(); ++t) q += tlogits_[t];
+    q *= inv_t * (average_logits ? inv_n : 1.f);
+    softmax_inplace(q);
+    return;
+  }
+  MatF p;
+  q.setZero(T, D);
+  for (const MatF& z : tlogits_) {
+    p = z * inv_t;
+    softmax_inplace(p);
+    q += p * inv_n;
+  }
+}
+
+// Loss statistics and (want_grad) the gradient of the summed objective with
+// respect to the logits, into g_:
+//   (1 - a) T (p_T - q_T) + a (p_1 - onehot(label))   (only a (p_1 - y) without teachers).
+BatchStats Trainer::loss(int64_t T, const int32_t* labels, const LossOptions& lo, bool want_grad, bool want_kl1) {
+  const MatF& Z = outs_.back();
+  const int64_t D = output_dim_;
+  const bool soft = !teachers_.empty();
+  const float temp = lo.temperature;
+  const float a = soft ? lo.hard_weight : 1.f;
+  const bool hard = labels != nullptr && a > 0.f;
+  const float inv_t = 1.f / temp;
+  const float soft_scale = (1.f - a) * temp;  // d/dz of (1 - a) T^2 CE(q, softmax(z / T))
+  MatF q1;
+  if (soft) {
+    soft_targets(temp, lo.average_logits, q_);
+    if (want_kl1 && temp != 1.f) soft_targets(1.f, lo.average_logits, q1);
+  }
+  const MatF& Q1 = (want_kl1 && temp != 1.f) ? q1 : q_;
+  if (want_grad) g_.resize(T, D);
+
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(num_threads(), (T * D) >> 15));
+  std::vector<BatchStats> part(static_cast<size_t>(chunks));
+  parallel_for(chunks, [&](int64_t ch) {
+    BatchStats& st = part[static_cast<size_t>(ch)];
+    std::vector<float> e(static_cast<size_t>(D));
+    for (int64_t r = T * ch / chunks; r < T * (ch + 1) / chunks; ++r) {
+      const float* z = Z.data() + r * D;
+      float* g = want_grad ? g_.data() + r * D : nullptr;
+      const int32_t lab = labels ? labels[r] : -1;
+      if (lab >= 0) ++st.labelled;
+      int64_t c0 = 0;
+      for (int32_t w : blocks_) {
+        const float* zb = z + c0;
+        float* gb = g ? g + c0 : nullptr;
+        float* eb = e.data() + c0;
+        const int64_t zmax = argmax(zb, w);
+        const float m = zb[zmax];
+        if (gb) std::fill(gb, gb + w, 0.f);
+        if (soft) {
+          // Student at temperature T: p_j = exp((z_j - m) / T) / S.
+          const float* qb = q_.data() + r * D + c0;
+          float s = 0.f;
+          for (int64_t j = 0; j < w; ++j) {
+            eb[j] = fast_exp((zb[j] - m) * inv_t);
+            s += eb[j];
+          }
+          const float log_s = std::log(s), inv_s = 1.f / s;
+          // KL(q || p) = sum q (log q - log p), log p_j = (z_j - m) / T - log S.
+          float kl = 0.f;
+          for (int64_t j = 0; j < w; ++j)
+            kl += qb[j] > 0.f ? qb[j] * (fast_log(qb[j]) - ((zb[j] - m) * inv_t - log_s)) : 0.f;
+          st.kl_t += std::max(kl, 0.f);
+          st.objective += (1.0 - a) * temp * temp * std::max(kl, 0.f);
+          if (gb)
+            for (int64_t j = 0; j < w; ++j) gb[j] = soft_scale * (eb[j] * inv_s - qb[j]);
+          st.agree += argmax(qb, w) == zmax;
+          ++st.blocks;
+          if (want_kl1) {
+            const float* q1b = Q1.data() + r * D + c0;
+            double s1 = 0;
+            for (int64_t j = 0; j < w; ++j) s1 += std::exp(static_cast<double>(zb[j] - m));
+            const double log_s1 = std::log(s1);
+            double k1 = 0;
+            for (int64_t j = 0; j < w; ++j)
+              if (q1b[j] > 0.f) k1 += q1b[j] * (std::log(static_cast<double>(q1b[j])) - (zb[j] - m - log_s1));
+            st.kl += std::max(k1, 0.0);
+          }
+        }
+        if (lab >= c0 && lab < c0 + w) {
+          const int64_t l = lab - c0;
+          st.correct += zmax == l;
+          // -log p_1(label) with p_1 = softmax(z).
+          float s1 = 0.f;
+          for (int64_t j = 0; j < w; ++j) {
+            eb[j] = fast_exp(zb[j] - m);
+            s1 += eb[j];
+          }
+          const double ce = -(static_cast<double>(zb[l]) - m - std::log(static_cast<double>(s1)));
+          st.hard_ce += ce;
+          if (hard) {
+            st.objective += a * ce;
+            if (gb) {
+              const float inv = a / s1;
+              for (int64_t j = 0; j < w; ++j) gb[j] += eb[j] * inv;
+              gb[l] -= a;
+            }
+          }
+        }
+        c0 += w;
+      }
+    }
+  });
+  BatchStats total;
+  total.frames = T;
+  for (const BatchStats& p : part) total.add(p);
+  total.frames = T;
+  return total;
+}
+
+float* Trainer::slot_target(Slot& s, Mode mode, const OptimizerOptions& opt, float* beta) {
+  const size_t n = s.comp->params[s.param].data.size();
+  if (mode == Mode::Update && !opt.adam) {
+    const bool fresh = s.acc.size() != n;
+    if (fresh) s.acc.assign(n, 0.f);
+    *beta = (s.momentum && !fresh) ? opt.momentum : 0.f;
+    return s.acc.data();
+  }
+  if (s.grad.size() != n) s.grad.resize(n);
+  *beta = 0.f;
+  return s.grad.data();
+}
+
+void Trainer::update_slot(Slot& s, int64_t frames, const OptimizerOptions& opt, float max_norm) {
+  FloatBlock& blk = s.comp->params[s.param];
+  float* w = blk.data.data();
+  const int64_t rows = blk.is_matrix() ? blk.rows : 1;
+  const int64_t cols = blk.is_matrix() ? blk.cols : blk.size();
+  const float lr = opt.learn_rate * s.coef;
+  if (!opt.adam) {
+    const float keep = (s.decay && opt.l2 != 0.f) ? 1.f - lr * opt.l2 * static_cast<float>(frames) : 1.f;
+    const float* c = s.acc.data();
+    for_rows(rows, cols, [&](int64_t a, int64_t e) {
+      for (int64_t k = a * cols; k < e * cols; ++k) w[k] = w[k] * keep - lr * c[k];
+    });
+  } else {
+    const size_t n = blk.data.size();
+    if (s.acc.size() != n) s.acc.assign(n, 0.f);
+    if (s.v.size() != n) s.v.assign(n, 0.f);
+    const float b1 = opt.beta1, b2 = opt.beta2;
+    const double t = static_cast<double>(adam_step_);
+    const float c1 = static_cast<float>(1.0 / (1.0 - std::pow(static_cast<double>(b1), t)));
+    const float c2 = static_cast<float>(1.0 / (1.0 - std::pow(static_cast<double>(b2), t)));
+    const float inv_frames = 1.f / static_cast<float>(frames);
+    const float keep = (s.decay && opt.l2 != 0.f) ? 1.f - lr * opt.l2 : 1.f;
+    const float eps = opt.epsilon;
+    float* m1 = s.acc.data();
+    float* m2 = s.v.data();
+    const float* g = s.grad.data();
+    for_rows(rows, cols, [&](int64_t a, int64_t e) {
+      for (int64_t k = a * cols; k < e * cols; ++k) {
+        const float gk = g[k] * inv_frames;
+        m1[k] = b1 * m1[k] + (1.f - b1) * gk;
+        m2[k] = b2 * m2[k] + (1.f - b2) * gk * gk;
+        w[k] = w[k] * keep - lr * (m1[k] * c1) / (std::sqrt(m2[k] * c2) + eps);
+      }
+    });
+  }
+  if (max_norm > 0.f && blk.is_matrix()) {
+    // Kaldi's MaxNorm: shrink each output neuron's weight row onto the sphere of radius max_norm.
+    for_rows(rows, cols, [&](int64_t a, int64_t e) {
+      for (int64_t r = a; r < e; ++r) {
+        float* row = w + r * cols;
+        double ss = 0;
+        for (int64_t j = 0; j < cols; ++j) ss += static_cast<double>(row[j]) * row[j];
+        const double norm = std::sqrt(ss);
+        if (norm > max_norm) {
+          const float scale = static_cast<float>(max_norm / norm);
+          for (int64_t j = 0; j < cols; ++j) row[j] *= scale;
+        }
+      }
+    });
+  }
+}
+
+void Trainer::backward(const float* x, int64_t T, Mode mode, const OptimizerOptions& opt, MatF* input_grad) {
+  MatF* d = &g_;
+  MatF* other = &g2_;
+  const size_t n = comps_.size();
+  const size_t stop = input_grad ? 0 : lowest_trainable_;
+  const bool update = mode == Mode::Update;
+  for (size_t i = n - 1; i-- > stop;) {
+    Component& c = *comps_[i];
+    const float* X = i == 0 ? x : outs_[i - 1].data();
+    const float* Y = outs_[i].data();
+    const int64_t in = c.input_dim, out = c.output_dim;
+    const bool need_dx = i > stop || input_grad != nullptr;
+    float* dy = d->data();
+    const int fs = first_slot_[i];
+    switch (c.kind) {
+      case Kind::AffineTransform:
+      case Kind::LinearTransform: {
+        const float* W = c.params[0].data.data();
+        if (need_dx) {
+          other->resize(T, in);
+          blas::sgemm(false, false, T, in, out, 1.f, dy, out, W, in, 0.f, other->data(), in);
+        }
+        for (int k = fs; k >= 0 && k < static_cast<int>(slots_.size()) && slots_[k].comp == &c; ++k) {
+          Slot& s = slots_[k];
+          float beta;
+          float* tgt = slot_target(s, mode, opt, &beta);
+          if (s.param == 0)
+            blas::sgemm(true, false, out, in, T, 1.f, dy, out, X, in, beta, tgt, in);
+          else
+            column_sums(T, out, beta, tgt, [&](int64_t r, int64_t j) { return dy[r * out + j]; });
+        }
+        if (update)
+          for (int k = fs; k >= 0 && k < static_cast<int>(slots_.size()) && slots_[k].comp == &c; ++k)
+            update_slot(slots_[k], T, opt,
+                        slots_[k].param == 0 && c.kind == Kind::AffineTransform ? c.coef("<MaxNorm>", 0.f) : 0.f);
+        if (need_dx) std::swap(d, other);
+        break;
+      }
+      case Kind::ParametricRelu: {
+        const float* al = c.params[0].data.data();
+        const float* be = c.params[1].data.data();
+        for (int k = fs; k >= 0 && k < static_cast<int>(slots_.size()) && slots_[k].comp == &c; ++k) {
+          Slot& s = slots_[k];
+          float beta;
+          float* tgt = slot_target(s, mode, opt, &beta);
+          if (s.param == 0)
+            column_sums(T, out, beta, tgt, [&](int64_t r, int64_t j) { return std::max(X[r * out + j], 0.f) * dy[r * out + j]; });
+          else
+            column_sums(T, out, beta, tgt, [&](int64_t r, int64_t j) { return std::min(X[r * out + j], 0.f) * dy[r * out + j]; });
+        }
+        if (need_dx)
+          for_rows(T, out, [&](int64_t a, int64_t e) {
+            for (int64_t r = a; r < e; ++r)
+              for (int64_t j = 0; j < out; ++j) dy[r * out + j] *= X[r * out + j] > 0.f ? al[j] : be[j];
+          });
+        if (update)
+          for (int k = fs; k >= 0 && k < static_cast<int>(slots_.size()) && slots_[k].comp == &c; ++k)
+            update_slot(slots_[k], T, opt, 0.f);
+        break;
+      }
+      case Kind::AddShift:
+      case Kind::Rescale: {
+        const bool add = c.kind == Kind::AddShift;
+        const float* v = c.params[0].data.data();
+        if (fs >= 0) {
+          Slot& s = slots_[fs];
+          float beta;
+          float* tgt = slot_target(s, mode, opt, &beta);
+          if (add)
+            column_sums(T, out, beta, tgt, [&](int64_t r, int64_t j) { return dy[r * out + j]; });
+          else
+            column_sums(T, out, beta, tgt, [&](int64_t r, int64_t j) { return X[r * out + j] * dy[r * out + j]; });
+        }
+        if (need_dx && !add)
+          for_rows(T, out, [&](int64_t a, int64_t e) {
+            for (int64_t r = a; r < e; ++r)
+              for (int64_t j = 0; j < out; ++j) dy[r * out + j] *= v[j];
+          });
+        if (update && fs >= 0) update_slot(slots_[fs], T, opt, 0.f);
+        break;
+      }
+      case Kind::Sigmoid:
+        if (need_dx)
+          for_rows(T, out, [&](int64_t a, int64_t e) {
+            for (int64_t k = a * out; k < e * out; ++k) dy[k] *= Y[k] * (1.f - Y[k]);
+          });
+        break;
+      case Kind::Tanh:
+        if (need_dx)
+          for_rows(T, out, [&](int64_t a, int64_t e) {
+            for (int64_t k = a * out; k < e * out; ++k) dy[k] *= 1.f - Y[k] * Y[k];
+          });
+        break;
+      case Kind::Relu:
+        if (need_dx)
+          for_rows(T, out, [&](int64_t a, int64_t e) {
+            for (int64_t k = a * out; k < e * out; ++k) dy[k] = Y[k] > 0.f ? dy[k] : 0.f;
+          });
+        break;
+      default:  // Dropout, <linear>: identity
+        break;
+    }
+  }
+  if (input_grad) *input_grad = *d;
+}
+
+BatchStats Trainer::train(const float* x, int64_t T, const int32_t* labels, const OptimizerOptions& opt,
+                          const LossOptions& lo) {
+  if (T <= 0) return {};
+  forward(x, T);
+  if (!teachers_.empty()) teacher_logits(x, T);
+  BatchStats st = loss(T, labels, lo, !slots_.empty(), false);
+  if (!slots_.empty()) {
+    if (opt.adam) ++adam_step_;
+    backward(x, T, Mode::Update, opt, nullptr);
+  }
+  return st;
+}
+
+BatchStats Trainer::evaluate(const float* x, int64_t T, const int32_t* labels, const LossOptions& lo) {
+  if (T <= 0) return {};
+  forward(x, T);
+  if (!teachers_.empty()) teacher_logits(x, T);
+  return loss(T, labels, lo, false, true);
+}
+
+BatchStats Trainer::gradients(const float* x, int64_t T, const int32_t* labels, const LossOptions& lo,
+                              std::vector<std::vector<float>>* param_grads, MatF* input_grad) {
+  forward(x, T);
+  if (!teachers_.empty()) teacher_logits(x, T);
+  BatchStats st = loss(T, labels, lo, true, false);
+  backward(x, T, Mode::Gradients, OptimizerOptions{}, input_grad);
+  param_grads->clear();
+  for (Slot& s : slots_) param_grads->emplace_back(s.grad.begin(), s.grad.end());
+  return st;
+}
+
+}  // namespace svd
