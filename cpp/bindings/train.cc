@@ -75,7 +75,7 @@ void BindTrainer(py::module_& m) {
              svd::BatchStats s;
              {
                py::gil_scoped_release nogil;
-               s = t.train(f.data(), f.shape(0), l ? l.data() : nullptr, opt, lo);
+               s = t.train(f.data(), f.shape(0), labels.is_none() ? nullptr : l.data(), opt, lo);
              }
              return stats_dict(s);
            },
@@ -92,7 +92,7 @@ void BindTrainer(py::module_& m) {
              svd::BatchStats s;
              {
                py::gil_scoped_release nogil;
-               s = t.evaluate(f.data(), f.shape(0), l ? l.data() : nullptr, lo);
+               s = t.evaluate(f.data(), f.shape(0), labels.is_none() ? nullptr : l.data(), lo);
              }
              return stats_dict(s);
            },
@@ -109,7 +109,7 @@ void BindTrainer(py::module_& m) {
              svd::BatchStats s;
              {
                py::gil_scoped_release nogil;
-               s = t.gradients(f.data(), f.shape(0), l ? l.data() : nullptr, lo, &grads, &dx);
+               s = t.gradients(f.data(), f.shape(0), labels.is_none() ? nullptr : l.data(), lo, &grads, &dx);
              }
              py::list g;
              for (const auto& v : grads) g.append(py::array_t<float>(static_cast<py::ssize_t>(v.size()), v.data()));

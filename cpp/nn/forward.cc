@@ -21,35 +21,17 @@ namespace {
 
 }  // namespace
 
-void sigmoid_inplace(float* x, int64_t n) {
-  for_rows(n, 1, [&](int64_t a, int64_t b) {
-    for (int64_t i = a; i < b; ++i) x[i] = 1.f / (1.f + fast_exp(-x[i]));
-  });
+void apply_sigmoid(const float* x, float* y, int64_t n) {
+  for_rows(n, 1, [&](int64_t a, int64_t b) { sigmoid_span(x + a, y + a, b - a); });
 }
 
-void tanh_inplace(float* x, int64_t n) {
-  for_rows(n, 1, [&](int64_t a, int64_t b) {
-    for (int64_t i = a; i < b; ++i) {
-      // tanh(x) = 1 - 2 / (exp(2x) + 1); exact at the saturated ends.
-      x[i] = 1.f - 2.f / (fast_exp(2.f * x[i]) + 1.f);
-    }
-  });
+void apply_tanh(const float* x, float* y, int64_t n) {
+  for_rows(n, 1, [&](int64_t a, int64_t b) { tanh_span(x + a, y + a, b - a); });
 }
 
-void softmax_rows(float* x, int64_t rows, int64_t cols, int64_t c0, int64_t width) {
+void softmax_rows(const float* x, float* y, int64_t rows, int64_t cols, int64_t c0, int64_t width) {
   for_rows(rows, width, [&](int64_t a, int64_t b) {
-    for (int64_t r = a; r < b; ++r) {
-      float* row = x + r * cols + c0;
-      float mx = row[0];
-      for (int64_t j = 1; j < width; ++j) mx = std::max(mx, row[j]);
-      float sum = 0.f;
-      for (int64_t j = 0; j < width; ++j) {
-        row[j] = fast_exp(row[j] - mx);
-        sum += row[j];
-      }
-      const float inv = 1.f / sum;
-      for (int64_t j = 0; j < width; ++j) row[j] *= inv;
-    }
+    for (int64_t r = a; r < b; ++r) softmax_span(x + r * cols + c0, y + r * cols + c0, width);
   });
 }
 
@@ -98,110 +80,100 @@ Network::Network(std::vector<std::shared_ptr<Component>> components, size_t tran
     input_dim_ = comps_.front()->input_dim;
     output_dim_ = comps_.back()->output_dim;
   }
+  for (const auto& c : comps_) max_dim_ = std::max<int64_t>(max_dim_, std::max(c->input_dim, c->output_dim));
 }
 
-// Runs c on x (T x in). Elementwise kinds work in place and return false;
-// the others write y (resized to T x out) and return true.
-bool Network::apply(const Component& c, MatF& x, MatF& y) {
-  const int64_t T = x.rows(), in = c.input_dim, out = c.output_dim;
-  if (x.cols() != in)
-    throw Error(std::string(kind_info(c.kind).name) + ": input has " + std::to_string(x.cols()) +
-                " columns, expected " + std::to_string(in));
+void Network::run(const Component& c, const float* x, int64_t T, float* y) {
+  const int64_t in = c.input_dim, out = c.output_dim;
   switch (c.kind) {
     case Kind::AffineTransform:
     case Kind::LinearTransform: {
-      y.resize(T, out);
       const float* w = c.params[0].data.data();
-      if (c.kind == Kind::AffineTransform) {
+      const bool affine = c.kind == Kind::AffineTransform;
+      if (affine) {
         const float* b = c.params[1].data.data();
         for_rows(T, out, [&](int64_t a, int64_t e) {
-          for (int64_t r = a; r < e; ++r) std::memcpy(y.data() + r * out, b, out * 4);
+          for (int64_t r = a; r < e; ++r) std::memcpy(y + r * out, b, out * 4);
         });
       }
-      blas::sgemm(false, true, T, out, in, 1.f, x.data(), in, w, in,
-                  c.kind == Kind::AffineTransform ? 1.f : 0.f, y.data(), out);
-      return true;
+      blas::sgemm(false, true, T, out, in, 1.f, x, in, w, in, affine ? 1.f : 0.f, y, out);
+      return;
     }
     case Kind::Sigmoid:
-      sigmoid_inplace(x.data(), x.size());
-      return false;
+      apply_sigmoid(x, y, T * out);
+      return;
     case Kind::Tanh:
-      tanh_inplace(x.data(), x.size());
-      return false;
+      apply_tanh(x, y, T * out);
+      return;
     case Kind::Softmax:
     case Kind::HiddenSoftmax:
-      softmax_rows(x.data(), T, out, 0, out);
-      return false;
+      softmax_rows(x, y, T, out, 0, out);
+      return;
     case Kind::BlockSoftmax: {
       int64_t c0 = 0;
       for (int32_t w : c.ints) {
-        softmax_rows(x.data(), T, out, c0, w);
+        softmax_rows(x, y, T, out, c0, w);
         c0 += w;
       }
-      return false;
+      return;
     }
     case Kind::ParametricRelu: {
       const float* al = c.params[0].data.data();
       const float* be = c.params[1].data.data();
       for_rows(T, out, [&](int64_t a, int64_t e) {
-        for (int64_t r = a; r < e; ++r) {
-          float* row = x.data() + r * out;
-          for (int64_t j = 0; j < out; ++j) row[j] = row[j] >= 0.f ? al[j] * row[j] : be[j] * row[j];
-        }
+        for (int64_t r = a; r < e; ++r)
+          for (int64_t j = 0; j < out; ++j) {
+            const float v = x[r * out + j];
+            y[r * out + j] = v >= 0.f ? al[j] * v : be[j] * v;
+          }
       });
-      return false;
+      return;
     }
     case Kind::Relu:
       for_rows(T, out, [&](int64_t a, int64_t e) {
-        float* p = x.data();
-        for (int64_t i = a * out; i < e * out; ++i) p[i] = std::max(p[i], 0.f);
+        for (int64_t i = a * out; i < e * out; ++i) y[i] = std::max(x[i], 0.f);
       });
-      return false;
+      return;
     case Kind::Dropout:  // nnet-forward disables dropout
     case Kind::Linear:
-      return false;
-    case Kind::LengthNormComponent: {
-      y.resize(T, out);
+      std::memcpy(y, x, static_cast<size_t>(T * out) * 4);
+      return;
+    case Kind::LengthNormComponent:
       for_rows(T, out, [&](int64_t a, int64_t e) {
         for (int64_t r = a; r < e; ++r) {
           double ss = 0;
-          for (int64_t j = 0; j < in; ++j) ss += static_cast<double>(x(r, j)) * x(r, j);
+          for (int64_t j = 0; j < in; ++j) ss += static_cast<double>(x[r * in + j]) * x[r * in + j];
           const float scale = static_cast<float>(1.0 / std::sqrt(ss));  // as Kaldi: no floor
-          for (int64_t j = 0; j < in; ++j) y(r, j) = x(r, j) * scale;
+          for (int64_t j = 0; j < in; ++j) y[r * out + j] = x[r * in + j] * scale;
         }
       });
-      return true;
-    }
+      return;
     case Kind::Splice: {
-      y.resize(T, out);
       const int64_t n = static_cast<int64_t>(c.ints.size());
       for_rows(T, out, [&](int64_t a, int64_t e) {
         for (int64_t r = a; r < e; ++r)
           for (int64_t o = 0; o < n; ++o) {
             int64_t src = std::min<int64_t>(T - 1, std::max<int64_t>(0, r + c.ints[o]));
-            std::memcpy(y.data() + r * out + o * in, x.data() + src * in, in * 4);
+            std::memcpy(y + r * out + o * in, x + src * in, in * 4);
           }
       });
-      return true;
+      return;
     }
-    case Kind::Copy: {
-      y.resize(T, out);
+    case Kind::Copy:
       for_rows(T, out, [&](int64_t a, int64_t e) {
         for (int64_t r = a; r < e; ++r)
-          for (int64_t j = 0; j < out; ++j) y(r, j) = x(r, c.ints[j] - 1);
+          for (int64_t j = 0; j < out; ++j) y[r * out + j] = x[r * in + c.ints[j] - 1];
       });
-      return true;
-    }
+      return;
     case Kind::AddShift:
     case Kind::Rescale: {
-      y.resize(T, out);
       const float* v = c.params[0].data.data();
       const bool add = c.kind == Kind::AddShift;
       for_rows(T, out, [&](int64_t a, int64_t e) {
         for (int64_t r = a; r < e; ++r)
-          for (int64_t j = 0; j < out; ++j) y(r, j) = add ? x(r, j) + v[j] : x(r, j) * v[j];
+          for (int64_t j = 0; j < out; ++j) y[r * out + j] = add ? x[r * out + j] + v[j] : x[r * out + j] * v[j];
       });
-      return true;
+      return;
     }
     default:
       unsupported(c, std::string(kind_info(c.kind).name) + " " + c.marker);
@@ -209,23 +181,44 @@ bool Network::apply(const Component& c, MatF& x, MatF& y) {
 }
 
 MatF Network::propagate(const Component& c, const MatF& x) {
-  MatF a = x, b;
-  return apply(c, a, b) ? b : a;
+  if (x.cols() != c.input_dim)
+    throw Error(std::string(kind_info(c.kind).name) + ": input has " + std::to_string(x.cols()) +
+                " columns, expected " + std::to_string(c.input_dim));
+  MatF y(x.rows(), c.output_dim);
+  run(c, x.data(), x.rows(), y.data());
+  return y;
+}
+
+void Network::forward_into(const float* in, int64_t frames, size_t upto, MatF& result) const {
+  upto = std::min(upto, comps_.size());
+  const int64_t out_dim = upto == 0 ? input_dim_ : comps_[upto - 1]->output_dim;
+  result.resize(frames, out_dim);
+  if (upto == 0) {
+    std::memcpy(result.data(), in, static_cast<size_t>(frames * out_dim) * 4);
+    return;
+  }
+  // Two activation buffers, ping-ponged, sized for the widest layer and kept
+  // between calls (their pages stay mapped); a concurrent call uses its own.
+  // The last component writes straight into the result.
+  std::unique_lock<std::mutex> lock(ws_mutex_, std::try_to_lock);
+  FloatVector local_a, local_b;
+  FloatVector& a = lock.owns_lock() ? ws_a_ : local_a;
+  FloatVector& b = lock.owns_lock() ? ws_b_ : local_b;
+  const size_t need = static_cast<size_t>(frames * max_dim_);
+  if (upto > 1 && a.size() < need) a.resize(need);
+  if (upto > 2 && b.size() < need) b.resize(need);
+  const float* x = in;
+  for (size_t i = 0; i < upto; ++i) {
+    float* y = i + 1 == upto ? result.data() : (i % 2 == 0 ? a.data() : b.data());
+    run(*comps_[i], x, frames, y);
+    x = y;
+  }
 }
 
 MatF Network::forward(const float* in, int64_t frames, size_t upto) const {
-  // Two activation buffers, ping-ponged and kept between calls (their pages
-  // are already mapped); a concurrent call uses its own.
-  std::unique_lock<std::mutex> lock(ws_mutex_, std::try_to_lock);
-  MatF local_a, local_b;
-  MatF& a = lock.owns_lock() ? ws_a_ : local_a;
-  MatF& b = lock.owns_lock() ? ws_b_ : local_b;
-  a = Eigen::Map<const MatF>(in, frames, input_dim_);
-  upto = std::min(upto, comps_.size());
-  for (size_t i = 0; i < upto; ++i)
-    if (apply(*comps_[i], a, b)) a.swap(b);
-  MatF x = a;
-  return x;
+  MatF out;
+  forward_into(in, frames, upto, out);
+  return out;
 }
 
 }  // namespace svd

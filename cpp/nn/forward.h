@@ -33,26 +33,29 @@ class Network {
   // components run (e.g. size() - 1 drops a final softmax).
   MatF forward(const float* in, int64_t frames, size_t upto) const;
   MatF forward(const float* in, int64_t frames) const { return forward(in, frames, comps_.size()); }
+  // The same into a caller's matrix (no allocation when its size is unchanged).
+  void forward_into(const float* in, int64_t frames, size_t upto, MatF& out) const;
 
-  // Runs one component on its own (tests, training).
+  // y (T x out) = c(x (T x in)); y must not overlap x. Throws for kinds forward cannot run.
+  static void run(const Component& c, const float* x, int64_t T, float* y);
+  // The same on a matrix (tests).
   static MatF propagate(const Component& c, const MatF& in);
 
  private:
-  static bool apply(const Component& c, MatF& x, MatF& y);
   mutable std::mutex ws_mutex_;
-  mutable MatF ws_a_, ws_b_;
+  mutable FloatVector ws_a_, ws_b_;
 
   std::string label(size_t i) const;
 
   std::vector<std::shared_ptr<Component>> comps_;
   size_t transform_count_ = 0;
-  int64_t input_dim_ = 0, output_dim_ = 0;
+  int64_t input_dim_ = 0, output_dim_ = 0, max_dim_ = 0;
 };
 
-// Elementwise kernels, exposed for the training code.
-void sigmoid_inplace(float* x, int64_t n);
-void tanh_inplace(float* x, int64_t n);
+// Elementwise kernels, exposed for the training code (y may equal x).
+void apply_sigmoid(const float* x, float* y, int64_t n);
+void apply_tanh(const float* x, float* y, int64_t n);
 // Row-wise softmax over columns [c0, c0 + width) of a rows x cols matrix.
-void softmax_rows(float* x, int64_t rows, int64_t cols, int64_t c0, int64_t width);
+void softmax_rows(const float* x, float* y, int64_t rows, int64_t cols, int64_t c0, int64_t width);
 
 }  // namespace svd

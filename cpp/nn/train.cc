@@ -11,46 +11,11 @@
 namespace svd {
 namespace {
 
-// log(x) for float x > 0 (Cephes' logf polynomial), written to vectorise.
-inline float fast_log(float x) {
-  x = std::max(x, 1.17549435e-38f);
-  uint32_t bits;
-  std::memcpy(&bits, &x, 4);
-  float e = static_cast<float>(static_cast<int32_t>((bits >> 23) & 0xff) - 127);
-  bits = (bits & 0x007fffffu) | 0x3f800000u;  // mantissa in [1, 2)
-  float m;
-  std::memcpy(&m, &bits, 4);
-  const bool big = m > 1.41421356f;
-  m = big ? m * 0.5f : m;
-  e = big ? e + 1.f : e;
-  const float f = m - 1.f, z = f * f;
-  float y = 7.0376836292e-2f;
-  y = y * f - 1.1514610310e-1f;
-  y = y * f + 1.1676998740e-1f;
-  y = y * f - 1.2420140846e-1f;
-  y = y * f + 1.4249322787e-1f;
-  y = y * f - 1.6668057665e-1f;
-  y = y * f + 2.0000714765e-1f;
-  y = y * f - 2.4999993993e-1f;
-  y = y * f + 3.3333331174e-1f;
-  y = y * f * z;
-  y += -2.12194440e-4f * e;
-  y += -0.5f * z;
-  return f + y + 0.693359375f * e;
-}
-
 bool is_softmax(Kind k) { return k == Kind::Softmax || k == Kind::BlockSoftmax; }
 
 std::vector<int32_t> softmax_blocks(const Component& c) {
   if (c.kind == Kind::BlockSoftmax) return c.ints;
   return {c.output_dim};
-}
-
-int64_t argmax(const float* p, int64_t n) {
-  int64_t best = 0;
-  for (int64_t j = 1; j < n; ++j)
-    if (p[j] > p[best]) best = j;
-  return best;
 }
 
 // out[j] = beta * out[j] + sum_r f(r, j) for a T x n row-major source.
@@ -187,101 +152,52 @@ void Trainer::reset_optimizer() {
 
 void Trainer::forward(const float* x, int64_t T) {
   for (size_t i = 0; i + 1 < comps_.size(); ++i) {
-    const Component& c = *comps_[i];
-    const float* X = i == 0 ? x : outs_[i - 1].data();
-    MatF& Y = outs_[i];
-    const int64_t in = c.input_dim, out = c.output_dim;
-    Y.resize(T, out);
-    float* y = Y.data();
-    switch (c.kind) {
-      case Kind::AffineTransform:
-      case Kind::LinearTransform: {
-        const bool affine = c.kind == Kind::AffineTransform;
-        if (affine) {
-          const float* b = c.params[1].data.data();
-          for_rows(T, out, [&](int64_t a, int64_t e) {
-            for (int64_t r = a; r < e; ++r) std::memcpy(y + r * out, b, out * 4);
-          });
-        }
-        blas::sgemm(false, true, T, out, in, 1.f, X, in, c.params[0].data.data(), in, affine ? 1.f : 0.f, y, out);
-        break;
-      }
-      case Kind::Sigmoid:
-        for_rows(T, out, [&](int64_t a, int64_t e) {
-          for (int64_t k = a * out; k < e * out; ++k) y[k] = 1.f / (1.f + fast_exp(-X[k]));
-        });
-        break;
-      case Kind::Tanh:
-        for_rows(T, out, [&](int64_t a, int64_t e) {
-          for (int64_t k = a * out; k < e * out; ++k) y[k] = 1.f - 2.f / (fast_exp(2.f * X[k]) + 1.f);
-        });
-        break;
-      case Kind::Relu:
-        for_rows(T, out, [&](int64_t a, int64_t e) {
-          for (int64_t k = a * out; k < e * out; ++k) y[k] = std::max(X[k], 0.f);
-        });
-        break;
-      case Kind::ParametricRelu: {
-        const float* al = c.params[0].data.data();
-        const float* be = c.params[1].data.data();
-        for_rows(T, out, [&](int64_t a, int64_t e) {
-          for (int64_t r = a; r < e; ++r)
-            for (int64_t j = 0; j < out; ++j) {
-              const float v = X[r * out + j];
-              y[r * out + j] = v >= 0.f ? al[j] * v : be[j] * v;
-            }
-        });
-        break;
-      }
-      case Kind::AddShift:
-      case Kind::Rescale: {
-        const float* v = c.params[0].data.data();
-        const bool add = c.kind == Kind::AddShift;
-        for_rows(T, out, [&](int64_t a, int64_t e) {
-          for (int64_t r = a; r < e; ++r)
-            for (int64_t j = 0; j < out; ++j) y[r * out + j] = add ? X[r * out + j] + v[j] : X[r * out + j] * v[j];
-        });
-        break;
-      }
-      default:  // Dropout (identity, as at inference), PDNN <linear>
-        std::memcpy(y, X, static_cast<size_t>(T * out) * 4);
-        break;
-    }
+    outs_[i].resize(T, comps_[i]->output_dim);
+    Network::run(*comps_[i], i == 0 ? x : outs_[i - 1].data(), T, outs_[i].data());
   }
 }
 
 void Trainer::teacher_logits(const float* x, int64_t T) {
   tlogits_.resize(teachers_.size());
-  for (size_t t = 0; t < teachers_.size(); ++t) tlogits_[t] = teachers_[t]->forward(x, T, teachers_[t]->size() - 1);
+  for (size_t t = 0; t < teachers_.size(); ++t) teachers_[t]->forward_into(x, T, teachers_[t]->size() - 1, tlogits_[t]);
 }
 
 // The teachers' soft targets at `temperature`: softmax(logits / T) per block,
 // averaged over teachers (or the softmax of their averaged logits).
-void Trainer::soft_targets(float temperature, bool average_logits, MatF& q) const {
+void Trainer::soft_targets(float temperature, bool average_logits, MatF& q) {
   const int64_t T = tlogits_[0].rows(), D = output_dim_;
   const float inv_t = 1.f / temperature;
   const float inv_n = 1.f / static_cast<float>(tlogits_.size());
-  auto softmax_inplace = [&](MatF& m) {
-    int64_t c0 = 0;
-    for (int32_t w : blocks_) {
-      softmax_rows(m.data(), T, D, c0, w);
-      c0 += w;
+  const size_t nt = tlogits_.size();
+  const bool mix_logits = nt > 1 && average_logits;
+  if (mix_logits) {
+    tmp_ = tlogits_[0];
+    for (size_t t = 1; t < nt; ++t) tmp_ += tlogits_[t];
+    tmp_ *= inv_n;
+  }
+  q.resize(T, D);
+  for_rows(T, D, [&](int64_t a, int64_t e) {
+    std::vector<float> row(static_cast<size_t>(D));
+    for (int64_t r = a; r < e; ++r) {
+      float* qr = q.data() + r * D;
+      int64_t c0 = 0;
+      for (int32_t w : blocks_) {
+        // Softmax of each teacher's (or the mixed) logits / T, averaged over teachers.
+        const size_t sources = mix_logits ? 1 : nt;
+        for (size_t t = 0; t < sources; ++t) {
+          const float* z = (mix_logits ? tmp_ : tlogits_[t]).data() + r * D + c0;
+          float* dst = t == 0 ? qr + c0 : row.data();
+          const float s = exp_sum_span(z, z[argmax_span(z, w)], inv_t, dst, w);
+          const float scale = 1.f / (s * static_cast<float>(sources));
+          if (t == 0)
+            for (int64_t j = 0; j < w; ++j) dst[j] *= scale;
+          else
+            for (int64_t j = 0; j < w; ++j) qr[c0 + j] += dst[j] * scale;
+        }
+        c0 += w;
+      }
     }
-  };
-  if (tlogits_.size() == 1 || average_logits) {
-    q = tlogits_[0];
-    for (size_t t = 1; t < tlogits_.size(); ++t) q += tlogits_[t];
-    q *= inv_t * (average_logits ? inv_n : 1.f);
-    softmax_inplace(q);
-    return;
-  }
-  MatF p;
-  q.setZero(T, D);
-  for (const MatF& z : tlogits_) {
-    p = z * inv_t;
-    softmax_inplace(p);
-    q += p * inv_n;
-  }
+  });
 }
 
 // Loss statistics and (want_grad) the gradient of the summed objective with
@@ -296,19 +212,18 @@ BatchStats Trainer::loss(int64_t T, const int32_t* labels, const LossOptions& lo
   const bool hard = labels != nullptr && a > 0.f;
   const float inv_t = 1.f / temp;
   const float soft_scale = (1.f - a) * temp;  // d/dz of (1 - a) T^2 CE(q, softmax(z / T))
-  MatF q1;
   if (soft) {
     soft_targets(temp, lo.average_logits, q_);
-    if (want_kl1 && temp != 1.f) soft_targets(1.f, lo.average_logits, q1);
+    if (want_kl1 && temp != 1.f) soft_targets(1.f, lo.average_logits, q1_);
   }
-  const MatF& Q1 = (want_kl1 && temp != 1.f) ? q1 : q_;
+  const MatF& Q1 = (want_kl1 && temp != 1.f) ? q1_ : q_;
   if (want_grad) g_.resize(T, D);
 
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(num_threads(), (T * D) >> 15));
   std::vector<BatchStats> part(static_cast<size_t>(chunks));
   parallel_for(chunks, [&](int64_t ch) {
     BatchStats& st = part[static_cast<size_t>(ch)];
-    std::vector<float> e(static_cast<size_t>(D));
+    std::vector<float> e(static_cast<size_t>(D)), tmp(static_cast<size_t>(D));
     for (int64_t r = T * ch / chunks; r < T * (ch + 1) / chunks; ++r) {
       const float* z = Z.data() + r * D;
       float* g = want_grad ? g_.data() + r * D : nullptr;
@@ -319,48 +234,32 @@ BatchStats Trainer::loss(int64_t T, const int32_t* labels, const LossOptions& lo
         const float* zb = z + c0;
         float* gb = g ? g + c0 : nullptr;
         float* eb = e.data() + c0;
-        const int64_t zmax = argmax(zb, w);
+        const int64_t zmax = argmax_span(zb, w);
         const float m = zb[zmax];
         if (gb) std::fill(gb, gb + w, 0.f);
         if (soft) {
           // Student at temperature T: p_j = exp((z_j - m) / T) / S.
           const float* qb = q_.data() + r * D + c0;
-          float s = 0.f;
-          for (int64_t j = 0; j < w; ++j) {
-            eb[j] = fast_exp((zb[j] - m) * inv_t);
-            s += eb[j];
-          }
+          const float s = exp_sum_span(zb, m, inv_t, eb, w);
           const float log_s = std::log(s), inv_s = 1.f / s;
           // KL(q || p) = sum q (log q - log p), log p_j = (z_j - m) / T - log S.
-          float kl = 0.f;
-          for (int64_t j = 0; j < w; ++j)
-            kl += qb[j] > 0.f ? qb[j] * (fast_log(qb[j]) - ((zb[j] - m) * inv_t - log_s)) : 0.f;
+          const float kl = kl_span(qb, zb, m, inv_t, log_s, w);
           st.kl_t += std::max(kl, 0.f);
           st.objective += (1.0 - a) * temp * temp * std::max(kl, 0.f);
-          if (gb)
-            for (int64_t j = 0; j < w; ++j) gb[j] = soft_scale * (eb[j] * inv_s - qb[j]);
-          st.agree += argmax(qb, w) == zmax;
+          if (gb) soft_grad_span(eb, inv_s, qb, soft_scale, gb, w);
+          st.agree += argmax_span(qb, w) == zmax;
           ++st.blocks;
           if (want_kl1) {
             const float* q1b = Q1.data() + r * D + c0;
-            double s1 = 0;
-            for (int64_t j = 0; j < w; ++j) s1 += std::exp(static_cast<double>(zb[j] - m));
-            const double log_s1 = std::log(s1);
-            double k1 = 0;
-            for (int64_t j = 0; j < w; ++j)
-              if (q1b[j] > 0.f) k1 += q1b[j] * (std::log(static_cast<double>(q1b[j])) - (zb[j] - m - log_s1));
-            st.kl += std::max(k1, 0.0);
+            const float log_s1 = std::log(exp_sum_span(zb, m, 1.f, tmp.data(), w));
+            st.kl += std::max(kl_span(q1b, zb, m, 1.f, log_s1, w), 0.f);
           }
         }
         if (lab >= c0 && lab < c0 + w) {
           const int64_t l = lab - c0;
           st.correct += zmax == l;
           // -log p_1(label) with p_1 = softmax(z).
-          float s1 = 0.f;
-          for (int64_t j = 0; j < w; ++j) {
-            eb[j] = fast_exp(zb[j] - m);
-            s1 += eb[j];
-          }
+          const float s1 = exp_sum_span(zb, m, 1.f, eb, w);
           const double ce = -(static_cast<double>(zb[l]) - m - std::log(static_cast<double>(s1)));
           st.hard_ce += ce;
           if (hard) {
@@ -450,8 +349,8 @@ void Trainer::update_slot(Slot& s, int64_t frames, const OptimizerOptions& opt, 
 
 void Trainer::backward(const float* x, int64_t T, Mode mode, const OptimizerOptions& opt, MatF* input_grad) {
   MatF* d = &g_;
-  MatF* other = &g2_;
   const size_t n = comps_.size();
+  dins_.resize(n);
   const size_t stop = input_grad ? 0 : lowest_trainable_;
   const bool update = mode == Mode::Update;
   for (size_t i = n - 1; i-- > stop;) {
@@ -466,9 +365,10 @@ void Trainer::backward(const float* x, int64_t T, Mode mode, const OptimizerOpti
       case Kind::AffineTransform:
       case Kind::LinearTransform: {
         const float* W = c.params[0].data.data();
+        MatF* dx = &dins_[i];
         if (need_dx) {
-          other->resize(T, in);
-          blas::sgemm(false, false, T, in, out, 1.f, dy, out, W, in, 0.f, other->data(), in);
+          dx->resize(T, in);
+          blas::sgemm(false, false, T, in, out, 1.f, dy, out, W, in, 0.f, dx->data(), in);
         }
         for (int k = fs; k >= 0 && k < static_cast<int>(slots_.size()) && slots_[k].comp == &c; ++k) {
           Slot& s = slots_[k];
@@ -483,7 +383,7 @@ void Trainer::backward(const float* x, int64_t T, Mode mode, const OptimizerOpti
           for (int k = fs; k >= 0 && k < static_cast<int>(slots_.size()) && slots_[k].comp == &c; ++k)
             update_slot(slots_[k], T, opt,
                         slots_[k].param == 0 && c.kind == Kind::AffineTransform ? c.coef("<MaxNorm>", 0.f) : 0.f);
-        if (need_dx) std::swap(d, other);
+        if (need_dx) d = dx;
         break;
       }
       case Kind::ParametricRelu: {
@@ -530,22 +430,12 @@ void Trainer::backward(const float* x, int64_t T, Mode mode, const OptimizerOpti
         break;
       }
       case Kind::Sigmoid:
-        if (need_dx)
-          for_rows(T, out, [&](int64_t a, int64_t e) {
-            for (int64_t k = a * out; k < e * out; ++k) dy[k] *= Y[k] * (1.f - Y[k]);
-          });
-        break;
       case Kind::Tanh:
-        if (need_dx)
-          for_rows(T, out, [&](int64_t a, int64_t e) {
-            for (int64_t k = a * out; k < e * out; ++k) dy[k] *= 1.f - Y[k] * Y[k];
-          });
-        break;
       case Kind::Relu:
-        if (need_dx)
-          for_rows(T, out, [&](int64_t a, int64_t e) {
-            for (int64_t k = a * out; k < e * out; ++k) dy[k] = Y[k] > 0.f ? dy[k] : 0.f;
-          });
+        if (need_dx) {
+          auto span = c.kind == Kind::Sigmoid ? sigmoid_grad_span : c.kind == Kind::Tanh ? tanh_grad_span : relu_grad_span;
+          for_rows(T, out, [&](int64_t a, int64_t e) { span(Y + a * out, dy + a * out, (e - a) * out); });
+        }
         break;
       default:  // Dropout, <linear>: identity
         break;

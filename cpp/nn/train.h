@@ -86,7 +86,7 @@ class Trainer {
 
   void forward(const float* x, int64_t frames);
   void teacher_logits(const float* x, int64_t frames);
-  void soft_targets(float temperature, bool average_logits, MatF& q) const;
+  void soft_targets(float temperature, bool average_logits, MatF& q);
   BatchStats loss(int64_t frames, const int32_t* labels, const LossOptions& lo, bool want_grad, bool want_kl1);
   void backward(const float* x, int64_t frames, Mode mode, const OptimizerOptions& opt, MatF* input_grad);
   void update_slot(Slot& s, int64_t frames, const OptimizerOptions& opt, float max_norm);
@@ -104,7 +104,9 @@ class Trainer {
 
   std::vector<MatF> outs_;        // outputs of components 0 .. n-2 (the last is the logits)
   std::vector<MatF> tlogits_;     // per teacher
-  MatF q_, g_, g2_;               // soft targets; gradient ping-pong buffers
+  MatF q_, q1_, tmp_;             // soft targets at T and at 1; scratch
+  MatF g_;                        // gradient w.r.t. the logits
+  std::vector<MatF> dins_;        // per component: gradient w.r.t. its input (affine/linear)
 };
 
 }  // namespace svd

@@ -209,9 +209,25 @@ Component make_linear(int32_t out, int32_t in) {
 }
 
 Component make_simple(Kind kind, int32_t dim) {
-  if (kind_info(kind).layout != Layout::None)
-    throw std::invalid_argument(std::string(kind_info(kind).name) + " has parameters");
-  return make_with_defaults(kind, dim, dim);
+  const Layout layout = kind_info(kind).layout;
+  if (layout != Layout::None && layout != Layout::OneVector && layout != Layout::TwoVectors &&
+      layout != Layout::DropoutRate)
+    throw std::invalid_argument(std::string(kind_info(kind).name) + " needs more than a dimension");
+  Component c = make_with_defaults(kind, dim, dim);
+  // Kaldi's initial values: AddShift 0, Rescale 1, ParametricRelu alpha 1 and beta 0.
+  auto vec = [&](float v) {
+    FloatBlock b;
+    b.cols = dim;
+    b.data.assign(static_cast<size_t>(dim), v);
+    c.params.push_back(std::move(b));
+  };
+  if (kind == Kind::AddShift) vec(0.f);
+  if (kind == Kind::Rescale) vec(1.f);
+  if (kind == Kind::ParametricRelu) {
+    vec(1.f);
+    vec(0.f);
+  }
+  return c;
 }
 
 }  // namespace svd

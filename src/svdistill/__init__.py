@@ -17,6 +17,7 @@ from .report import CompressReport, LayerReport
 from .spectrum import spectrum
 from .forward import Network, forward
 from .compare import compare
+from .distill import DistillReport, EpochReport, distill
 from . import linalg
 
 __version__ = "0.1.0"
@@ -32,6 +33,9 @@ __all__ = [
     "RankError",
     "compare",
     "compress",
+    "distill",
+    "DistillReport",
+    "EpochReport",
     "forward",
     "info",
     "linalg",

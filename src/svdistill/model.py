@@ -66,7 +66,12 @@ class Component:
 
     @classmethod
     def activation(cls, kind: str, dim: int) -> "Component":
-        """A new parameter-free component (``"Sigmoid"``, ``"Softmax"``, ``"Relu"``, ...)."""
+        """A new component of one dimension (``"Sigmoid"``, ``"Softmax"``, ``"Relu"``, ``"Dropout"``, ...).
+
+        Kinds with a parameter vector start from Kaldi's initial values (set them
+        through :attr:`params`): ``"AddShift"`` 0, ``"Rescale"`` 1,
+        ``"ParametricRelu"`` alpha 1 and beta 0.
+        """
         return cls(_core.make_simple(kind, int(dim)))
 
     def copy(self) -> "Component":

@@ -1,0 +1,613 @@
+"""Knowledge distillation (Hinton, Vinyals & Dean 2015) and frame-level training.
+
+A student (typically the output of :func:`svdistill.compress`) is fine-tuned on
+the soft targets of one or more teachers: softmax(teacher logits / T) against
+the student's softmax at the same temperature, the cross-entropy scaled by
+T^2, optionally mixed with cross-entropy against labels (Kaldi alignments as
+pdf ids). Without teachers it is ordinary frame-level cross-entropy training,
+as Kaldi's ``nnet-train-frmshuff`` does it.
+
+The data path follows Kaldi's nnet1 recipes: the feature transform runs frozen
+on each utterance; frames go through a bounded shuffling buffer
+(``randomizer_size`` frames) into minibatches; every epoch ends with a
+cross-validation pass; the learning rate follows the "newbob" schedule of
+``steps/nnet/train_scheduler.sh`` (halve when the relative CV improvement drops
+below ``start_halving_impr``, stop when it drops below ``end_halving_impr``),
+and an epoch that makes the CV loss worse is rejected. The best model is kept.
+
+Forward, backward and the update run in the C++ core, one minibatch per call
+with the GIL released; teacher outputs are computed on the fly for each
+minibatch, never stored.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+import zlib
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import _core
+from .errors import Error
+from .forward import ModelLike, Network, _load, iter_archive
+from .io import PathOrFile, write
+from .model import Model
+
+FeatsLike = Union[str, Mapping[str, np.ndarray], np.ndarray]
+LabelsLike = Union[str, Mapping[str, np.ndarray], np.ndarray]
+
+#: Kaldi's nnet-train-frmshuff accepts alignments up to this many frames longer or shorter.
+LENGTH_TOLERANCE = 5
+
+
+@dataclasses.dataclass
+class EpochReport:
+    """One row of the per-epoch table. Losses are per frame.
+
+    ``objective`` is the training loss: (1 - a) T^2 KL(teacher_T || student_T)
+    + a CE(labels) (its KL form: the teacher's entropy is left out, so 0 means
+    a perfect match). ``kl`` is KL(teacher || student) at temperature 1, as
+    ``svdistill compare`` reports it. Agreement is top-1 agreement with the
+    teacher, accuracy is against the labels (None without them).
+    """
+
+    epoch: int
+    learn_rate: float
+    train_objective: Optional[float]
+    train_agreement: Optional[float]
+    train_accuracy: Optional[float]
+    cv_objective: float
+    cv_kl: Optional[float]
+    cv_agreement: Optional[float]
+    cv_accuracy: Optional[float]
+    train_frames: int
+    seconds: float
+    accepted: Optional[bool]
+
+    @property
+    def frames_per_second(self) -> Optional[float]:
+        return self.train_frames / self.seconds if self.seconds > 0 and self.train_frames else None
+
+
+@dataclasses.dataclass
+class DistillReport:
+    """What :func:`distill` did: the per-epoch table and how it ended."""
+
+    epochs: List[EpochReport]
+    best_epoch: int
+    stopped: str
+    temperature: float
+    hard_weight: float
+    teachers: int
+    cv_frames: int
+    cv_source: str
+    skipped_utterances: int = 0
+
+    @property
+    def initial(self) -> EpochReport:
+        return self.epochs[0]
+
+    @property
+    def best(self) -> EpochReport:
+        return self.epochs[self.best_epoch]
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for e, row in zip(self.epochs, d["epochs"]):
+            row["frames_per_second"] = e.frames_per_second
+        return d
+
+    def format_table(self) -> str:
+        return "\n".join([_header()] + [_row(e) for e in self.epochs] + [self.summary()])
+
+    def summary(self) -> str:
+        b, i = self.best, self.initial
+        parts = [f"best epoch {self.best_epoch}: CV objective {i.cv_objective:.4f} -> {b.cv_objective:.4f}"]
+        if b.cv_kl is not None:
+            parts.append(f"KL {i.cv_kl:.4f} -> {b.cv_kl:.4f}")
+        if b.cv_agreement is not None:
+            parts.append(f"agreement {i.cv_agreement:.2%} -> {b.cv_agreement:.2%}")
+        if b.cv_accuracy is not None:
+            parts.append(f"accuracy {i.cv_accuracy:.2%} -> {b.cv_accuracy:.2%}")
+        return "; ".join(parts) + f" ({self.stopped})"
+
+
+def _pct(x: Optional[float]) -> str:
+    return "-" if x is None else f"{x:.2%}"
+
+
+def _num(x: Optional[float], fmt: str = ".4f") -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def _header() -> str:
+    return (f"{'epoch':>5} {'lr':>9} {'train obj':>10} {'train agr':>9} {'train acc':>9} "
+            f"{'cv obj':>9} {'cv KL':>8} {'cv agr':>8} {'cv acc':>8} {'frames/s':>9}  result")
+
+
+def _row(e: EpochReport) -> str:
+    fps = e.frames_per_second
+    result = "initial" if e.accepted is None else ("accepted" if e.accepted else "rejected")
+    return (f"{e.epoch:>5} {e.learn_rate:>9.3g} {_num(e.train_objective):>10} {_pct(e.train_agreement):>9} "
+            f"{_pct(e.train_accuracy):>9} {e.cv_objective:>9.4f} {_num(e.cv_kl):>8} "
+            f"{_pct(e.cv_agreement):>8} {_pct(e.cv_accuracy):>8} "
+            f"{'-' if fps is None else f'{fps:,.0f}':>9}  {result}")
+
+
+# -- data -------------------------------------------------------------------
+
+def _is_stdin(rspecifier: str) -> bool:
+    spec = rspecifier.split(":", 1)[1] if ":" in rspecifier else rspecifier
+    return spec.strip() == "-"
+
+
+class _Source:
+    """Utterances (key, frames x dims) from an rspecifier, a dict or one array; re-iterable."""
+
+    def __init__(self, feats: FeatsLike, what: str) -> None:
+        self.what = what
+        if isinstance(feats, str):
+            if _is_stdin(feats):
+                raise Error(f"{what} {feats}: distill reads the features once per epoch, and stdin "
+                            "cannot be read twice; give a file, an scp or a command ('ark:cmd |')")
+            self.name = feats
+        elif isinstance(feats, np.ndarray):
+            if feats.ndim != 2:
+                raise Error(f"{what}: a feature array must be 2-D (frames x dims), got shape {feats.shape}")
+            self.name = "array"
+        elif isinstance(feats, Mapping):
+            self.name = "dict"
+        else:
+            raise Error(f"{what}: expected a Kaldi rspecifier, a dict of arrays or a 2-D array, "
+                        f"got {type(feats).__name__}")
+        self.feats = feats
+
+    def __iter__(self) -> Iterator[Tuple[str, np.ndarray]]:
+        if isinstance(self.feats, str):
+            yield from iter_archive(self.feats)
+        elif isinstance(self.feats, np.ndarray):
+            yield "array", np.asarray(self.feats, dtype=np.float32)
+        else:
+            for k, v in self.feats.items():
+                v = np.asarray(v, dtype=np.float32)
+                if v.ndim != 2:
+                    raise Error(f"{self.what}: utterance {k}: expected a 2-D array, got shape {v.shape}")
+                yield str(k), v
+
+
+def _load_labels(labels: Optional[LabelsLike], what: str) -> Optional[Dict[str, np.ndarray]]:
+    if labels is None:
+        return None
+    if isinstance(labels, np.ndarray):
+        return {"array": np.asarray(labels, dtype=np.int64).reshape(-1)}
+    if isinstance(labels, Mapping):
+        return {str(k): np.asarray(v, dtype=np.int64).reshape(-1) for k, v in labels.items()}
+    if not isinstance(labels, str):
+        raise Error(f"{what}: expected an alignment rspecifier, a dict or an array")
+    import kaldiio
+    out: Dict[str, np.ndarray] = {}
+    try:
+        with kaldiio.ReadHelper(labels) as reader:
+            for key, ali in reader:
+                a = np.asarray(ali)
+                if a.ndim != 1 or not np.issubdtype(a.dtype, np.integer):
+                    raise Error(f"{labels}: utterance {key}: expected an integer vector of pdf ids "
+                                f"(ali-to-pdf output), got {a.dtype} with shape {a.shape}")
+                out[key] = a.astype(np.int64)
+    except Error:
+        raise
+    except (OSError, ValueError, RuntimeError, EOFError) as e:
+        raise Error(f"{labels}: cannot read labels: {e}") from None
+    return out
+
+
+def _cv_by_hash(key: str, fraction: float) -> bool:
+    return zlib.crc32(key.encode("utf-8", "replace")) / 2.0 ** 32 < fraction
+
+
+class _Data:
+    """Feature-transformed utterances with their labels, split into train and CV parts."""
+
+    def __init__(self, train: _Source, cv: Optional[_Source], cv_fraction: float,
+                 ft: Optional[Network], input_dim: int, output_dim: int,
+                 labels: Optional[Dict[str, np.ndarray]], cv_labels: Optional[Dict[str, np.ndarray]],
+                 need_labels: bool) -> None:
+        self.train, self.cv, self.cv_fraction = train, cv, cv_fraction
+        self.ft, self.input_dim, self.output_dim = ft, input_dim, output_dim
+        self.labels, self.cv_labels, self.need_labels = labels, cv_labels, need_labels
+        # "hash": whole utterances by key; "tail": the last cv_fraction of every
+        # utterance (when hashing leaves either side empty).
+        self.split = "cv-feats" if cv is not None else "hash"
+        self.skipped: set = set()
+
+    def _prepare(self, key: str, mat: np.ndarray, labels: Optional[Dict[str, np.ndarray]],
+                 what: str) -> Optional[Tuple[np.ndarray, Optional[np.ndarray]]]:
+        if self.ft is not None:
+            if mat.shape[1] != self.ft.input_dim:
+                raise Error(f"{what}: utterance {key}: features have {mat.shape[1]} dims, the feature "
+                            f"transform expects {self.ft.input_dim}")
+            mat = self.ft(mat)
+        elif mat.shape[1] != self.input_dim:
+            raise Error(f"{what}: utterance {key}: features have {mat.shape[1]} dims, the student "
+                        f"expects {self.input_dim}")
+        lab = None
+        if labels is not None:
+            ali = labels.get(key)
+            if ali is None or abs(len(ali) - len(mat)) > LENGTH_TOLERANCE:
+                if self.need_labels:
+                    self.skipped.add(key)
+                    return None
+                lab = np.full(len(mat), -1, dtype=np.int32)
+            else:
+                n = min(len(ali), len(mat))
+                mat = mat[:n]
+                if n and (ali[:n].min() < 0 or ali[:n].max() >= self.output_dim):
+                    raise Error(f"labels: utterance {key}: pdf id {int(ali[:n].max())} is outside the "
+                                f"student's {self.output_dim} outputs")
+                lab = ali[:n].astype(np.int32)
+        return mat, lab
+
+    def _iter(self, part: str) -> Iterator[Tuple[np.ndarray, Optional[np.ndarray]]]:
+        if part == "cv" and self.split == "cv-feats":
+            for key, mat in self.cv:
+                got = self._prepare(key, mat, self.cv_labels, "cv-feats")
+                if got is not None:
+                    yield got
+            return
+        for key, mat in self.train:
+            if self.split == "hash":
+                if _cv_by_hash(key, self.cv_fraction) != (part == "cv"):
+                    continue
+                got = self._prepare(key, mat, self.labels, "features")
+            else:
+                got = self._prepare(key, mat, self.labels, "features")
+                if got is not None:
+                    x, lab = got
+                    n_cv = int(round(len(x) * self.cv_fraction))
+                    cut = len(x) - n_cv
+                    got = (x[cut:], None if lab is None else lab[cut:]) if part == "cv" else \
+                          (x[:cut], None if lab is None else lab[:cut])
+            if got is not None and len(got[0]):
+                yield got
+
+    def train_utterances(self):
+        return self._iter("train")
+
+    def cv_utterances(self):
+        return self._iter("cv")
+
+    def check_split(self) -> None:
+        """Falls back to the per-utterance tail split when hashing leaves a side empty."""
+        if self.split != "hash":
+            return
+        n_cv = n_tr = 0
+        for key, _ in self.train:
+            if _cv_by_hash(key, self.cv_fraction):
+                n_cv += 1
+            else:
+                n_tr += 1
+        if n_cv == 0 or n_tr == 0:
+            self.split = "tail"
+
+
+# -- training ---------------------------------------------------------------
+
+class _Progress:
+    """Frames done and frames/s on one self-overwriting stderr line (terminals only)."""
+
+    def __init__(self, enabled: Optional[bool]) -> None:
+        self.on = sys.stderr.isatty() if enabled is None else enabled
+        self.last = 0.0
+
+    def update(self, what: str, frames: int, t0: float) -> None:
+        now = time.perf_counter()
+        if self.on and now - self.last > 0.2:
+            self.last = now
+            fps = frames / max(now - t0, 1e-9)
+            sys.stderr.write(f"\r{what}: {frames:,} frames, {fps:,.0f} frames/s   ")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.on:
+            sys.stderr.write("\r" + " " * 72 + "\r")
+            sys.stderr.flush()
+
+
+def _stats_zero() -> Dict[str, float]:
+    return {"frames": 0, "objective": 0.0, "kl_t": 0.0, "kl": 0.0, "hard_ce": 0.0, "agree": 0,
+            "blocks": 0, "correct": 0, "labelled": 0}
+
+
+def _accumulate(total: Dict[str, float], s: Dict[str, float]) -> None:
+    for k, v in s.items():
+        total[k] += v
+
+
+def _snapshot(comps) -> List[Dict[str, np.ndarray]]:
+    return [{k: v.copy() for k, v in c.params.items()} for c in comps]
+
+
+def _restore(comps, snap: List[Dict[str, np.ndarray]]) -> None:
+    for c, params in zip(comps, snap):
+        for k, v in c.params.items():
+            v[...] = params[k]
+
+
+def distill(student: ModelLike, feats: FeatsLike, *,
+            teachers: Union[ModelLike, Sequence[ModelLike]] = (),
+            feature_transform: Optional[ModelLike] = None,
+            temperature: float = 2.0,
+            labels: Optional[LabelsLike] = None,
+            hard_weight: Optional[float] = None,
+            average_logits: bool = False,
+            optimizer: str = "sgd",
+            learn_rate: Optional[float] = None,
+            momentum: float = 0.9,
+            l2: float = 0.0,
+            minibatch_size: int = 256,
+            randomizer_size: int = 32768,
+            max_epochs: int = 20,
+            min_epochs: int = 0,
+            keep_lr_epochs: int = 0,
+            start_halving_impr: float = 0.01,
+            end_halving_impr: float = 0.001,
+            halving_factor: float = 0.5,
+            cv_feats: Optional[FeatsLike] = None,
+            cv_labels: Optional[LabelsLike] = None,
+            cv_fraction: float = 0.1,
+            seed: int = 777,
+            output: Optional[PathOrFile] = None,
+            binary: Optional[bool] = None,
+            dialect: Optional[str] = None,
+            digits: str = "shortest",
+            progress: Optional[bool] = None,
+            log: Optional[Callable[[str], None]] = None) -> Tuple[Model, DistillReport]:
+    """Fine-tune ``student`` on the soft targets of ``teachers`` (and/or on labels).
+
+    Parameters
+    ----------
+    student : Model or path
+        Must end in ``<Softmax>`` or ``<BlockSoftmax>``; its structure (ranks) is
+        kept. Components with learn-rate coefficient 0 stay frozen.
+    feats : rspecifier, dict of (frames x dims) arrays, or one 2-D array
+        Training features (before the feature transform). An rspecifier is read
+        once per epoch (stdin cannot be; commands ``ark:cmd |`` are re-run).
+    teachers : Model, path, or a list of them
+        Their soft targets are averaged (``average_logits``: their logits).
+        None: frame-level training on ``labels`` only.
+    feature_transform : Model or path, optional
+        Run frozen on each utterance before everything else (Kaldi's
+        ``--feature-transform``); splicing belongs here, since frames are shuffled.
+    temperature : float
+        T of the soft targets and of the student's softmax in the soft term.
+    labels : alignment rspecifier (pdf ids, ``ali-to-pdf`` output), dict or array
+    hard_weight : float
+        a in (1 - a) T^2 CE(soft) + a CE(labels). Default: 0 without labels,
+        0.1 with labels and teachers, 1 without teachers.
+    optimizer : "sgd" or "adam"
+        SGD: Kaldi's semantics (gradients summed over the minibatch, per-layer
+        learn-rate coefficients, momentum, L2 = Kaldi's l2-penalty, MaxNorm).
+        Adam: mean gradients; ``l2`` becomes decoupled weight decay.
+    learn_rate : float
+        Default 0.001 (SGD; per frame, as Kaldi's) or 0.001 (Adam).
+    momentum : float
+        SGD momentum.
+    minibatch_size, randomizer_size : int
+        Frames per update, and of the shuffling buffer (as nnet-train-frmshuff).
+    max_epochs, min_epochs, keep_lr_epochs, start_halving_impr, end_halving_impr, halving_factor
+        The newbob schedule of Kaldi's train_scheduler.sh.
+    cv_feats, cv_labels : held-out data. Without ``cv_feats``, ``cv_fraction`` of
+        the utterances (chosen by a hash of their keys) are held out; with too few
+        utterances for that, the last ``cv_fraction`` of each utterance.
+    seed : int
+        Shuffling seed (same seed, data and thread count: same model).
+    output : path, optional
+        Where to write the best student (atomically); encoding and dialect follow
+        the student's input unless ``binary``/``dialect`` say otherwise.
+    progress : bool, optional
+        Progress line on stderr (default: when stderr is a terminal).
+    log : callable, optional
+        Receives the table header and each epoch's row as they complete.
+
+    Returns
+    -------
+    (Model, DistillReport)
+    """
+    t_model = _load(student)
+    teacher_list = [] if teachers is None else (
+        list(teachers) if isinstance(teachers, (list, tuple)) else [teachers])
+    if not teacher_list and labels is None:
+        raise Error("nothing to learn from: give at least one teacher, or labels")
+    if hard_weight is None:
+        hard_weight = 1.0 if not teacher_list else (0.1 if labels is not None else 0.0)
+    if not 0.0 <= hard_weight <= 1.0:
+        raise Error(f"hard weight must be in [0, 1], got {hard_weight}")
+    if hard_weight > 0 and labels is None:
+        raise Error("a hard weight > 0 needs labels")
+    if not temperature > 0 or not math.isfinite(temperature):
+        raise Error(f"temperature must be > 0, got {temperature}")
+    if optimizer not in ("sgd", "adam"):
+        raise Error(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
+    if learn_rate is None:
+        learn_rate = 0.001
+    for name, v, lo in (("minibatch size", minibatch_size, 1), ("randomizer size", randomizer_size, 1),
+                        ("max epochs", max_epochs, 0)):
+        if int(v) != v or v < lo:
+            raise Error(f"{name} must be an integer >= {lo}, got {v}")
+    if not learn_rate > 0:
+        raise Error(f"learn rate must be > 0, got {learn_rate}")
+    if not 0.0 <= momentum < 1.0:
+        raise Error(f"momentum must be in [0, 1), got {momentum}")
+    if not 0.0 < halving_factor < 1.0:
+        raise Error(f"halving factor must be in (0, 1), got {halving_factor}")
+    if cv_feats is None and not 0.0 < cv_fraction < 1.0:
+        raise Error(f"cv fraction must be in (0, 1), got {cv_fraction}")
+    randomizer_size = max(randomizer_size, minibatch_size)
+
+    comps = [c.copy() for c in t_model.components]
+    teacher_nets = [Network(t) for t in teacher_list]
+    trainer = _core.Trainer([c._c for c in comps], [n._net for n in teacher_nets])
+    trainable = [c for c in comps if any(
+        (c.coefs.get(tok) or 0) > 0 for tok in ("<LearnRateCoef>", "<BiasLearnRateCoef>",
+                                               "<AlphaLearnRateCoef>", "<BetaLearnRateCoef>"))]
+    if not trainable:
+        raise Error("nothing to train: every learn-rate coefficient of the student is 0")
+    ft = Network(feature_transform) if feature_transform is not None else None
+    if ft is not None and ft.output_dim != trainer.input_dim:
+        raise Error(f"the feature transform outputs {ft.output_dim} dims but the student expects "
+                    f"{trainer.input_dim}")
+
+    lab = _load_labels(labels, "labels")
+    cv_lab = _load_labels(cv_labels, "cv labels") if cv_labels is not None else lab
+    data = _Data(_Source(feats, "features"), _Source(cv_feats, "cv-feats") if cv_feats is not None else None,
+                 cv_fraction, ft, trainer.input_dim, trainer.output_dim, lab, cv_lab,
+                 need_labels=not teacher_list)
+    data.check_split()
+
+    loss_kw = dict(temperature=float(temperature), hard_weight=float(hard_weight),
+                   average_logits=bool(average_logits))
+    bar = _Progress(progress)
+    emit = log or (lambda s: None)
+
+    def evaluate() -> Dict[str, float]:
+        total = _stats_zero()
+        pending: List[Tuple[np.ndarray, Optional[np.ndarray]]] = []
+        n = 0
+
+        def flush() -> None:
+            x = np.concatenate([p[0] for p in pending])
+            y = None if lab is None and cv_lab is None else np.concatenate(
+                [p[1] if p[1] is not None else np.full(len(p[0]), -1, np.int32) for p in pending])
+            _accumulate(total, trainer.evaluate(x, y, **loss_kw))
+            pending.clear()
+
+        t0 = time.perf_counter()
+        for x, y in data.cv_utterances():
+            pending.append((x, y))
+            n += len(x)
+            if n >= 4096:
+                flush()
+                bar.update("cross-validation", total["frames"], t0)
+                n = 0
+        if pending:
+            flush()
+        if total["frames"] == 0:
+            raise Error("no cross-validation frames: check --cv-feats, the labels, or --cv-fraction")
+        return total
+
+    rng_seed = int(seed)
+
+    def train_epoch(epoch: int, lr: float) -> Tuple[Dict[str, float], float]:
+        rng = np.random.default_rng([rng_seed, epoch])
+        total = _stats_zero()
+        buf_x: List[np.ndarray] = []
+        buf_y: List[Optional[np.ndarray]] = []
+        n = 0
+        opt = dict(learn_rate=float(lr), momentum=float(momentum) if optimizer == "sgd" else 0.0,
+                   l2=float(l2), adam=optimizer == "adam", **loss_kw)
+        t0 = time.perf_counter()
+
+        def run(final: bool) -> None:
+            nonlocal buf_x, buf_y, n
+            x = np.concatenate(buf_x) if len(buf_x) > 1 else buf_x[0]
+            y = None
+            if any(b is not None for b in buf_y):
+                y = np.concatenate([b if b is not None else np.full(len(bx), -1, np.int32)
+                                    for b, bx in zip(buf_y, buf_x)])
+            perm = rng.permutation(len(x))
+            nb = len(x) // minibatch_size
+            for b in range(nb):
+                idx = perm[b * minibatch_size:(b + 1) * minibatch_size]
+                _accumulate(total, trainer.train(x[idx], None if y is None else y[idx], **opt))
+                if b % 16 == 0:
+                    bar.update(f"epoch {epoch}", total["frames"], t0)
+            rest = perm[nb * minibatch_size:]
+            buf_x = [] if final or not len(rest) else [x[rest]]
+            buf_y = [] if final or not len(rest) else [None if y is None else y[rest]]
+            n = sum(len(b) for b in buf_x)
+
+        for x, y in data.train_utterances():
+            buf_x.append(x)
+            buf_y.append(y)
+            n += len(x)
+            if n > randomizer_size:
+                run(final=False)
+        if n:
+            run(final=True)  # as Kaldi: a last partial minibatch is dropped
+        return total, time.perf_counter() - t0
+
+    def row(epoch: int, lr: float, tr: Optional[Dict[str, float]], cv: Dict[str, float], secs: float,
+            accepted: Optional[bool]) -> EpochReport:
+        def per(s, key, denom):
+            return None if s is None or not s[denom] else s[key] / s[denom]
+        return EpochReport(
+            epoch=epoch, learn_rate=lr,
+            train_objective=per(tr, "objective", "frames"), train_agreement=per(tr, "agree", "blocks"),
+            train_accuracy=per(tr, "correct", "labelled"),
+            cv_objective=cv["objective"] / cv["frames"],
+            cv_kl=per(cv, "kl", "frames") if teacher_list else None,
+            cv_agreement=per(cv, "agree", "blocks"), cv_accuracy=per(cv, "correct", "labelled"),
+            train_frames=int(tr["frames"]) if tr else 0, seconds=secs, accepted=accepted)
+
+    lr = float(learn_rate)
+    cv0 = evaluate()
+    bar.close()
+    epochs = [row(0, lr, None, cv0, 0.0, None)]
+    emit(_header())
+    emit(_row(epochs[0]))
+    loss = epochs[0].cv_objective
+    best_epoch = 0
+    best = _snapshot(comps)
+    halving = False
+    stopped = f"stopped after max epochs ({max_epochs})"
+    for epoch in range(1, max_epochs + 1):
+        tr, secs = train_epoch(epoch, lr)
+        if tr["frames"] == 0:
+            raise Error(f"no training frames (minibatch size {minibatch_size}): check the features, "
+                        "labels and CV split")
+        cv = evaluate()
+        bar.close()
+        new = cv["objective"] / cv["frames"]
+        loss_prev = loss
+        accept = (new < loss or epoch <= keep_lr_epochs or epoch <= min_epochs) and math.isfinite(new)
+        if accept:
+            loss = new
+            best_epoch = epoch
+            best = _snapshot(comps)
+        else:
+            _restore(comps, best)
+            trainer.reset_optimizer()
+        epochs.append(row(epoch, lr, tr, cv, secs, accept))
+        emit(_row(epochs[-1]))
+        if epoch <= keep_lr_epochs:
+            continue
+        rel = (loss_prev - loss) / loss_prev if loss_prev > 0 else 0.0
+        if loss <= 0.0:
+            stopped = "converged: CV objective 0"
+            break
+        if halving and rel < end_halving_impr:
+            if epoch <= min_epochs:
+                continue
+            stopped = f"converged: relative CV improvement {rel:.2g} < {end_halving_impr:g}"
+            break
+        if rel < start_halving_impr:
+            halving = True
+        if halving:
+            lr *= halving_factor
+    _restore(comps, best)
+
+    result = Model(comps, binary=t_model.binary, dialect=t_model.dialect, source=t_model.source)
+    report = DistillReport(epochs=epochs, best_epoch=best_epoch, stopped=stopped,
+                           temperature=float(temperature), hard_weight=float(hard_weight),
+                           teachers=len(teacher_list), cv_frames=int(cv0["frames"]),
+                           cv_source={"cv-feats": "--cv-feats", "hash": f"{cv_fraction:g} of the utterances",
+                                      "tail": f"last {cv_fraction:g} of each utterance"}[data.split],
+                           skipped_utterances=len(data.skipped))
+    emit(report.summary())
+    if output is not None:
+        write(result, output, binary=t_model.binary if binary is None else binary,
+              dialect=t_model.dialect if dialect is None else dialect, digits=digits)
+    return result, report
