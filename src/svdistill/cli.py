@@ -200,12 +200,57 @@ def cmd_compare(a: argparse.Namespace) -> int:
     return 0
 
 
+def _check_output_path(opt: str, path: Optional[str]) -> None:
+    """Fail before hours of work, not after: the output's folder must exist."""
+    import os
+    if path and path != "-":
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise Error(f"{opt} {path}: the folder {folder} does not exist")
+        if not os.access(folder, os.W_OK):
+            raise Error(f"{opt} {path}: the folder {folder} is not writable")
+
+
+def _same_file(a: str, b: str) -> bool:
+    import os
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def cmd_distill(a: argparse.Namespace) -> int:
+    from .distill import distill
+    _check_output_path("STUDENT_OUT", a.output)
+    _check_output_path("--report", a.report)
+    for t in a.teacher or []:
+        if a.output != "-" and _same_file(a.output, t):
+            raise Error(f"STUDENT_OUT {a.output} is the teacher {t}: refusing to overwrite it")
+    if a.threads:
+        linalg.set_num_threads(a.threads)
+    _, report = distill(
+        a.student, a.feats, teachers=a.teacher or [], feature_transform=a.feature_transform,
+        temperature=a.temperature, labels=a.labels, hard_weight=a.hard_weight,
+        average_logits=a.average_logits, optimizer=a.optimizer, learn_rate=a.learn_rate,
+        momentum=a.momentum, l2=a.l2_penalty, minibatch_size=a.minibatch_size,
+        randomizer_size=a.randomizer_size, max_epochs=a.max_epochs, min_epochs=a.min_epochs,
+        keep_lr_epochs=a.keep_lr_epochs, start_halving_impr=a.start_halving_impr,
+        end_halving_impr=a.end_halving_impr, halving_factor=a.halving_factor, cv_feats=a.cv_feats,
+        cv_labels=a.cv_labels, cv_fraction=a.cv_fraction, seed=a.seed, output=a.output,
+        binary=a.binary, dialect=a.dialect, digits=a.digits,
+        log=lambda line: print(line, file=sys.stderr, flush=True))
+    if a.report:
+        _write_json(a.report, report.to_dict())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="svdistill",
         description="Make large Kaldi nnet1 acoustic models small: inspect and convert models "
                     "(Kaldi text, Kaldi binary, PDNN-style text), restructure them by truncated "
-                    "SVD, and run and compare them as nnet-forward does.",
+                    "SVD, run and compare them as nnet-forward does, and recover accuracy by "
+                    "knowledge distillation.",
         epilog="Run 'svdistill COMMAND --help' for a command's options.")
     p.add_argument("--version", action="version", version=f"svdistill {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -323,6 +368,71 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bool(pm, "--json", "JSON instead of a table", default=False)
     pm.add_argument("--threads", type=int, default=0)
     pm.set_defaults(func=cmd_compare)
+
+    pd = sub.add_parser(
+        "distill", help="fine-tune a student on teachers' soft targets (or on labels)",
+        description="Knowledge distillation (Hinton, Vinyals & Dean 2015): train STUDENT_IN on the "
+                    "soft targets of the --teacher models at --temperature T (cross-entropy scaled "
+                    "by T^2), optionally mixed with --labels; without --teacher, frame-level "
+                    "cross-entropy training on --labels as nnet-train-frmshuff does it. Frames are "
+                    "shuffled through a bounded buffer; every epoch ends with a cross-validation "
+                    "pass; the learning rate follows Kaldi's newbob schedule; the best model is "
+                    "written to STUDENT_OUT (atomically; encoding and dialect of STUDENT_IN). The "
+                    "per-epoch table goes to stderr.",
+        epilog="Example: svdistill distill --teacher final.nnet --feature-transform "
+               "final.feature_transform student.nnet scp:train.scp student.kd.nnet")
+    pd.add_argument("student", metavar="STUDENT_IN")
+    pd.add_argument("feats", metavar="FEATS_RSPECIFIER",
+                    help="training features (read once per epoch: a file, an scp or 'ark:cmd |', not stdin)")
+    pd.add_argument("output", metavar="STUDENT_OUT")
+    g = pd.add_argument_group("targets")
+    g.add_argument("--teacher", action="append", metavar="MODEL",
+                   help="teacher model (repeat for an ensemble: soft targets are averaged)")
+    g.add_argument("--feature-transform", metavar="FT",
+                   help="feature transform run first, frozen, for teachers and student (splicing goes here)")
+    g.add_argument("--temperature", type=float, default=2.0, metavar="T",
+                   help="softmax temperature of the soft targets (default 2)")
+    _add_bool(g, "--average-logits", "several teachers: average logits instead of soft targets", default=False)
+    g.add_argument("--labels", metavar="ALI_RSPECIFIER",
+                   help="pdf-id alignments (e.g. 'ark:ali-to-pdf final.mdl \"ark:gunzip -c ali.*.gz|\" ark:- |')")
+    g.add_argument("--hard-weight", type=float, default=None, metavar="A",
+                   help="loss = (1-A) T^2 CE(soft) + A CE(labels); default 0.1 with --labels and "
+                        "--teacher, 1 with --labels only")
+    g = pd.add_argument_group("optimisation")
+    g.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd",
+                   help="sgd: Kaldi's semantics (summed gradients, learn-rate coefficients, "
+                        "momentum, l2, MaxNorm); adam: mean gradients, l2 as weight decay")
+    g.add_argument("--learn-rate", type=float, default=None,
+                   help="initial learning rate (default 0.008 for sgd, as Kaldi; 0.001 for adam)")
+    g.add_argument("--momentum", type=float, default=0.0, help="sgd momentum (default 0)")
+    g.add_argument("--l2-penalty", type=float, default=0.0, help="L2 penalty (default 0)")
+    g.add_argument("--minibatch-size", type=int, default=256, help="frames per update (default 256)")
+    g.add_argument("--randomizer-size", type=int, default=32768,
+                   help="frames in the shuffling buffer (default 32768)")
+    g.add_argument("--seed", "--randomizer-seed", type=int, default=777, dest="seed",
+                   help="shuffling seed (default 777; same seed, data and threads: same model)")
+    g.add_argument("--threads", type=int, default=0, help="threads (default: all cores)")
+    g = pd.add_argument_group("schedule (Kaldi's newbob, steps/nnet/train_scheduler.sh)")
+    g.add_argument("--max-epochs", type=int, default=20, help="default 20")
+    g.add_argument("--min-epochs", type=int, default=0, help="train at least this many epochs (default 0)")
+    g.add_argument("--keep-lr-epochs", type=int, default=0,
+                   help="epochs at the initial learning rate, none rejected (default 0)")
+    g.add_argument("--start-halving-impr", type=float, default=0.01,
+                   help="start halving when the relative CV improvement falls below this (default 0.01)")
+    g.add_argument("--end-halving-impr", type=float, default=0.001,
+                   help="stop when, while halving, it falls below this (default 0.001)")
+    g.add_argument("--halving-factor", type=float, default=0.5, help="default 0.5")
+    g = pd.add_argument_group("cross-validation")
+    g.add_argument("--cv-feats", metavar="RSPECIFIER", help="held-out features (default: a part of the training data)")
+    g.add_argument("--cv-labels", metavar="ALI_RSPECIFIER", help="labels of --cv-feats (default: --labels)")
+    g.add_argument("--cv-fraction", type=float, default=0.1,
+                   help="without --cv-feats: hold out this fraction of the utterances (by key hash; default 0.1)")
+    g = pd.add_argument_group("output")
+    _add_bool(g, "--binary", "write Kaldi binary (default: the student's encoding)")
+    g.add_argument("--dialect", choices=["kaldi", "pdnn"], default=None)
+    g.add_argument("--digits", choices=["shortest", "kaldi"], default="shortest")
+    g.add_argument("--report", metavar="FILE.json", help="write the per-epoch table as JSON")
+    pd.set_defaults(func=cmd_distill)
     return p
 
 

@@ -345,7 +345,7 @@ def distill(student: ModelLike, feats: FeatsLike, *,
             average_logits: bool = False,
             optimizer: str = "sgd",
             learn_rate: Optional[float] = None,
-            momentum: float = 0.9,
+            momentum: float = 0.0,
             l2: float = 0.0,
             minibatch_size: int = 256,
             randomizer_size: int = 32768,
@@ -392,9 +392,10 @@ def distill(student: ModelLike, feats: FeatsLike, *,
         learn-rate coefficients, momentum, L2 = Kaldi's l2-penalty, MaxNorm).
         Adam: mean gradients; ``l2`` becomes decoupled weight decay.
     learn_rate : float
-        Default 0.001 (SGD; per frame, as Kaldi's) or 0.001 (Adam).
+        Default: 0.008 for SGD (Kaldi's default; it multiplies gradients summed
+        over the minibatch, so it is a per-frame rate), 0.001 for Adam.
     momentum : float
-        SGD momentum.
+        SGD momentum (default 0, as Kaldi's).
     minibatch_size, randomizer_size : int
         Frames per update, and of the shuffling buffer (as nnet-train-frmshuff).
     max_epochs, min_epochs, keep_lr_epochs, start_halving_impr, end_halving_impr, halving_factor
@@ -432,7 +433,7 @@ def distill(student: ModelLike, feats: FeatsLike, *,
     if optimizer not in ("sgd", "adam"):
         raise Error(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
     if learn_rate is None:
-        learn_rate = 0.001
+        learn_rate = 0.008 if optimizer == "sgd" else 0.001
     for name, v, lo in (("minibatch size", minibatch_size, 1), ("randomizer size", randomizer_size, 1),
                         ("max epochs", max_epochs, 0)):
         if int(v) != v or v < lo:
