@@ -166,9 +166,22 @@ def test_linear_and_activation_constructors():
     for kind in ["Sigmoid", "Tanh", "Softmax", "HiddenSoftmax", "LengthNormComponent", "Relu", "Linear"]:
         a = Component.activation(kind, 5)
         assert a.kind == kind and (a.input_dim, a.output_dim, a.num_params) == (5, 5, 0)
-    for bad in ["AffineTransform", "ParametricRelu", "NoSuchKind"]:
+    for bad in ["AffineTransform", "Splice", "BlockSoftmax", "NoSuchKind"]:
         with pytest.raises(svdistill.Error):
             Component.activation(bad, 5)
+    # Kinds with one parameter vector per dim start from Kaldi's initial values.
+    shift, scale = Component.activation("AddShift", 3), Component.activation("Rescale", 3)
+    prelu = Component.activation("ParametricRelu", 3)
+    assert shift.params["shift_data"].tolist() == [0, 0, 0] and scale.params["scale_data"].tolist() == [1, 1, 1]
+    assert prelu.params["alpha"].tolist() == [1, 1, 1] and prelu.params["beta"].tolist() == [0, 0, 0]
+    assert Component.activation("Dropout", 4).coefs == {"<DropoutRate>": 0.5}
+    m = Model([shift, scale, prelu, Component.activation("Dropout", 3)])
+    import io
+    for binary in (False, True):
+        buf = io.BytesIO()
+        svdistill.write(m, buf, binary=binary)
+        back = svdistill.read(io.BytesIO(buf.getvalue()))
+        assert [c.kind for c in back] == ["AddShift", "Rescale", "ParametricRelu", "Dropout"]
 
 
 def _built_model():
