@@ -36,6 +36,22 @@ IntArray labels_of(const svd::Trainer& t, const py::object& labels, int64_t fram
   return l;
 }
 
+// One minibatch as the core wants it; the arrays keep the data alive.
+struct Batch {
+  FloatArray x;
+  IntArray labels_array;
+  const int32_t* labels = nullptr;
+  int64_t frames() const { return x.shape(0); }
+};
+
+Batch batch_of(const svd::Trainer& t, const py::array& x, const py::object& labels) {
+  Batch b;
+  b.x = frames_of(t, x);
+  b.labels_array = labels_of(t, labels, b.frames());
+  if (!labels.is_none()) b.labels = b.labels_array.data();
+  return b;
+}
+
 py::dict stats_dict(const svd::BatchStats& s) {
   py::dict d;
   d["frames"] = s.frames;
@@ -68,14 +84,13 @@ void BindTrainer(py::module_& m) {
            [](svd::Trainer& t, const py::array& x, const py::object& labels, float learn_rate, float momentum,
               float l2, bool adam, float beta1, float beta2, float epsilon, float temperature, float hard_weight,
               bool average_logits) {
-             auto f = frames_of(t, x);
-             auto l = labels_of(t, labels, f.shape(0));
+             Batch b = batch_of(t, x, labels);
              svd::OptimizerOptions opt{adam, learn_rate, momentum, l2, beta1, beta2, epsilon};
              svd::LossOptions lo = loss_options(temperature, hard_weight, average_logits);
              svd::BatchStats s;
              {
                py::gil_scoped_release nogil;
-               s = t.train(f.data(), f.shape(0), labels.is_none() ? nullptr : l.data(), opt, lo);
+               s = t.train(b.x.data(), b.frames(), b.labels, opt, lo);
              }
              return stats_dict(s);
            },
@@ -86,13 +101,12 @@ void BindTrainer(py::module_& m) {
       .def("evaluate",
            [](svd::Trainer& t, const py::array& x, const py::object& labels, float temperature, float hard_weight,
               bool average_logits) {
-             auto f = frames_of(t, x);
-             auto l = labels_of(t, labels, f.shape(0));
+             Batch b = batch_of(t, x, labels);
              svd::LossOptions lo = loss_options(temperature, hard_weight, average_logits);
              svd::BatchStats s;
              {
                py::gil_scoped_release nogil;
-               s = t.evaluate(f.data(), f.shape(0), labels.is_none() ? nullptr : l.data(), lo);
+               s = t.evaluate(b.x.data(), b.frames(), b.labels, lo);
              }
              return stats_dict(s);
            },
@@ -101,15 +115,14 @@ void BindTrainer(py::module_& m) {
       .def("gradients",
            [](svd::Trainer& t, const py::array& x, const py::object& labels, float temperature, float hard_weight,
               bool average_logits) {
-             auto f = frames_of(t, x);
-             auto l = labels_of(t, labels, f.shape(0));
+             Batch b = batch_of(t, x, labels);
              svd::LossOptions lo = loss_options(temperature, hard_weight, average_logits);
              std::vector<std::vector<float>> grads;
              svd::MatF dx;
              svd::BatchStats s;
              {
                py::gil_scoped_release nogil;
-               s = t.gradients(f.data(), f.shape(0), labels.is_none() ? nullptr : l.data(), lo, &grads, &dx);
+               s = t.gradients(b.x.data(), b.frames(), b.labels, lo, &grads, &dx);
              }
              py::list g;
              for (const auto& v : grads) g.append(py::array_t<float>(static_cast<py::ssize_t>(v.size()), v.data()));
