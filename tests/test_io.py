@@ -389,3 +389,30 @@ def test_write_onto_a_directory(tmp_path):
         svdistill.write(Model([_affine(3, 2)]), tmp_path)
     assert str(tmp_path) in str(ei.value)
     assert os.listdir(tmp_path) == []
+
+
+def test_large_binary_matrix_read_in_parallel_pieces(tmp_path):
+    """Blocks >= 8 MB are read with pread in pieces across threads: same values, same errors."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((1500, 1600)).astype(np.float32)  # 9.6 MB
+    m = svdistill.Model([svdistill.Component.affine(w, np.zeros(1500, np.float32)),
+                         svdistill.Component.activation("Sigmoid", 1500)])
+    path = tmp_path / "big.bin"
+    m.write(path, binary=True)
+    back = svdistill.read(path)
+    assert np.array_equal(back.components[0].weight, w)
+    data = bytearray(path.read_bytes())
+    start = data.index(b"FM ") + 3 + 10  # after "FM " and the two 5-byte integers
+    for row, col in [(0, 0), (1499, 1599), (777, 3)]:
+        bad = bytearray(data)
+        off = start + 4 * (row * 1600 + col)
+        bad[off:off + 4] = np.array([np.nan], np.float32).tobytes()
+        (tmp_path / "nan.bin").write_bytes(bad)
+        with pytest.raises(svdistill.FormatError, match=f"byte {off}: .*row {row + 1}, column {col + 1}"):
+            svdistill.read(tmp_path / "nan.bin")
+    (tmp_path / "cut.bin").write_bytes(data[:start + 4 * 1600 * 1000])
+    with pytest.raises(svdistill.FormatError, match="only 6400013 bytes of input remain"):
+        svdistill.read(tmp_path / "cut.bin")
+    # Through a pipe (no mapping, size unknown): read as it arrives, same values.
+    with open(path, "rb") as f:
+        assert np.array_equal(svdistill.read(f).components[0].weight, w)

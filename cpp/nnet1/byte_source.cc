@@ -54,6 +54,20 @@ class FdSource : public ByteSource {
     }
   }
 
+  bool read_at(char* dst, size_t n, int64_t offset) override {
+    if (!map_) return false;
+    while (n > 0) {
+      ssize_t got = ::pread(fd_, dst, n, static_cast<off_t>(offset));
+      if (got < 0 && errno == EINTR) continue;
+      if (got < 0) throw Error(name() + ": read failed: " + errno_text(errno));
+      if (got == 0) throw Error(name() + ": the file shrank while it was read");
+      dst += got;
+      n -= static_cast<size_t>(got);
+      offset += got;
+    }
+    return true;
+  }
+
   size_t read(char* dst, size_t n) override {
     if (pos_ < pending_.size()) {
       size_t k = std::min(n, pending_.size() - pos_);

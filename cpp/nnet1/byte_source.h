@@ -30,6 +30,15 @@ class ByteSource {
   }
   // Tells a mapped source that bytes before `offset` will not be read again.
   virtual void release_before(size_t offset) { (void)offset; }
+  // For a mapped source: copies n bytes at absolute `offset` straight from the
+  // file (pread: no page-table work for the mapping), from any thread. False
+  // if the source cannot; then callers copy from the mapping. Throws Error.
+  virtual bool read_at(char* dst, size_t n, int64_t offset) {
+    (void)dst;
+    (void)n;
+    (void)offset;
+    return false;
+  }
 
   const std::string& name() const { return name_; }
 

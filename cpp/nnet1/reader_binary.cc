@@ -26,6 +26,17 @@ void prefault_for_write(void* p, size_t bytes) {
   (void)bytes;
 #endif
 }
+// 1 if the float32 data hold a nan or inf (exponent bits all set), else 0.
+int any_nonfinite(const char* p, size_t bytes) {
+  uint32_t bad = 0;
+  const size_t n = bytes / 4;
+  for (size_t i = 0; i < n; ++i) {
+    uint32_t u;
+    std::memcpy(&u, p + 4 * i, 4);
+    bad |= static_cast<uint32_t>((u & 0x7f800000u) == 0x7f800000u);
+  }
+  return bad ? 1 : 0;
+}
 }  // namespace
 
 std::string ModelReader::bin_token() {
@@ -111,10 +122,18 @@ void ModelReader::bin_block(FloatBlock* b, bool matrix, int64_t rows, int64_t co
   if (!dbl) {
     if (scanner_.remaining_hint() >= 0) {
       b->data.resize(static_cast<size_t>(n));
-      prefault_for_write(b->data.data(), static_cast<size_t>(n) * 4);
-      scanner_.prefault(static_cast<size_t>(n) * 4);
-      if (!scanner_.read_exact(reinterpret_cast<char*>(b->data.data()), static_cast<size_t>(n) * 4))
-        fail(std::string("the input ends inside the ") + what);
+      const size_t bytes = static_cast<size_t>(n) * 4;
+      if (bytes < (size_t{8} << 20)) {  // else read in parallel pieces, straight from the file
+        prefault_for_write(b->data.data(), bytes);
+        scanner_.prefault(bytes);
+      }
+      // The finiteness check runs on each piece while it is in cache.
+      const int bad = scanner_.read_exact_chunks(reinterpret_cast<char*>(b->data.data()), bytes,
+                                                 [](const char* p, size_t len) { return any_nonfinite(p, len); });
+      if (bad < 0) fail(std::string("the input ends inside the ") + what);
+      scanner_.release_consumed();
+      if (bad) check_finite(*b, what, data_offset);  // locates the culprit and throws
+      return;
     } else {  // unknown size: grow as the data arrive
       b->data.clear();
       const int64_t step = 1 << 22;
@@ -146,13 +165,7 @@ void ModelReader::check_finite(const FloatBlock& b, const char* what, int64_t da
   const float* d = b.data.data();
   const size_t n = b.data.size();
   // Branch-free scan first; locate the culprit only when there is one.
-  uint32_t bad = 0;
-  for (size_t i = 0; i < n; ++i) {
-    uint32_t u;
-    std::memcpy(&u, d + i, 4);
-    bad |= static_cast<uint32_t>((u & 0x7f800000u) == 0x7f800000u);
-  }
-  if (!bad) return;
+  if (!any_nonfinite(reinterpret_cast<const char*>(d), n * 4)) return;
   for (size_t i = 0; i < n; ++i)
     if (!std::isfinite(d[i])) {
       int64_t off = data_offset + static_cast<int64_t>(i) * 4;

@@ -135,6 +135,18 @@ void Scanner::prefault(size_t n) {
 #endif
 }
 
+void Scanner::populate_for_write(char* p, size_t n) {
+#ifdef MADV_POPULATE_WRITE
+  const uintptr_t page = 4096;
+  uintptr_t a = (reinterpret_cast<uintptr_t>(p) + page - 1) & ~(page - 1);
+  uintptr_t e = (reinterpret_cast<uintptr_t>(p) + n) & ~(page - 1);
+  if (e > a) ::madvise(reinterpret_cast<void*>(a), e - a, MADV_POPULATE_WRITE);
+#else
+  (void)p;
+  (void)n;
+#endif
+}
+
 bool Scanner::skip(size_t n) {
   while (n > 0) {
     if (pos_ == end_ && !ensure(1)) return false;

@@ -8,8 +8,11 @@
 #include <string>
 #include <vector>
 
-#include "nnet1/byte_source.h"
+#include <algorithm>
 #include <cstring>
+
+#include "nnet1/byte_source.h"
+#include "util/threads.h"
 
 namespace svd {
 
@@ -63,6 +66,15 @@ class Scanner {
   // Copies exactly n bytes into dst; false if the input ends first (dst then
   // holds what was there).
   bool read_exact(char* dst, size_t n);
+  // read_exact for large blocks: a mapped regular file is read with pread in
+  // chunks spread over the core's threads; on_chunk(first, bytes) runs on each
+  // chunk (in the thread that read it, while it is in cache) and its results
+  // are OR-ed. Returns -1 if the input ends first, else the OR.
+  template <class F>
+  int read_exact_chunks(char* dst, size_t n, F&& on_chunk);
+  // Maps the pages of a destination about to be written, in one call rather
+  // than a fault per page (best effort; a no-op where the kernel lacks it).
+  static void populate_for_write(char* p, size_t n);
 
  private:
   void shift();  // drop consumed bytes from the front of the buffer
@@ -92,5 +104,29 @@ class Scanner {
   int64_t last_nl_before_ = -1; // absolute offset of the last '\n' before buf_[0]
   bool eof_ = false;
 };
+
+template <class F>
+int Scanner::read_exact_chunks(char* dst, size_t n, F&& on_chunk) {
+  constexpr size_t kPiece = size_t{2} << 20;
+  if (mapped_ && n >= 2 * kPiece && end_ - pos_ >= n) {
+    const int64_t at = offset();
+    const int64_t pieces = static_cast<int64_t>((n + kPiece - 1) / kPiece);
+    std::vector<int> flags(static_cast<size_t>(pieces), 0);
+    const bool direct = source_->read_at(nullptr, 0, at);  // can it pread?
+    parallel_for(pieces, [&](int64_t i) {
+      const size_t a = static_cast<size_t>(i) * kPiece, len = std::min(kPiece, n - a);
+      populate_for_write(dst + a, len);
+      if (!direct || !source_->read_at(dst + a, len, at + static_cast<int64_t>(a)))
+        std::memcpy(dst + a, base_ + pos_ + a, len);
+      flags[static_cast<size_t>(i)] = on_chunk(dst + a, len);
+    });
+    pos_ += n;
+    int any = 0;
+    for (int f : flags) any |= f;
+    return any;
+  }
+  if (!read_exact(dst, n)) return -1;
+  return on_chunk(dst, n);
+}
 
 }  // namespace svd
