@@ -526,3 +526,41 @@ def test_cli_on_kaldi_fixture_archive(dnn, fixtures_dir, tmp_path, run_cli):
     assert proc.returncode == 0, proc.stderr.decode()
     out = svdistill.read(tmp_path / "o.txt")
     assert not out.binary
+
+
+def test_ctrl_c_keeps_the_best_model_so_far(dnn, fixtures_dir, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import kaldiio
+    teacher, ft = dnn
+    student, _ = svdistill.compress(teacher, rank=16)
+    student.write(tmp_path / "s.nnet")
+    kaldiio.save_ark(str(tmp_path / "f.ark"), _synthetic_feats(ft, 60, 300, seed=7))
+    out = tmp_path / "o.nnet"
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "svdistill", "distill", "--teacher", str(fixtures_dir / "dnn.nnet.bin"),
+         "--feature-transform", str(fixtures_dir / "final.feature_transform"), "--max-epochs", "200",
+         "--start-halving-impr", "0", "--end-halving-impr", "0", "--learn-rate", "0.0001",
+         str(tmp_path / "s.nnet"), f"ark:{tmp_path / 'f.ark'}", str(out)],
+        stderr=subprocess.PIPE, env=env, text=True)
+    lines = []
+    try:
+        for line in proc.stderr:
+            lines.append(line)
+            if "accepted" in line:
+                proc.send_signal(signal.SIGINT)
+                break
+        _, rest = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = "".join(lines) + rest
+    assert proc.returncode == 130, err
+    assert "the best model so far (epoch" in err and "svdistill: interrupted" in err, err
+    assert "Traceback" not in err
+    got = svdistill.read(out)
+    assert [c.kind for c in got] == [c.kind for c in student]

@@ -410,6 +410,8 @@ def distill(student: ModelLike, feats: FeatsLike, *,
         the student's input unless ``binary``/``dialect`` say otherwise.
     progress : bool, optional
         Progress line on stderr (default: when stderr is a terminal).
+        Ctrl-C (KeyboardInterrupt) stops training; the best model of the finished
+        epochs is still written to ``output`` before the interrupt propagates.
     log : callable, optional
         Receives the table header and each epoch's row as they complete.
 
@@ -564,40 +566,46 @@ def distill(student: ModelLike, feats: FeatsLike, *,
     best = _snapshot(comps)
     halving = False
     stopped = f"stopped after max epochs ({max_epochs})"
-    for epoch in range(1, max_epochs + 1):
-        tr, secs = train_epoch(epoch, lr)
-        if tr["frames"] == 0:
-            raise Error(f"no training frames (minibatch size {minibatch_size}): check the features, "
-                        "labels and CV split")
-        cv = evaluate()
-        bar.close()
-        new = cv["objective"] / cv["frames"]
-        loss_prev = loss
-        accept = (new < loss or epoch <= keep_lr_epochs or epoch <= min_epochs) and math.isfinite(new)
-        if accept:
-            loss = new
-            best_epoch = epoch
-            best = _snapshot(comps)
-        else:
-            _restore(comps, best)
-            trainer.reset_optimizer()
-        epochs.append(row(epoch, lr, tr, cv, secs, accept))
-        emit(_row(epochs[-1]))
-        if epoch <= keep_lr_epochs:
-            continue
-        rel = (loss_prev - loss) / loss_prev if loss_prev > 0 else 0.0
-        if loss <= 0.0:
-            stopped = "converged: CV objective 0"
-            break
-        if halving and rel < end_halving_impr:
-            if epoch <= min_epochs:
+    interrupted = False
+    try:
+        for epoch in range(1, max_epochs + 1):
+            tr, secs = train_epoch(epoch, lr)
+            if tr["frames"] == 0:
+                raise Error(f"no training frames (minibatch size {minibatch_size}): check the features, "
+                            "labels and CV split")
+            cv = evaluate()
+            bar.close()
+            new = cv["objective"] / cv["frames"]
+            loss_prev = loss
+            accept = (new < loss or epoch <= keep_lr_epochs or epoch <= min_epochs) and math.isfinite(new)
+            if accept:
+                loss = new
+                best_epoch = epoch
+                best = _snapshot(comps)
+            else:
+                _restore(comps, best)
+                trainer.reset_optimizer()
+            epochs.append(row(epoch, lr, tr, cv, secs, accept))
+            emit(_row(epochs[-1]))
+            if epoch <= keep_lr_epochs:
                 continue
-            stopped = f"converged: relative CV improvement {rel:.2g} < {end_halving_impr:g}"
-            break
-        if rel < start_halving_impr:
-            halving = True
-        if halving:
-            lr *= halving_factor
+            rel = (loss_prev - loss) / loss_prev if loss_prev > 0 else 0.0
+            if loss <= 0.0:
+                stopped = "converged: CV objective 0"
+                break
+            if halving and rel < end_halving_impr:
+                if epoch <= min_epochs:
+                    continue
+                stopped = f"converged: relative CV improvement {rel:.2g} < {end_halving_impr:g}"
+                break
+            if rel < start_halving_impr:
+                halving = True
+            if halving:
+                lr *= halving_factor
+    except KeyboardInterrupt:  # keep what the finished epochs achieved
+        interrupted = True
+        bar.close()
+        stopped = f"interrupted in epoch {len(epochs)}"
     _restore(comps, best)
 
     result = Model(comps, binary=t_model.binary, dialect=t_model.dialect, source=t_model.source)
@@ -608,7 +616,12 @@ def distill(student: ModelLike, feats: FeatsLike, *,
                                       "tail": f"last {cv_fraction:g} of each utterance"}[data.split],
                            skipped_utterances=len(data.skipped))
     emit(report.summary())
-    if output is not None:
+    if output is not None and (best_epoch > 0 or not interrupted):
         write(result, output, binary=t_model.binary if binary is None else binary,
               dialect=t_model.dialect if dialect is None else dialect, digits=digits)
+    if interrupted:
+        if output is not None:
+            emit(f"interrupted: the best model so far (epoch {best_epoch}) was written to {output}"
+                 if best_epoch > 0 else f"interrupted before an epoch improved: {output} not written")
+        raise KeyboardInterrupt
     return result, report
