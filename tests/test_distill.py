@@ -564,3 +564,22 @@ def test_ctrl_c_keeps_the_best_model_so_far(dnn, fixtures_dir, tmp_path):
     assert "Traceback" not in err
     got = svdistill.read(out)
     assert [c.kind for c in got] == [c.kind for c in student]
+
+
+def test_scp_ark_and_dict_inputs_train_the_same_model(dnn, tmp_path):
+    import kaldiio
+    teacher, ft = dnn
+    student, _ = svdistill.compress(teacher, rank=16)
+    feats = _synthetic_feats(ft, 30, 60, seed=8)
+    kaldiio.save_ark(str(tmp_path / "f.ark"), feats, scp=str(tmp_path / "f.scp"))
+    kw = dict(teachers=teacher, feature_transform=ft, max_epochs=2, minibatch_size=64, cv_fraction=0.2)
+    models = [distill(student, src, **kw)[0] for src in
+              (feats, f"scp:{tmp_path / 'f.scp'}", f"ark:{tmp_path / 'f.ark'}")]
+    for m in models[1:]:
+        for x, y in zip(models[0].components, m.components):
+            if x.weight is not None:
+                assert np.array_equal(x.weight, y.weight)
+    # An scp entry whose archive is gone: a clear error naming the utterance.
+    (tmp_path / "g.scp").write_text((tmp_path / "f.scp").read_text().replace("f.ark", "missing.ark"))
+    with pytest.raises(svdistill.Error, match="utterance s8u00"):
+        distill(student, f"scp:{tmp_path / 'g.scp'}", **kw)

@@ -25,6 +25,7 @@ import dataclasses
 import math
 import sys
 import time
+import warnings
 import zlib
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -165,6 +166,40 @@ class _Source:
                         f"got {type(feats).__name__}")
         self.feats = feats
 
+    def _scp_file(self) -> Optional[str]:
+        """The path of a plain ``scp:FILE`` rspecifier (not a command), else None."""
+        if not isinstance(self.feats, str) or ":" not in self.feats:
+            return None
+        kind, path = self.feats.split(":", 1)
+        if kind.split(",")[0].strip() != "scp" or path.rstrip().endswith("|"):
+            return None
+        return path
+
+    def items(self) -> Iterator[Tuple[str, Callable[[], np.ndarray]]]:
+        """(key, load) pairs: from an scp file, a matrix is read only when load() is called."""
+        scp = self._scp_file()
+        if scp is None:
+            for k, v in self:
+                yield k, (lambda v=v: v)
+            return
+        import kaldiio
+        try:
+            table = kaldiio.load_scp(scp)
+            keys = list(table.keys())
+        except (OSError, ValueError, RuntimeError, EOFError) as e:
+            raise Error(f"{self.feats}: cannot read the scp: {e}") from None
+
+        def load(k: str) -> np.ndarray:
+            try:
+                with warnings.catch_warnings():  # kaldiio warns before it raises: one message is enough
+                    warnings.simplefilter("ignore")
+                    return np.asarray(table[k], dtype=np.float32)
+            except (OSError, ValueError, RuntimeError, EOFError) as e:
+                raise Error(f"{self.feats}: utterance {k}: cannot read features: {e}") from None
+
+        for k in keys:
+            yield k, (lambda k=k: load(k))
+
     def __iter__(self) -> Iterator[Tuple[str, np.ndarray]]:
         if isinstance(self.feats, str):
             yield from iter_archive(self.feats)
@@ -257,13 +292,14 @@ class _Data:
                 if got is not None:
                     yield got
             return
-        for key, mat in self.train:
+        # Hash split: the key decides before anything is read (an scp loads only what it needs).
+        for key, load in self.train.items():
             if self.split == "hash":
                 if _cv_by_hash(key, self.cv_fraction) != (part == "cv"):
                     continue
-                got = self._prepare(key, mat, self.labels, "features")
+                got = self._prepare(key, load(), self.labels, "features")
             else:
-                got = self._prepare(key, mat, self.labels, "features")
+                got = self._prepare(key, load(), self.labels, "features")
                 if got is not None:
                     x, lab = got
                     n_cv = int(round(len(x) * self.cv_fraction))
@@ -284,7 +320,7 @@ class _Data:
         if self.split != "hash":
             return
         n_cv = n_tr = 0
-        for key, _ in self.train:
+        for key, _ in self.train.items():
             if _cv_by_hash(key, self.cv_fraction):
                 n_cv += 1
             else:

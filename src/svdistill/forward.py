@@ -153,7 +153,14 @@ def iter_archive(rspecifier: str) -> Iterator[Tuple[str, np.ndarray]]:
     import kaldiio
     try:
         with kaldiio.ReadHelper(rspecifier) as reader:
-            for key, mat in reader:
+            it = iter(reader)
+            while True:
+                with warnings.catch_warnings():  # kaldiio warns before it raises: one message is enough
+                    warnings.simplefilter("ignore", UserWarning)
+                    try:
+                        key, mat = next(it)
+                    except StopIteration:
+                        return
                 yield key, np.asarray(mat, dtype=np.float32)
     except (OSError, ValueError, RuntimeError, EOFError) as e:
         raise Error(f"{rspecifier}: cannot read features: {e}") from None
