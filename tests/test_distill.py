@@ -409,10 +409,11 @@ def test_labels_with_teacher_mix_and_length_tolerance(dnn):
                      max_epochs=1, cv_fraction=0.3, minibatch_size=32)
     assert rep.hard_weight == pytest.approx(0.1)
     assert rep.epochs[1].train_accuracy is not None
+    assert rep.unlabelled_utterances == 2 and "2 utterances without usable labels" in rep.summary()
     # Without a teacher, utterances without usable labels are skipped.
     _, rep2 = distill(student, feats, feature_transform=ft, labels=labels, max_epochs=1, cv_fraction=0.3,
                       minibatch_size=32)
-    assert rep2.skipped_utterances == 2
+    assert rep2.skipped_utterances == 2 and "2 utterances skipped" in rep2.summary()
 
 
 def test_tail_split_when_hashing_leaves_cv_empty(dnn):
@@ -455,7 +456,9 @@ def _tiny_student(rng):
     ("hard_no_labels", "needs labels"),
     ("frozen", "nothing to train"),
     ("stdin", "stdin cannot be read twice"),
-    ("label_range", "outside the student's 3 outputs"),
+    ("label_range", "pdf id 3 is outside the student's 3 outputs"),
+    ("label_negative", "pdf id -2 is outside"),
+    ("label_float", "expected integer pdf ids"),
     ("feat_dims", "features have 7 dims"),
 ])
 def test_errors_are_clear(case, message):
@@ -487,6 +490,10 @@ def test_errors_are_clear(case, message):
         feats = "ark:-"
     elif case == "label_range":
         kw["labels"] = {k: np.full(20, 3) for k in feats}
+    elif case == "label_negative":
+        kw["labels"] = {k: np.full(20, -2) for k in feats}
+    elif case == "label_float":
+        kw["labels"] = {k: np.full(20, 1.0) for k in feats}
     elif case == "feat_dims":
         feats = {f"u{i}": rng.normal(size=(20, 7)).astype(np.float32) for i in range(10)}
     with pytest.raises(svdistill.Error, match=message):

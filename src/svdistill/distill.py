@@ -86,6 +86,7 @@ class DistillReport:
     cv_frames: int
     cv_source: str
     skipped_utterances: int = 0
+    unlabelled_utterances: int = 0
 
     @property
     def initial(self) -> EpochReport:
@@ -113,7 +114,14 @@ class DistillReport:
             parts.append(f"agreement {i.cv_agreement:.2%} -> {b.cv_agreement:.2%}")
         if b.cv_accuracy is not None:
             parts.append(f"accuracy {i.cv_accuracy:.2%} -> {b.cv_accuracy:.2%}")
-        return "; ".join(parts) + f" ({self.stopped})"
+        text = "; ".join(parts) + f" ({self.stopped})"
+        if self.skipped_utterances:
+            text += f"\n{self.skipped_utterances} utterances skipped: no labels, or labels more than " \
+                    f"{LENGTH_TOLERANCE} frames longer or shorter than the features"
+        if self.unlabelled_utterances:
+            text += f"\n{self.unlabelled_utterances} utterances without usable labels: trained on the " \
+                    "soft targets alone"
+        return text
 
 
 def _pct(x: Optional[float]) -> str:
@@ -216,10 +224,16 @@ class _Source:
 def _load_labels(labels: Optional[LabelsLike], what: str) -> Optional[Dict[str, np.ndarray]]:
     if labels is None:
         return None
+    def ints(key: str, v) -> np.ndarray:
+        a = np.asarray(v).reshape(-1)
+        if a.size and not np.issubdtype(a.dtype, np.integer):
+            raise Error(f"{what}: utterance {key}: expected integer pdf ids, got {a.dtype}")
+        return a
+
     if isinstance(labels, np.ndarray):
-        return {"array": np.asarray(labels, dtype=np.int64).reshape(-1)}
+        return {"array": ints("array", labels)}
     if isinstance(labels, Mapping):
-        return {str(k): np.asarray(v, dtype=np.int64).reshape(-1) for k, v in labels.items()}
+        return {str(k): ints(str(k), v) for k, v in labels.items()}
     if not isinstance(labels, str):
         raise Error(f"{what}: expected an alignment rspecifier, a dict or an array")
     import kaldiio
@@ -231,7 +245,7 @@ def _load_labels(labels: Optional[LabelsLike], what: str) -> Optional[Dict[str, 
                 if a.ndim != 1 or not np.issubdtype(a.dtype, np.integer):
                     raise Error(f"{labels}: utterance {key}: expected an integer vector of pdf ids "
                                 f"(ali-to-pdf output), got {a.dtype} with shape {a.shape}")
-                out[key] = a.astype(np.int64)
+                out[key] = a  # kept as read (int32: 4 bytes per frame in memory)
     except Error:
         raise
     except (OSError, ValueError, RuntimeError, EOFError) as e:
@@ -256,7 +270,8 @@ class _Data:
         # "hash": whole utterances by key; "tail": the last cv_fraction of every
         # utterance (when hashing leaves either side empty).
         self.split = "cv-feats" if cv is not None else "hash"
-        self.skipped: set = set()
+        self.skipped: set = set()     # no usable labels, no teacher: left out
+        self.unlabelled: set = set()  # no usable labels, a teacher: trained on soft targets only
 
     def _prepare(self, key: str, mat: np.ndarray, labels: Optional[Dict[str, np.ndarray]],
                  what: str) -> Optional[Tuple[np.ndarray, Optional[np.ndarray]]]:
@@ -275,12 +290,14 @@ class _Data:
                 if self.need_labels:
                     self.skipped.add(key)
                     return None
+                self.unlabelled.add(key)
                 lab = np.full(len(mat), -1, dtype=np.int32)
             else:
                 n = min(len(ali), len(mat))
                 mat = mat[:n]
-                if n and (ali[:n].min() < 0 or ali[:n].max() >= self.output_dim):
-                    raise Error(f"labels: utterance {key}: pdf id {int(ali[:n].max())} is outside the "
+                lo, hi = (int(ali[:n].min()), int(ali[:n].max())) if n else (0, 0)
+                if lo < 0 or hi >= self.output_dim:
+                    raise Error(f"labels: utterance {key}: pdf id {lo if lo < 0 else hi} is outside the "
                                 f"student's {self.output_dim} outputs")
                 lab = ali[:n].astype(np.int32)
         return mat, lab
@@ -650,7 +667,7 @@ def distill(student: ModelLike, feats: FeatsLike, *,
                            teachers=len(teacher_list), cv_frames=int(cv0["frames"]),
                            cv_source={"cv-feats": "--cv-feats", "hash": f"{cv_fraction:g} of the utterances",
                                       "tail": f"last {cv_fraction:g} of each utterance"}[data.split],
-                           skipped_utterances=len(data.skipped))
+                           skipped_utterances=len(data.skipped), unlabelled_utterances=len(data.unlabelled))
     emit(report.summary())
     if output is not None and (best_epoch > 0 or not interrupted):
         write(result, output, binary=t_model.binary if binary is None else binary,
