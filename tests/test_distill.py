@@ -459,6 +459,7 @@ def _tiny_student(rng):
     ("label_range", "pdf id 3 is outside the student's 3 outputs"),
     ("label_negative", "pdf id -2 is outside"),
     ("label_float", "expected integer pdf ids"),
+    ("seed", "seed must be a non-negative integer"),
     ("feat_dims", "features have 7 dims"),
 ])
 def test_errors_are_clear(case, message):
@@ -492,6 +493,8 @@ def test_errors_are_clear(case, message):
         kw["labels"] = {k: np.full(20, 3) for k in feats}
     elif case == "label_negative":
         kw["labels"] = {k: np.full(20, -2) for k in feats}
+    elif case == "seed":
+        kw["seed"] = -1
     elif case == "label_float":
         kw["labels"] = {k: np.full(20, 1.0) for k in feats}
     elif case == "feat_dims":

@@ -499,6 +499,8 @@ def distill(student: ModelLike, feats: FeatsLike, *,
         raise Error(f"momentum must be in [0, 1), got {momentum}")
     if not 0.0 < halving_factor < 1.0:
         raise Error(f"halving factor must be in (0, 1), got {halving_factor}")
+    if int(seed) != seed or seed < 0:
+        raise Error(f"seed must be a non-negative integer, got {seed}")
     if cv_feats is None and not 0.0 < cv_fraction < 1.0:
         raise Error(f"cv fraction must be in (0, 1), got {cv_fraction}")
     randomizer_size = max(randomizer_size, minibatch_size)
