@@ -395,6 +395,31 @@ def test_label_training_learns_a_separable_problem():
     assert rep.hard_weight == 1.0 and rep.teachers == 0
 
 
+def test_divergence_halves_the_learning_rate_and_goes_on():
+    rng = _rng(12)
+    centers = rng.normal(0, 3, (4, 10))
+    feats, labels = {}, {}
+    for u in range(40):
+        y = rng.integers(0, 4, 40)
+        feats[f"u{u}"] = (centers[y] + rng.normal(size=(40, 10))).astype(np.float32)
+        labels[f"u{u}"] = y
+    model = Model([_affine(rng, 10, 64, scale=0.3), Component.activation("Sigmoid", 64),
+                   _affine(rng, 64, 4, scale=0.3), Component.activation("Softmax", 4)])
+    lines = []
+    out, rep = distill(model, feats, labels=labels, minibatch_size=32, learn_rate=20.0, max_epochs=4,
+                       log=lines.append)
+    diverged = [e for e in rep.epochs if e.diverged]
+    assert diverged and all(b.learn_rate == a.learn_rate / 2 for a, b in zip(rep.epochs[1:], rep.epochs[2:])
+                            if a.diverged)
+    assert sum(1 for e in rep.epochs[1:] if not e.diverged) == 4  # diverged epochs do not count
+    assert rep.best.cv_accuracy > 0.9
+    assert any(line.rstrip().endswith("diverged") for line in lines)
+    # Non-finite outputs from the start: a clear error, not a schedule of nans.
+    bad = {k: np.full_like(v, np.nan) for k, v in feats.items()}
+    with pytest.raises(svdistill.Error, match="initial cross-validation objective"):
+        distill(model, bad, labels=labels)
+
+
 def test_labels_with_teacher_mix_and_length_tolerance(dnn):
     teacher, ft = dnn
     student, _ = svdistill.compress(teacher, rank=16)
@@ -593,3 +618,35 @@ def test_scp_ark_and_dict_inputs_train_the_same_model(dnn, tmp_path):
     (tmp_path / "g.scp").write_text((tmp_path / "f.scp").read_text().replace("f.ark", "missing.ark"))
     with pytest.raises(svdistill.Error, match="utterance s8u00"):
         distill(student, f"scp:{tmp_path / 'g.scp'}", **kw)
+
+
+@pytest.mark.slow
+def test_distill_a_large_generated_model(tmp_path, run_cli):
+    """A 440-1024x3-3000 model from ../shared/bench/gen_nnet.py (realistic spectra, Kaldi
+    text), compressed to rank 128 and distilled for two epochs through the CLI."""
+    import subprocess
+    import sys
+
+    import kaldiio
+    from conftest import BENCH
+    gen = BENCH / "gen_nnet.py"
+    if not gen.is_file():
+        pytest.skip(f"{gen} not found (clone ../shared beside the checkout)")
+    model = tmp_path / "big.nnet"
+    subprocess.run([sys.executable, str(gen), "--dims", "440,1024,1024,1024,3000", "--style", "kaldi",
+                    "--seed", "3", "--out", str(model)], check=True, capture_output=True)
+    teacher = svdistill.read(model)
+    svdistill.compress(teacher, rank=128, output=tmp_path / "small.nnet")
+    student = svdistill.read(tmp_path / "small.nnet")
+    rng = _rng(11)
+    feats = {f"u{i:03d}": rng.normal(size=(200, 440)).astype(np.float32) for i in range(100)}
+    kaldiio.save_ark(str(tmp_path / "f.ark"), feats, scp=str(tmp_path / "f.scp"))
+    proc = run_cli("distill", "--teacher", model, "--max-epochs", "2", "--report", tmp_path / "r.json",
+                   tmp_path / "small.nnet", f"scp:{tmp_path / 'f.scp'}", tmp_path / "out.nnet", timeout=900)
+    assert proc.returncode == 0, proc.stderr.decode()
+    report = json.loads((tmp_path / "r.json").read_text())
+    first, best = report["epochs"][0], report["epochs"][report["best_epoch"]]
+    assert report["best_epoch"] >= 1
+    assert best["cv_kl"] < 0.8 * first["cv_kl"], (first, best)
+    out = svdistill.read(tmp_path / "out.nnet")
+    assert not out.binary and out.num_params == student.num_params

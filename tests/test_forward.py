@@ -845,3 +845,18 @@ def test_cli_garbage_feature_archive_is_one_error_line(fx, tmp_path, run_cli, cl
     g = write_text(tmp_path / "g.ark", "garbage")
     p = run_cli("forward", fx / "tiny_mlp.nnet.bin", f"ark:{g}", f"ark:{tmp_path / 'o.ark'}")
     clean_cli_error(p, "g.ark")
+
+
+def test_nan_input_gives_nan_output_not_a_silent_answer():
+    """exp clamps its argument for speed; a nan must still come out as a nan."""
+    rng = np.random.default_rng(3)
+    for act in ("Sigmoid", "Tanh"):
+        m = svdistill.Model([svdistill.Component.affine(rng.normal(size=(6, 5)).astype(np.float32)),
+                             svdistill.Component.activation(act, 6),
+                             svdistill.Component.affine(rng.normal(size=(4, 6)).astype(np.float32)),
+                             svdistill.Component.activation("Softmax", 4)])
+        x = rng.normal(size=(3, 5)).astype(np.float32)
+        x[1, 2] = np.nan
+        y = svdistill.forward(m, x)
+        assert np.isnan(y[1]).all()
+        assert np.isfinite(y[[0, 2]]).all()

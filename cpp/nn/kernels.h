@@ -23,7 +23,8 @@ namespace svd {
 // polynomial on the remainder. Below -86 it returns exp(-86) = 4.5e-38: never
 // a denormal (denormal arithmetic is 100x slower on x86).
 inline float fast_exp(float x) {
-  x = std::min(88.0f, std::max(-86.0f, x));
+  x = x > 88.0f ? 88.0f : x;  // written so that a nan stays a nan (std::min/max would clamp it)
+  x = x < -86.0f ? -86.0f : x;
   const float t = x * 1.44269504088896341f;
   const float fi = (t + 12582912.f) - 12582912.f;  // round to nearest, SSE2-friendly
   const float f = x - fi * 0.693145751953125f - fi * 1.428606765330187045e-06f;

@@ -52,7 +52,9 @@ class EpochReport:
     + a CE(labels) (its KL form: the teacher's entropy is left out, so 0 means
     a perfect match). ``kl`` is KL(teacher || student) at temperature 1, as
     ``svdistill compare`` reports it. Agreement is top-1 agreement with the
-    teacher, accuracy is against the labels (None without them).
+    teacher, accuracy is against the labels (None without them). A ``diverged``
+    epoch was abandoned when its training objective blew up (its CV figures are
+    nan); training went on from the best model at half the learning rate.
     """
 
     epoch: int
@@ -67,6 +69,7 @@ class EpochReport:
     train_frames: int
     seconds: float
     accepted: Optional[bool]
+    diverged: bool = False
 
     @property
     def frames_per_second(self) -> Optional[float]:
@@ -139,9 +142,11 @@ def _header() -> str:
 
 def _row(e: EpochReport) -> str:
     fps = e.frames_per_second
-    result = "initial" if e.accepted is None else ("accepted" if e.accepted else "rejected")
+    result = ("diverged" if e.diverged else "initial" if e.accepted is None
+              else "accepted" if e.accepted else "rejected")
     return (f"{e.epoch:>5} {e.learn_rate:>9.3g} {_num(e.train_objective):>10} {_pct(e.train_agreement):>9} "
-            f"{_pct(e.train_accuracy):>9} {e.cv_objective:>9.4f} {_num(e.cv_kl):>8} "
+            f"{_pct(e.train_accuracy):>9} {'-' if e.diverged else format(e.cv_objective, '.4f'):>9} "
+            f"{_num(e.cv_kl):>8} "
             f"{_pct(e.cv_agreement):>8} {_pct(e.cv_accuracy):>8} "
             f"{'-' if fps is None else f'{fps:,.0f}':>9}  {result}")
 
@@ -369,6 +374,19 @@ class _Progress:
             sys.stderr.flush()
 
 
+class _Diverged(Exception):
+    """The training objective blew up in the middle of an epoch."""
+
+
+#: An epoch is abandoned when the training objective per frame, averaged over the last
+#: DIVERGE_WINDOW minibatches, exceeds DIVERGE_FACTOR x the initial CV objective (or is
+#: not finite): far beyond minibatch noise, and caught within a few minibatches.
+DIVERGE_FACTOR = 10.0
+DIVERGE_WINDOW = 4
+#: How many times the learning rate may be halved on divergence before giving up.
+MAX_DIVERGENCES = 10
+
+
 def _stats_zero() -> Dict[str, float]:
     return {"frames": 0, "objective": 0.0, "kl_t": 0.0, "kl": 0.0, "hard_ce": 0.0, "agree": 0,
             "blocks": 0, "correct": 0, "labelled": 0}
@@ -558,9 +576,10 @@ def distill(student: ModelLike, feats: FeatsLike, *,
 
     rng_seed = int(seed)
 
-    def train_epoch(epoch: int, lr: float) -> Tuple[Dict[str, float], float]:
+    def train_epoch(epoch: int, lr: float, limit: float) -> Tuple[Dict[str, float], float]:
         rng = np.random.default_rng([rng_seed, epoch])
         total = _stats_zero()
+        recent: List[float] = []
         buf_x: List[np.ndarray] = []
         buf_y: List[Optional[np.ndarray]] = []
         n = 0
@@ -579,7 +598,13 @@ def distill(student: ModelLike, feats: FeatsLike, *,
             nb = len(x) // minibatch_size
             for b in range(nb):
                 idx = perm[b * minibatch_size:(b + 1) * minibatch_size]
-                _accumulate(total, trainer.train(x[idx], None if y is None else y[idx], **opt))
+                st = trainer.train(x[idx], None if y is None else y[idx], **opt)
+                _accumulate(total, st)
+                recent.append(st["objective"] / max(st["frames"], 1))
+                del recent[:-DIVERGE_WINDOW]
+                if not math.isfinite(recent[-1]) or (len(recent) == DIVERGE_WINDOW and
+                                                     sum(recent) / DIVERGE_WINDOW > limit):
+                    raise _Diverged()
                 if b % 16 == 0:
                     bar.update(f"epoch {epoch}", total["frames"], t0)
             rest = perm[nb * minibatch_size:]
@@ -621,10 +646,36 @@ def distill(student: ModelLike, feats: FeatsLike, *,
     best = _snapshot(comps)
     halving = False
     stopped = f"stopped after max epochs ({max_epochs})"
+    if not math.isfinite(loss):
+        raise Error(f"the initial cross-validation objective is {loss}: non-finite network outputs "
+                    "(check the features and the feature transform)")
     interrupted = False
+    limit = DIVERGE_FACTOR * max(loss, 1e-2)
+    divergences = 0
+    epoch = completed = 0
     try:
-        for epoch in range(1, max_epochs + 1):
-            tr, secs = train_epoch(epoch, lr)
+        while completed < max_epochs:  # diverged epochs cost a few minibatches and do not count
+            epoch += 1
+            try:
+                tr, secs = train_epoch(epoch, lr, limit)
+            except _Diverged:
+                # Back to the best model, half the learning rate, and on: the stopping
+                # rule does not count this epoch (newbob would read it as convergence).
+                bar.close()
+                _restore(comps, best)
+                trainer.reset_optimizer()
+                nan = float("nan")
+                epochs.append(EpochReport(epoch, lr, None, None, None, nan, None, None, None, 0, 0.0,
+                                          accepted=False, diverged=True))
+                emit(_row(epochs[-1]))
+                divergences += 1
+                if divergences > MAX_DIVERGENCES:
+                    raise Error(f"training diverges even at learning rate {lr:g} ({divergences} times "
+                                f"from {learn_rate:g}): check the features and the feature transform, "
+                                "or lower --learn-rate") from None
+                lr *= 0.5
+                continue
+            completed += 1
             if tr["frames"] == 0:
                 raise Error(f"no training frames (minibatch size {minibatch_size}): check the features, "
                             "labels and CV split")
@@ -632,7 +683,7 @@ def distill(student: ModelLike, feats: FeatsLike, *,
             bar.close()
             new = cv["objective"] / cv["frames"]
             loss_prev = loss
-            accept = (new < loss or epoch <= keep_lr_epochs or epoch <= min_epochs) and math.isfinite(new)
+            accept = (new < loss or completed <= keep_lr_epochs or completed <= min_epochs) and math.isfinite(new)
             if accept:
                 loss = new
                 best_epoch = epoch
@@ -642,14 +693,14 @@ def distill(student: ModelLike, feats: FeatsLike, *,
                 trainer.reset_optimizer()
             epochs.append(row(epoch, lr, tr, cv, secs, accept))
             emit(_row(epochs[-1]))
-            if epoch <= keep_lr_epochs:
+            if completed <= keep_lr_epochs:
                 continue
             rel = (loss_prev - loss) / loss_prev if loss_prev > 0 else 0.0
             if loss <= 0.0:
                 stopped = "converged: CV objective 0"
                 break
             if halving and rel < end_halving_impr:
-                if epoch <= min_epochs:
+                if completed <= min_epochs:
                     continue
                 stopped = f"converged: relative CV improvement {rel:.2g} < {end_halving_impr:g}"
                 break
