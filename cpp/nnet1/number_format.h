@@ -73,6 +73,7 @@ __attribute__((always_inline)) inline ParseStatus parse_float(const char* p, con
   uint64_t m;
   int exp10 = 0;
   int n = digit_run16(q);
+  int digits = n;  // digits accumulated into m (at most 8 + 15: m may wrap; checked below)
   if (n == 0 || n > 8) {
     if (n == 0 && *q != '.') return ParseStatus::NotANumber;
     if (n > 8) return parse_float_slow(p, e, out, end);
@@ -98,6 +99,7 @@ __attribute__((always_inline)) inline ParseStatus parse_float(const char* p, con
       m = (m * 100000000ULL + eight_digits(w)) * number_detail::kPow10u[f - 8] + leading_digits(w2, f - 8);
     }
     exp10 = -f;
+    digits += f;
     q += f;
   }
   if (*q == 'e' || *q == 'E') {
@@ -113,17 +115,19 @@ __attribute__((always_inline)) inline ParseStatus parse_float(const char* p, con
       q = r + k;
     }
   }
-  if (m > (1u << 24) || exp10 < -10 || exp10 > 10 || m == 0) {
-    if (m == 0) {  // any zero: exact
+  // Up to 15 digits m < 10^15 < 2^53 is exact in a double (and cannot have wrapped).
+  if (digits > 15 || exp10 < -10 || exp10 > 10 || m == 0) {
+    if (m == 0 && digits <= 19) {  // a zero (more digits could be a wrapped m): exact
       *out = neg ? -0.f : 0.f;
       *end = q;
       return ParseStatus::Ok;
     }
     return parse_float_slow(p, e, out, end);
   }
-  // m * 10^exp10 in double is within ~2 double ulps of the exact value; float
-  // rounding of it is then exact unless it lies next to a float rounding
-  // midpoint (29 discarded bits near 1000...0), where the slow path decides.
+  // m (exact) * 10^exp10 (exact for exp10 >= 0, correctly rounded below) in
+  // double is within 2 double ulps of the exact value; float rounding of it is
+  // then exact unless it lies within 8 ulps of a float rounding midpoint (the
+  // 29 discarded bits near 1000...0), where the slow path decides.
   const double d = static_cast<double>(m) * number_detail::kPow10d[exp10 + 10];
   uint64_t bits;
   std::memcpy(&bits, &d, 8);

@@ -1,0 +1,26 @@
+"""The fast text number parser against std::from_chars (correctly rounded), in C++."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_parse_float_matches_from_chars_bit_for_bit(tmp_path):
+    cxx = shutil.which("g++") or shutil.which("clang++")
+    if cxx is None:
+        pytest.skip("no C++ compiler")
+    exe = tmp_path / "pfc"
+    build = subprocess.run([cxx, "-O2", "-std=c++17", f"-I{ROOT / 'cpp'}", str(ROOT / "fuzz" / "parse_float_check.cc"),
+                            str(ROOT / "cpp" / "nnet1" / "number_format.cc"), "-o", str(exe)],
+                           capture_output=True, text=True)
+    if build.returncode != 0 and "charconv" in build.stderr:
+        pytest.skip("the compiler's library lacks std::from_chars for float")
+    assert build.returncode == 0, build.stderr
+    run = subprocess.run([str(exe), "2000000"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "bad 0" in run.stdout
