@@ -33,6 +33,14 @@ void mirror_upper(T* g, int64_t n) {
 
 void set_threads(int n) { scipy_openblas_set_num_threads(n > 0 ? n : num_threads()); }
 
+ThreadsForWork::ThreadsForWork(double flops) : narrowed_(flops < 1e8 && num_threads() > 1) {
+  if (narrowed_) set_threads(1);
+}
+
+ThreadsForWork::~ThreadsForWork() {
+  if (narrowed_) set_threads(0);
+}
+
 std::string core_name() {
   const char* c = scipy_openblas_get_corename();
   return c ? c : "unknown";

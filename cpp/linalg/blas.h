@@ -42,6 +42,19 @@ bool dsyevd_vectors(double* a, int64_t n, double* w);
 
 // Threads OpenBLAS may use for the next calls (0 = the core's setting).
 void set_threads(int n);
+
+// Small jobs (under 1e8 flops in all) run BLAS on one thread while this lives:
+// the hand-offs between threads cost more than they save.
+class ThreadsForWork {
+ public:
+  explicit ThreadsForWork(double flops);
+  ~ThreadsForWork();
+  ThreadsForWork(const ThreadsForWork&) = delete;
+  ThreadsForWork& operator=(const ThreadsForWork&) = delete;
+
+ private:
+  bool narrowed_;
+};
 std::string core_name();  // the kernel OpenBLAS picked, e.g. "Haswell"
 
 }  // namespace blas

@@ -24,17 +24,6 @@ void fix_signs(MatF& u, MatF& vt) {
   }
 }
 
-// Small problems run BLAS on one thread: the hand-offs cost more than they save.
-struct ThreadsForWork {
-  explicit ThreadsForWork(double flops) : narrowed(flops < 1e8 && num_threads() > 1) {
-    if (narrowed) blas::set_threads(1);
-  }
-  ~ThreadsForWork() {
-    if (narrowed) blas::set_threads(0);
-  }
-  bool narrowed;
-};
-
 
 // One Cholesky-QR pass: Y <- Y R^{-1} with R from the Gram matrix. BLAS-3
 // only, so much faster than Householder on tall-skinny blocks; refused when
@@ -196,7 +185,7 @@ double frobenius_sq(const float* a, int64_t n) {
 
 SvdResult exact_svd(const float* a, int64_t m, int64_t n, int64_t k) {
   check_rank(k, m, n);
-  ThreadsForWork threads(4.0 * m * n * std::min(m, n));
+  blas::ThreadsForWork threads(4.0 * m * n * std::min(m, n));
   const int64_t r = std::min(m, n);
   MatD ad = Eigen::Map<const MatF>(a, m, n).cast<double>();
   MatD u(m, r), vt(r, n);
@@ -223,7 +212,7 @@ SvdResult randomized_svd(const float* a, int64_t m, int64_t n, int64_t k, const 
   }
   const int64_t p = opt.oversamples >= 0 ? opt.oversamples : default_oversamples(k);
   const int q = opt.n_iter >= 0 ? opt.n_iter : kDefaultIter;
-  ThreadsForWork threads(2.0 * m * n * (k + p) * (2 * q + 2));
+  blas::ThreadsForWork threads(2.0 * m * n * (k + p) * (2 * q + 2));
   return sketch_svd(a, m, n, k + p, k, q, opt.seed, total);
 }
 
@@ -234,7 +223,7 @@ SvdResult adaptive_energy_svd(const float* a, int64_t m, int64_t n, double energ
   const int64_t r = std::min(m, n);
   const int q = opt.n_iter >= 0 ? opt.n_iter : kDefaultIter;
   int64_t l = std::min<int64_t>(r, 128);
-  ThreadsForWork threads(2.0 * m * n * l * (2 * q + 2));
+  blas::ThreadsForWork threads(2.0 * m * n * l * (2 * q + 2));
   for (;;) {
     const int64_t guard = opt.oversamples >= 0 ? opt.oversamples : std::max<int64_t>(16, l / 8);
     SvdResult full = sketch_svd(a, m, n, l, l, q, opt.seed, total);

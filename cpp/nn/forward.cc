@@ -80,7 +80,11 @@ Network::Network(std::vector<std::shared_ptr<Component>> components, size_t tran
     input_dim_ = comps_.front()->input_dim;
     output_dim_ = comps_.back()->output_dim;
   }
-  for (const auto& c : comps_) max_dim_ = std::max<int64_t>(max_dim_, std::max(c->input_dim, c->output_dim));
+  for (const auto& c : comps_) {
+    max_dim_ = std::max<int64_t>(max_dim_, std::max(c->input_dim, c->output_dim));
+    if (c->kind == Kind::AffineTransform || c->kind == Kind::LinearTransform)
+      weights_ += static_cast<double>(c->input_dim) * c->output_dim;
+  }
 }
 
 void Network::run(const Component& c, const float* x, int64_t T, float* y) {
@@ -207,6 +211,7 @@ void Network::forward_into(const float* in, int64_t frames, size_t upto, MatF& r
   const size_t need = static_cast<size_t>(frames * max_dim_);
   if (upto > 1 && a.size() < need) a.resize(need);
   if (upto > 2 && b.size() < need) b.resize(need);
+  blas::ThreadsForWork threads(2.0 * static_cast<double>(frames) * weights_);
   const float* x = in;
   for (size_t i = 0; i < upto; ++i) {
     float* y = i + 1 == upto ? result.data() : (i % 2 == 0 ? a.data() : b.data());

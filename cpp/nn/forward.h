@@ -50,6 +50,9 @@ class Network {
   std::vector<std::shared_ptr<Component>> comps_;
   size_t transform_count_ = 0;
   int64_t input_dim_ = 0, output_dim_ = 0, max_dim_ = 0;
+  double weights_ = 0;  // weight-matrix entries: the GEMM work per frame, halved
+ public:
+  double weights() const { return weights_; }
 };
 
 // Elementwise kernels, exposed for the training code (y may equal x).

@@ -59,7 +59,7 @@ inline float sum_floats(const float* p, int64_t n) {
 template <class F>
 inline void for_rows(int64_t rows, int64_t cols, F&& f) {
   const int64_t work = rows * std::max<int64_t>(cols, 1);
-  const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(num_threads(), work >> 15));
+  const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(num_threads(), work >> 17));
   parallel_for(blocks, [&](int64_t b) { f(rows * b / blocks, rows * (b + 1) / blocks); });
 }
 

@@ -107,6 +107,11 @@ Trainer::Trainer(std::vector<std::shared_ptr<Component>> student,
                     " <Splice>: frames are shuffled, so splicing belongs in the feature transform");
   }
 
+  for (const auto& c : comps_)
+    if (c->kind == Kind::AffineTransform || c->kind == Kind::LinearTransform)
+      student_weights_ += static_cast<double>(c->input_dim) * c->output_dim;
+  for (const auto& t : teachers_) teacher_weights_ += t->weights();
+
   first_slot_.assign(n, -1);
   lowest_trainable_ = n - 1;
   auto add = [&](size_t i, int param, const char* coef_token, float fallback, bool momentum, bool decay) {
@@ -219,7 +224,7 @@ BatchStats Trainer::loss(int64_t T, const int32_t* labels, const LossOptions& lo
   const MatF& Q1 = (want_kl1 && temp != 1.f) ? q1_ : q_;
   if (want_grad) g_.resize(T, D);
 
-  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(num_threads(), (T * D) >> 15));
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(num_threads(), (T * D) >> 17));
   std::vector<BatchStats> part(static_cast<size_t>(chunks));
   parallel_for(chunks, [&](int64_t ch) {
     BatchStats& st = part[static_cast<size_t>(ch)];
@@ -447,6 +452,7 @@ void Trainer::backward(const float* x, int64_t T, Mode mode, const OptimizerOpti
 BatchStats Trainer::train(const float* x, int64_t T, const int32_t* labels, const OptimizerOptions& opt,
                           const LossOptions& lo) {
   if (T <= 0) return {};
+  blas::ThreadsForWork threads(2.0 * static_cast<double>(T) * (3 * student_weights_ + teacher_weights_));
   forward(x, T);
   if (!teachers_.empty()) teacher_logits(x, T);
   BatchStats st = loss(T, labels, lo, !slots_.empty(), false);
@@ -459,6 +465,7 @@ BatchStats Trainer::train(const float* x, int64_t T, const int32_t* labels, cons
 
 BatchStats Trainer::evaluate(const float* x, int64_t T, const int32_t* labels, const LossOptions& lo) {
   if (T <= 0) return {};
+  blas::ThreadsForWork threads(2.0 * static_cast<double>(T) * (student_weights_ + teacher_weights_));
   forward(x, T);
   if (!teachers_.empty()) teacher_logits(x, T);
   return loss(T, labels, lo, false, true);

@@ -101,6 +101,7 @@ class Trainer {
   size_t lowest_trainable_ = 0;  // components below it need no input gradient
   int64_t input_dim_ = 0, output_dim_ = 0;
   int64_t adam_step_ = 0;
+  double student_weights_ = 0, teacher_weights_ = 0;  // weight entries: GEMM work per frame, halved
 
   std::vector<MatF> outs_;        // outputs of components 0 .. n-2 (the last is the logits)
   std::vector<MatF> tlogits_;     // per teacher
