@@ -1,5 +1,4 @@
 // Binary-encoding half of ModelReader: Kaldi binary (\0B) models.
-#include <sys/mman.h>
 
 #include <cmath>
 #include <cstring>
@@ -13,19 +12,6 @@ namespace svd {
 using namespace reader_detail;
 
 namespace {
-// Maps a fresh destination's pages in one call instead of one fault per page.
-void prefault_for_write(void* p, size_t bytes) {
-#ifdef MADV_POPULATE_WRITE
-  if (bytes < (1 << 22)) return;
-  const uintptr_t page = 4096;
-  uintptr_t a = (reinterpret_cast<uintptr_t>(p) + page - 1) & ~(page - 1);
-  uintptr_t e = (reinterpret_cast<uintptr_t>(p) + bytes) & ~(page - 1);
-  if (e > a) ::madvise(reinterpret_cast<void*>(a), e - a, MADV_POPULATE_WRITE);  // best effort
-#else
-  (void)p;
-  (void)bytes;
-#endif
-}
 // 1 if the float32 data hold a nan or inf (exponent bits all set), else 0.
 int any_nonfinite(const char* p, size_t bytes) {
   uint32_t bad = 0;
@@ -123,10 +109,6 @@ void ModelReader::bin_block(FloatBlock* b, bool matrix, int64_t rows, int64_t co
     if (scanner_.remaining_hint() >= 0) {
       b->data.resize(static_cast<size_t>(n));
       const size_t bytes = static_cast<size_t>(n) * 4;
-      if (bytes < (size_t{8} << 20)) {  // else read in parallel pieces, straight from the file
-        prefault_for_write(b->data.data(), bytes);
-        scanner_.prefault(bytes);
-      }
       // The finiteness check runs on each piece while it is in cache.
       const int bad = scanner_.read_exact_chunks(reinterpret_cast<char*>(b->data.data()), bytes,
                                                  [](const char* p, size_t len) { return any_nonfinite(p, len); });

@@ -67,7 +67,8 @@ class Scanner {
   // holds what was there).
   bool read_exact(char* dst, size_t n);
   // read_exact for large blocks: a mapped regular file is read with pread in
-  // chunks spread over the core's threads; on_chunk(first, bytes) runs on each
+  // chunks spread over the core's threads (other sources in one read, with the
+  // destination's pages mapped first); on_chunk(first, bytes) runs on each
   // chunk (in the thread that read it, while it is in cache) and its results
   // are OR-ed. Returns -1 if the input ends first, else the OR.
   template <class F>
@@ -124,6 +125,10 @@ int Scanner::read_exact_chunks(char* dst, size_t n, F&& on_chunk) {
     int any = 0;
     for (int f : flags) any |= f;
     return any;
+  }
+  if (n >= 2 * kPiece) {  // one serial read: map the destination's and the source's pages first
+    populate_for_write(dst, n);
+    prefault(n);
   }
   if (!read_exact(dst, n)) return -1;
   return on_chunk(dst, n);
