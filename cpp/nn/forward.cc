@@ -184,15 +184,6 @@ void Network::run(const Component& c, const float* x, int64_t T, float* y) {
   }
 }
 
-MatF Network::propagate(const Component& c, const MatF& x) {
-  if (x.cols() != c.input_dim)
-    throw Error(std::string(kind_info(c.kind).name) + ": input has " + std::to_string(x.cols()) +
-                " columns, expected " + std::to_string(c.input_dim));
-  MatF y(x.rows(), c.output_dim);
-  run(c, x.data(), x.rows(), y.data());
-  return y;
-}
-
 void Network::forward_into(const float* in, int64_t frames, size_t upto, MatF& result) const {
   upto = std::min(upto, comps_.size());
   const int64_t out_dim = upto == 0 ? input_dim_ : comps_[upto - 1]->output_dim;

@@ -38,8 +38,8 @@ class Network {
 
   // y (T x out) = c(x (T x in)); y must not overlap x. Throws for kinds forward cannot run.
   static void run(const Component& c, const float* x, int64_t T, float* y);
-  // The same on a matrix (tests).
-  static MatF propagate(const Component& c, const MatF& in);
+  // Weight-matrix entries: half the GEMM work per frame.
+  double weights() const { return weights_; }
 
  private:
   mutable std::mutex ws_mutex_;
@@ -50,9 +50,7 @@ class Network {
   std::vector<std::shared_ptr<Component>> comps_;
   size_t transform_count_ = 0;
   int64_t input_dim_ = 0, output_dim_ = 0, max_dim_ = 0;
-  double weights_ = 0;  // weight-matrix entries: the GEMM work per frame, halved
- public:
-  double weights() const { return weights_; }
+  double weights_ = 0;
 };
 
 // Elementwise kernels, exposed for the training code (y may equal x).

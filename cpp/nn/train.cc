@@ -112,15 +112,16 @@ Trainer::Trainer(std::vector<std::shared_ptr<Component>> student,
       student_weights_ += static_cast<double>(c->input_dim) * c->output_dim;
   for (const auto& t : teachers_) teacher_weights_ += t->weights();
 
-  first_slot_.assign(n, -1);
+  slot_range_.assign(n, {0, 0});
   lowest_trainable_ = n - 1;
   auto add = [&](size_t i, int param, const char* coef_token, float fallback, bool momentum, bool decay) {
     Component& c = *comps_[i];
     const float coef = c.coef(coef_token, fallback);
     if (coef == 0.f) return;  // frozen
-    if (first_slot_[i] < 0) first_slot_[i] = static_cast<int>(slots_.size());
+    if (slot_range_[i].first == slot_range_[i].second) slot_range_[i].first = static_cast<int>(slots_.size());
     Slot s{&c, param, coef, momentum, decay, {}, {}, {}};
     slots_.push_back(std::move(s));
+    slot_range_[i].second = static_cast<int>(slots_.size());
     lowest_trainable_ = std::min(lowest_trainable_, i);
   };
   for (size_t i = 0; i + 1 < n; ++i) {
@@ -281,7 +282,6 @@ BatchStats Trainer::loss(int64_t T, const int32_t* labels, const LossOptions& lo
     }
   });
   BatchStats total;
-  total.frames = T;
   for (const BatchStats& p : part) total.add(p);
   total.frames = T;
   return total;
@@ -365,7 +365,7 @@ void Trainer::backward(const float* x, int64_t T, Mode mode, const OptimizerOpti
     const int64_t in = c.input_dim, out = c.output_dim;
     const bool need_dx = i > stop || input_grad != nullptr;
     float* dy = d->data();
-    const int fs = first_slot_[i];
+    const int s0 = slot_range_[i].first, s1 = slot_range_[i].second;  // this component's slots
     switch (c.kind) {
       case Kind::AffineTransform:
       case Kind::LinearTransform: {
@@ -375,7 +375,7 @@ void Trainer::backward(const float* x, int64_t T, Mode mode, const OptimizerOpti
           dx->resize(T, in);
           blas::sgemm(false, false, T, in, out, 1.f, dy, out, W, in, 0.f, dx->data(), in);
         }
-        for (int k = fs; k >= 0 && k < static_cast<int>(slots_.size()) && slots_[k].comp == &c; ++k) {
+        for (int k = s0; k < s1; ++k) {
           Slot& s = slots_[k];
           float beta;
           float* tgt = slot_target(s, mode, opt, &beta);
@@ -385,7 +385,7 @@ void Trainer::backward(const float* x, int64_t T, Mode mode, const OptimizerOpti
             column_sums(T, out, beta, tgt, [&](int64_t r, int64_t j) { return dy[r * out + j]; });
         }
         if (update)
-          for (int k = fs; k >= 0 && k < static_cast<int>(slots_.size()) && slots_[k].comp == &c; ++k)
+          for (int k = s0; k < s1; ++k)
             update_slot(slots_[k], T, opt,
                         slots_[k].param == 0 && c.kind == Kind::AffineTransform ? c.coef("<MaxNorm>", 0.f) : 0.f);
         if (need_dx) d = dx;
@@ -394,7 +394,7 @@ void Trainer::backward(const float* x, int64_t T, Mode mode, const OptimizerOpti
       case Kind::ParametricRelu: {
         const float* al = c.params[0].data.data();
         const float* be = c.params[1].data.data();
-        for (int k = fs; k >= 0 && k < static_cast<int>(slots_.size()) && slots_[k].comp == &c; ++k) {
+        for (int k = s0; k < s1; ++k) {
           Slot& s = slots_[k];
           float beta;
           float* tgt = slot_target(s, mode, opt, &beta);
@@ -409,7 +409,7 @@ void Trainer::backward(const float* x, int64_t T, Mode mode, const OptimizerOpti
               for (int64_t j = 0; j < out; ++j) dy[r * out + j] *= X[r * out + j] > 0.f ? al[j] : be[j];
           });
         if (update)
-          for (int k = fs; k >= 0 && k < static_cast<int>(slots_.size()) && slots_[k].comp == &c; ++k)
+          for (int k = s0; k < s1; ++k)
             update_slot(slots_[k], T, opt, 0.f);
         break;
       }
@@ -417,8 +417,8 @@ void Trainer::backward(const float* x, int64_t T, Mode mode, const OptimizerOpti
       case Kind::Rescale: {
         const bool add = c.kind == Kind::AddShift;
         const float* v = c.params[0].data.data();
-        if (fs >= 0) {
-          Slot& s = slots_[fs];
+        if (s0 < s1) {
+          Slot& s = slots_[s0];
           float beta;
           float* tgt = slot_target(s, mode, opt, &beta);
           if (add)
@@ -431,7 +431,7 @@ void Trainer::backward(const float* x, int64_t T, Mode mode, const OptimizerOpti
             for (int64_t r = a; r < e; ++r)
               for (int64_t j = 0; j < out; ++j) dy[r * out + j] *= v[j];
           });
-        if (update && fs >= 0) update_slot(slots_[fs], T, opt, 0.f);
+        if (update && s0 < s1) update_slot(slots_[s0], T, opt, 0.f);
         break;
       }
       case Kind::Sigmoid:

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "nn/forward.h"
@@ -97,7 +98,7 @@ class Trainer {
   std::vector<std::shared_ptr<Network>> teachers_;
   std::vector<int32_t> blocks_;  // softmax block widths
   std::vector<Slot> slots_;
-  std::vector<int> first_slot_;  // per component: index of its first slot, -1 if none
+  std::vector<std::pair<int, int>> slot_range_;  // per component: its slots [first, second)
   size_t lowest_trainable_ = 0;  // components below it need no input gradient
   int64_t input_dim_ = 0, output_dim_ = 0;
   int64_t adam_step_ = 0;
