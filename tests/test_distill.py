@@ -379,16 +379,22 @@ def test_best_epoch_is_returned_and_schedule_follows_newbob(dnn):
     assert tot / frames == pytest.approx(rep.best.cv_objective, rel=1e-5)
 
 
-def test_label_training_learns_a_separable_problem():
-    rng = _rng(8)
-    centers = rng.normal(0, 3, (5, 10))
+def _clusters(seed, classes, utterances, hidden):
+    """Gaussian clusters in 10 dims (40 frames per utterance) and a fresh sigmoid MLP for them."""
+    rng = _rng(seed)
+    centers = rng.normal(0, 3, (classes, 10))
     feats, labels = {}, {}
-    for u in range(60):
-        y = rng.integers(0, 5, 40)
+    for u in range(utterances):
+        y = rng.integers(0, classes, 40)
         feats[f"u{u}"] = (centers[y] + rng.normal(size=(40, 10))).astype(np.float32)
         labels[f"u{u}"] = y
-    model = Model([_affine(rng, 10, 32, scale=0.3), Component.activation("Sigmoid", 32),
-                   _affine(rng, 32, 5, scale=0.3), Component.activation("Softmax", 5)])
+    model = Model([_affine(rng, 10, hidden, scale=0.3), Component.activation("Sigmoid", hidden),
+                   _affine(rng, hidden, classes, scale=0.3), Component.activation("Softmax", classes)])
+    return feats, labels, model
+
+
+def test_label_training_learns_a_separable_problem():
+    feats, labels, model = _clusters(8, classes=5, utterances=60, hidden=32)
     out, rep = distill(model, feats, labels=labels, minibatch_size=32)
     assert rep.best.cv_accuracy > 0.95
     assert rep.initial.cv_accuracy < 0.6
@@ -396,15 +402,7 @@ def test_label_training_learns_a_separable_problem():
 
 
 def test_divergence_halves_the_learning_rate_and_goes_on():
-    rng = _rng(12)
-    centers = rng.normal(0, 3, (4, 10))
-    feats, labels = {}, {}
-    for u in range(40):
-        y = rng.integers(0, 4, 40)
-        feats[f"u{u}"] = (centers[y] + rng.normal(size=(40, 10))).astype(np.float32)
-        labels[f"u{u}"] = y
-    model = Model([_affine(rng, 10, 64, scale=0.3), Component.activation("Sigmoid", 64),
-                   _affine(rng, 64, 4, scale=0.3), Component.activation("Softmax", 4)])
+    feats, labels, model = _clusters(12, classes=4, utterances=40, hidden=64)
     lines = []
     out, rep = distill(model, feats, labels=labels, minibatch_size=32, learn_rate=20.0, max_epochs=4,
                        log=lines.append)
