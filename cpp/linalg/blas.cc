@@ -16,12 +16,6 @@ void check_dims(int64_t v) {
   if (v > 0x7fffffff) throw Error("matrix dimension exceeds the 32-bit BLAS interface");
 }
 
-// Small LAPACK calls run faster on one thread here; GEMMs use all.
-struct SingleThread {
-  SingleThread() { scipy_openblas_set_num_threads(1); }
-  ~SingleThread() { scipy_openblas_set_num_threads(num_threads()); }
-};
-
 // syrk fills the upper triangle; callers want the full symmetric matrix.
 template <class T>
 void mirror_upper(T* g, int64_t n) {
@@ -91,7 +85,7 @@ void gram_double_acc(const double* a, int64_t m, int64_t n, double* g) {
 }
 
 bool cholesky_upper(double* g, int64_t n) {
-  SingleThread one;
+  ThreadsForWork one(0);  // small LAPACK calls run faster on one thread here
   return scipy_LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'U', static_cast<lapack_int>(n), g,
                               static_cast<lapack_int>(n)) == 0;
 }
@@ -105,7 +99,7 @@ void solve_upper_right(float* y, int64_t m, int64_t n, const float* r) {
 void householder_q(float* y, int64_t m, int64_t n) {
   check_dims(m);
   std::vector<float> tau(static_cast<size_t>(n));
-  SingleThread one;
+  ThreadsForWork one(0);  // small LAPACK calls run faster on one thread here
   lapack_int info = scipy_LAPACKE_sgeqrf(LAPACK_ROW_MAJOR, static_cast<lapack_int>(m),
                                          static_cast<lapack_int>(n), y, static_cast<lapack_int>(n), tau.data());
   if (info == 0)
@@ -117,7 +111,7 @@ void householder_q(float* y, int64_t m, int64_t n) {
 void dgesdd_thin(double* a, int64_t m, int64_t n, double* u, double* s, double* vt) {
   check_dims(m);
   check_dims(n);
-  SingleThread one;
+  ThreadsForWork one(0);  // small LAPACK calls run faster on one thread here
   const int64_t r = std::min(m, n);
   lapack_int info = scipy_LAPACKE_dgesdd(LAPACK_ROW_MAJOR, 'S', static_cast<lapack_int>(m),
                                          static_cast<lapack_int>(n), a, static_cast<lapack_int>(n), s, u,
@@ -134,7 +128,7 @@ void dsyevd_values(double* a, int64_t n, double* w) {
 
 bool dsyevd_vectors(double* a, int64_t n, double* w) {
   check_dims(n);
-  SingleThread one;
+  ThreadsForWork one(0);  // small LAPACK calls run faster on one thread here
   return scipy_LAPACKE_dsyevd(LAPACK_ROW_MAJOR, 'V', 'U', static_cast<lapack_int>(n), a,
                               static_cast<lapack_int>(n), w) == 0;
 }
