@@ -275,6 +275,7 @@ class _Data:
         # "hash": whole utterances by key; "tail": the last cv_fraction of every
         # utterance (when hashing leaves either side empty).
         self.split = "cv-feats" if cv is not None else "hash"
+        self.keys = {True: 0, False: 0}  # utterances seen on the CV / training side (hash split)
         self.skipped: set = set()     # no usable labels, no teacher: left out
         self.unlabelled: set = set()  # no usable labels, a teacher: trained on soft targets only
 
@@ -315,9 +316,13 @@ class _Data:
                     yield got
             return
         # Hash split: the key decides before anything is read (an scp loads only what it needs).
+        # Every pass sees every key: it counts both sides for check_split().
+        self.keys = {True: 0, False: 0}
         for key, load in self.train.items():
             if self.split == "hash":
-                if _cv_by_hash(key, self.cv_fraction) != (part == "cv"):
+                in_cv = _cv_by_hash(key, self.cv_fraction)
+                self.keys[in_cv] += 1
+                if in_cv != (part == "cv"):
                     continue
                 got = self._prepare(key, load(), self.labels, "features")
             else:
@@ -337,18 +342,13 @@ class _Data:
     def cv_utterances(self):
         return self._iter("cv")
 
-    def check_split(self) -> None:
-        """Falls back to the per-utterance tail split when hashing leaves a side empty."""
-        if self.split != "hash":
-            return
-        n_cv = n_tr = 0
-        for key, _ in self.train.items():
-            if _cv_by_hash(key, self.cv_fraction):
-                n_cv += 1
-            else:
-                n_tr += 1
-        if n_cv == 0 or n_tr == 0:
-            self.split = "tail"
+    def check_split(self) -> bool:
+        """After a full pass: falls back to the per-utterance tail split when hashing left
+        a side empty. True if it did (the pass must then be run again)."""
+        if self.split != "hash" or (self.keys[True] and self.keys[False]):
+            return False
+        self.split = "tail"
+        return True
 
 
 # -- training ---------------------------------------------------------------
@@ -383,6 +383,7 @@ class _Diverged(Exception):
 #: not finite): far beyond minibatch noise, and caught within a few minibatches.
 DIVERGE_FACTOR = 10.0
 DIVERGE_WINDOW = 4
+NO_CV_FRAMES = "no cross-validation frames: check --cv-feats, the labels, or --cv-fraction"
 #: How many times the learning rate may be halved on divergence before giving up.
 MAX_DIVERGENCES = 10
 
@@ -541,14 +542,13 @@ def distill(student: ModelLike, feats: FeatsLike, *,
     data = _Data(_Source(feats, "features"), _Source(cv_feats, "cv-feats") if cv_feats is not None else None,
                  cv_fraction, ft, trainer.input_dim, trainer.output_dim, lab, cv_lab,
                  need_labels=not teacher_list)
-    data.check_split()
 
     loss_kw = dict(temperature=float(temperature), hard_weight=float(hard_weight),
                    average_logits=bool(average_logits))
     bar = _Progress(progress)
     emit = log or (lambda s: None)
 
-    def evaluate() -> Dict[str, float]:
+    def evaluate(allow_empty: bool = False) -> Dict[str, float]:
         total = _stats_zero()
         pending: List[Tuple[np.ndarray, Optional[np.ndarray]]] = []
         n = 0
@@ -570,8 +570,8 @@ def distill(student: ModelLike, feats: FeatsLike, *,
                 n = 0
         if pending:
             flush()
-        if total["frames"] == 0:
-            raise Error("no cross-validation frames: check --cv-feats, the labels, or --cv-fraction")
+        if total["frames"] == 0 and not allow_empty:
+            raise Error(NO_CV_FRAMES)
         return total
 
     rng_seed = int(seed)
@@ -636,7 +636,11 @@ def distill(student: ModelLike, feats: FeatsLike, *,
             train_frames=int(tr["frames"]) if tr else 0, seconds=secs, accepted=accepted)
 
     lr = float(learn_rate)
-    cv0 = evaluate()
+    cv0 = evaluate(allow_empty=True)  # also sees every key of a hash split
+    if data.check_split():
+        cv0 = evaluate()
+    elif cv0["frames"] == 0:
+        raise Error(NO_CV_FRAMES)
     bar.close()
     epochs = [row(0, lr, None, cv0, 0.0, None)]
     emit(_header())
