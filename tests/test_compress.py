@@ -298,7 +298,9 @@ def test_energy_policy(model, spectra, e, method):
         if not worth(kopt, o, n):
             assert L.rank is None
             continue
-        assert kopt <= L.rank <= kopt + 2, (L.index, L.rank, kopt)
+        # A rank whose energy falls short of e by less than float32 rounding
+        # (the core works on float32 data) counts as meeting it.
+        assert energy_k(s, e - 1e-6) <= L.rank <= kopt + 2, (L.index, L.rank, kopt)
         W = model[L.index - 1].weight.astype(np.float64)
         kept = 1 - np.linalg.norm(W - pair_product(parts[L.index])) ** 2 / np.linalg.norm(W) ** 2
         assert kept >= e - 1e-5, (L.index, kept, e)

@@ -81,6 +81,68 @@ def test_error_within_one_percent_of_optimal(realistic, shape, k, method):
         assert np.all(s <= s_ref[:k] * (1 + 1e-5))  # Ritz values never exceed the true ones
 
 
+# The randomized SVD runs its power iterations either on A ("direct") or on the
+# Gram matrix of A's smaller side ("gram"), whichever costs fewer flops; both
+# must be as accurate, whatever the shape. _core.truncated_svd can force one.
+def _randomized(A, k, route, **kw):
+    U, s, Vt, total, sketch, used = svdistill._core.truncated_svd(
+        A, k, "randomized", kw.get("oversamples", -1), kw.get("n_iter", -1), kw.get("seed", 1), route)
+    return U, s, Vt, used
+
+
+@pytest.mark.parametrize("shape", [(512, 512), (600, 300), (300, 600)], ids=lambda s: "%dx%d" % s)
+@pytest.mark.parametrize("k", [16, 128])
+@pytest.mark.parametrize("route", ["direct", "gram"])
+def test_both_sketch_routes_within_one_percent(realistic, shape, k, route):
+    W, s_ref = realistic[shape]
+    U, s, Vt, used = _randomized(W, k, route)
+    assert used == route
+    check_types(W, k, U, s, Vt)
+    err = recon_error(W, U, s, Vt) / float(np.sqrt(np.sum(s_ref[k:] ** 2)))
+    assert err <= 1.01, f"error {err:.5f}x optimal"
+    assert orth_defect(U) <= 1e-4 and orth_defect(Vt.T) <= 1e-4
+    assert np.all(s <= s_ref[:k] * (1 + 1e-5))
+    np.testing.assert_allclose(s[:4], s_ref[:4], rtol=1e-3)
+
+
+def test_gram_route_is_at_least_as_accurate(realistic):
+    """It runs one power iteration more than asked (cheap on the Gram matrix),
+    so for the same n_iter its error is no worse than the direct route's."""
+    W, s_ref = realistic[(600, 300)]
+    for q in (0, 1, 2):
+        e = {r: recon_error(W, *_randomized(W, 64, r, n_iter=q, oversamples=8)[:3]) for r in ("direct", "gram")}
+        assert e["gram"] <= e["direct"] * 1.0005, (q, e)
+
+
+def test_route_follows_the_flop_count(lowrank):
+    """Tall or wide matrices with wide sketches go through the Gram matrix;
+    a square matrix with a narrow sketch stays on A."""
+    rng = np.random.default_rng(4)
+    tall, _ = lowrank(1600, 400, rng)
+    assert _randomized(tall, 150, "auto")[3] == "gram"
+    assert _randomized(np.ascontiguousarray(tall.T), 150, "auto")[3] == "gram"
+    square, _ = lowrank(800, 800, rng)
+    assert _randomized(square, 32, "auto")[3] == "direct"
+    with pytest.raises(svdistill.Error, match="route must be"):
+        _randomized(square, 32, "sideways")
+
+
+@pytest.mark.parametrize("route", ["direct", "gram"])
+def test_routes_on_ill_conditioned_and_rank_deficient_input(route):
+    """Gram iterates square the condition number: the Cholesky QR must fall back
+    (double Gram, then Householder) rather than lose the basis."""
+    for A, k in (EDGES["ill_conditioned"], EDGES["rank1"], EDGES["ill_conditioned_full"]):
+        s_ref = np.linalg.svd(A.astype(np.float64), compute_uv=False)
+        U, s, Vt, used = _randomized(A, k, route)
+        assert used == route
+        check_types(A, k, U, s, Vt)
+        assert np.max(np.abs(s - s_ref[:k])) <= 1e-6 * s_ref[0]
+        opt = float(np.sqrt(np.sum(s_ref[k:] ** 2)))
+        assert recon_error(A, U, s, Vt) <= 1.01 * opt + 1e-5 * np.linalg.norm(A.astype(np.float64))
+        nz = int(np.sum(s > 1e-5 * s_ref[0]))
+        assert orth_defect(U[:, :nz]) <= 1e-4 and orth_defect(Vt[:nz].T) <= 1e-4
+
+
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("shape", [(400, 300), (300, 400)], ids=lambda s: "%dx%d" % s)
 def test_singular_values_on_well_separated_spectrum(method, shape):
@@ -175,18 +237,18 @@ def test_randomized_thread_counts_agree_to_rounding(lowrank, restore_threads):
 
 def test_defaults_are_keyword_defaults():
     """Omitting n_oversamples/n_iter is the same as passing the C++ defaults
-    (cpp/linalg/svd.h: oversamples max(32, k/2), 2 power iterations)."""
+    (cpp/linalg/svd.h: oversamples max(32, k/4), 2 power iterations)."""
     A = with_spectrum(300, 250, 0.97 ** np.arange(250), seed=2)
     for k in (16, 100):
         a = truncated_svd(A, k, method="randomized", random_state=3)
-        b = truncated_svd(A, k, method="randomized", random_state=3, n_oversamples=max(32, k // 2), n_iter=2)
+        b = truncated_svd(A, k, method="randomized", random_state=3, n_oversamples=max(32, k // 4), n_iter=2)
         assert _bits_equal(a, b)
 
 
 def test_documented_defaults():
     """The docstring states the defaults the core uses."""
     doc = truncated_svd.__doc__
-    assert "max(32, rank // 2)" in doc and "default 2" in doc
+    assert "max(32, rank // 4)" in doc and "default 2" in doc
 
 
 def test_auto_method_gives_a_valid_result(realistic):

@@ -37,11 +37,20 @@ FArray matrix_arg(const py::array& a) {
   return f;
 }
 
+// "auto", "direct" or "gram": tests force a route; the API leaves it to the cost model.
+svd::SketchRoute sketch_route(const std::string& name) {
+  if (name == "auto") return svd::SketchRoute::Auto;
+  if (name == "direct") return svd::SketchRoute::Direct;
+  if (name == "gram") return svd::SketchRoute::Gram;
+  throw svd::Error("route must be 'auto', 'direct' or 'gram', got '" + name + "'");
+}
+
 py::tuple result_tuple(svd::SvdResult&& r) {
   double total = r.total_energy;
   int64_t sketch = r.sketch;
+  const char* route = r.route;
   return py::make_tuple(to_numpy(std::move(r.u)), to_numpy(std::move(r.s)), to_numpy(std::move(r.vt)), total,
-                        sketch);
+                        sketch, route);
 }
 
 }  // namespace
@@ -49,7 +58,7 @@ py::tuple result_tuple(svd::SvdResult&& r) {
 void BindLinalg(py::module_& m) {
   m.def("truncated_svd",
         [](const py::array& a, int64_t k, const std::string& method, int64_t oversamples, int n_iter,
-           uint64_t seed) {
+           uint64_t seed, const std::string& route) {
           FArray f = matrix_arg(a);
           const int64_t rows = f.shape(0), cols = f.shape(1);
           const float* p = f.data();
@@ -59,7 +68,7 @@ void BindLinalg(py::module_& m) {
             if (method == "exact") {
               r = svd::exact_svd(p, rows, cols, k);
             } else if (method == "randomized") {
-              r = svd::randomized_svd(p, rows, cols, k, {oversamples, n_iter, seed});
+              r = svd::randomized_svd(p, rows, cols, k, {oversamples, n_iter, seed, sketch_route(route)});
             } else {
               throw svd::Error("method must be 'exact' or 'randomized', got '" + method + "'");
             }
@@ -67,21 +76,22 @@ void BindLinalg(py::module_& m) {
           return result_tuple(std::move(r));
         },
         py::arg("a"), py::arg("k"), py::arg("method"), py::arg("oversamples") = -1, py::arg("n_iter") = -1,
-        py::arg("seed") = 0);
+        py::arg("seed") = 0, py::arg("route") = "auto");
   m.def("adaptive_energy_svd",
-        [](const py::array& a, double energy, int64_t oversamples, int n_iter, uint64_t seed) {
+        [](const py::array& a, double energy, int64_t oversamples, int n_iter, uint64_t seed,
+           const std::string& route) {
           FArray f = matrix_arg(a);
           const int64_t rows = f.shape(0), cols = f.shape(1);
           const float* p = f.data();
           svd::SvdResult r;
           {
             py::gil_scoped_release nogil;
-            r = svd::adaptive_energy_svd(p, rows, cols, energy, {oversamples, n_iter, seed});
+            r = svd::adaptive_energy_svd(p, rows, cols, energy, {oversamples, n_iter, seed, sketch_route(route)});
           }
           return result_tuple(std::move(r));
         },
         py::arg("a"), py::arg("energy"), py::arg("oversamples") = -1, py::arg("n_iter") = -1,
-        py::arg("seed") = 0);
+        py::arg("seed") = 0, py::arg("route") = "auto");
   m.def("singular_values", [](const py::array& a) {
     FArray f = matrix_arg(a);
     const int64_t rows = f.shape(0), cols = f.shape(1);

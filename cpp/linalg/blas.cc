@@ -76,6 +76,22 @@ void gram_float(const float* a, int64_t m, int64_t n, float* g) {
   mirror_upper(g, n);
 }
 
+void gram_float_upper(const float* a, int64_t m, int64_t n, bool rows, float* g) {
+  check_dims(m);
+  check_dims(n);
+  const int64_t d = rows ? m : n;
+  scipy_cblas_ssyrk(CblasRowMajor, CblasUpper, rows ? CblasNoTrans : CblasTrans, static_cast<blasint>(d),
+                    static_cast<blasint>(rows ? n : m), 1.f, a, static_cast<blasint>(n), 0.f, g,
+                    static_cast<blasint>(d));
+}
+
+void symm_upper(const float* g, int64_t d, const float* b, int64_t l, float* c) {
+  check_dims(d);
+  check_dims(l);
+  scipy_cblas_ssymm(CblasRowMajor, CblasLeft, CblasUpper, static_cast<blasint>(d), static_cast<blasint>(l), 1.f,
+                    g, static_cast<blasint>(d), b, static_cast<blasint>(l), 0.f, c, static_cast<blasint>(l));
+}
+
 void gram_double_acc(const double* a, int64_t m, int64_t n, double* g) {
   check_dims(m);
   check_dims(n);
@@ -128,7 +144,7 @@ void dsyevd_values(double* a, int64_t n, double* w) {
 
 bool dsyevd_vectors(double* a, int64_t n, double* w) {
   check_dims(n);
-  ThreadsForWork one(0);  // small LAPACK calls run faster on one thread here
+  ThreadsForWork threads(10.0 * n * n * n);  // both cores pay from n of about 400 on
   return scipy_LAPACKE_dsyevd(LAPACK_ROW_MAJOR, 'V', 'U', static_cast<lapack_int>(n), a,
                               static_cast<lapack_int>(n), w) == 0;
 }

@@ -14,31 +14,50 @@ namespace {
 // column of U is positive), as sklearn's svd_flip: runs that differ only by
 // rounding (e.g. another thread count) then agree up to rounding.
 void fix_signs(MatF& u, MatF& vt) {
-  for (int64_t j = 0; j < u.cols(); ++j) {
-    Eigen::Index i;
-    u.col(j).cwiseAbs().maxCoeff(&i);
-    if (u(i, j) < 0) {
-      u.col(j) *= -1.f;
-      vt.row(j) *= -1.f;
+  const int64_t m = u.rows(), k = u.cols();
+  std::vector<float> best(static_cast<size_t>(k), -1.f);
+  std::vector<char> flip(static_cast<size_t>(k), 0);
+  for (int64_t i = 0; i < m; ++i) {  // row by row: U is row-major
+    const float* row = u.data() + i * k;
+    for (int64_t j = 0; j < k; ++j) {
+      const float a = std::fabs(row[j]);
+      if (a > best[j]) {
+        best[j] = a;
+        flip[j] = row[j] < 0;
+      }
     }
   }
+  for (int64_t i = 0; i < m; ++i) {
+    float* row = u.data() + i * k;
+    for (int64_t j = 0; j < k; ++j)
+      if (flip[j]) row[j] = -row[j];
+  }
+  for (int64_t j = 0; j < k; ++j)
+    if (flip[j]) vt.row(j) *= -1.f;
 }
 
-
-// One Cholesky-QR pass: Y <- Y R^{-1} with R from the Gram matrix. BLAS-3
-// only, so much faster than Householder on tall-skinny blocks; refused when
-// Y is too ill-conditioned for float32 (then Householder takes over).
-bool cholqr_pass(float* y, int64_t m, int64_t l) {
-  std::vector<float> gf(static_cast<size_t>(l * l));
-  blas::gram_float(y, m, l, gf.data());
-  std::vector<double> g(gf.begin(), gf.end());
+// One Cholesky-QR pass: Y <- Y R^{-1} with R from the Gram matrix Y^T Y.
+// BLAS-3 only, so much faster than Householder on tall-skinny blocks. The
+// Gram matrix is formed in float (cheap; fine up to a condition number of
+// about 1e3) or in double from Y's exact values (fine up to about 1e5, as for
+// iterates of A^T A, whose condition is squared); refused beyond that.
+bool cholqr_pass(float* y, int64_t m, int64_t l, bool in_double) {
+  std::vector<double> g(static_cast<size_t>(l * l), 0.0);  // upper triangle used
+  if (in_double) {
+    MatD yd = Eigen::Map<const MatF>(y, m, l).cast<double>();
+    blas::gram_double_acc(yd.data(), m, l, g.data());
+  } else {
+    std::vector<float> gf(static_cast<size_t>(l * l));
+    blas::gram_float(y, m, l, gf.data());
+    std::copy(gf.begin(), gf.end(), g.begin());
+  }
   if (!blas::cholesky_upper(g.data(), l)) return false;
   double dmax = 0, dmin = INFINITY;
   for (int64_t i = 0; i < l; ++i) {
     dmax = std::max(dmax, std::fabs(g[i * l + i]));
     dmin = std::min(dmin, std::fabs(g[i * l + i]));
   }
-  if (!(dmin > 1e-3 * dmax)) return false;
+  if (!(dmin > (in_double ? 1e-5 : 1e-3) * dmax)) return false;
   std::vector<float> r(static_cast<size_t>(l * l), 0.f);
   for (int64_t i = 0; i < l; ++i)
     for (int64_t j = i; j < l; ++j) r[i * l + j] = static_cast<float>(g[i * l + j]);
@@ -47,10 +66,13 @@ bool cholqr_pass(float* y, int64_t m, int64_t l) {
 }
 
 // Orthonormal basis of the columns of Y (m x l, m >= l), in place. `full`:
-// to working precision (CholQR2); otherwise one pass, enough to keep power
-// iterates well-conditioned. Householder whenever Cholesky QR is unsafe.
-void orthonormalize(float* y, int64_t m, int64_t l, bool full) {
-  if (cholqr_pass(y, m, l) && (!full || cholqr_pass(y, m, l))) return;
+// to working precision (a second pass, which always sees a well-conditioned
+// Y); otherwise one pass, enough to keep power iterates well-conditioned.
+// `squared`: Y is an iterate of a Gram matrix, so skip the float attempt.
+// Householder whenever Cholesky QR is unsafe.
+void orthonormalize(float* y, int64_t m, int64_t l, bool full, bool squared = false) {
+  const bool first = (!squared && cholqr_pass(y, m, l, false)) || cholqr_pass(y, m, l, true);
+  if (first && (!full || cholqr_pass(y, m, l, false))) return;
   blas::householder_q(y, m, l);
 }
 
@@ -88,6 +110,7 @@ MatF gaussian(int64_t rows, int64_t cols, uint64_t seed) {
 // Fast path: eigenvectors of B B^T (l x l). In float64 the right singular
 // vectors v_i = B^T u_i / s_i are accurate to ~1e-16 (s_1/s_i)^2, far below
 // float32 resolution while s_keep >= 1e-4 s_1; otherwise LAPACK's gesdd.
+// Signs are left to the caller.
 SvdResult svd_of_projection(const MatF& q, const MatF& b, int64_t keep, double total) {
   const int64_t l = b.rows(), n = b.cols();
   const int64_t r = std::min(l, n);
@@ -133,33 +156,114 @@ SvdResult svd_of_projection(const MatF& q, const MatF& b, int64_t keep, double t
   res.u.resize(q.rows(), keep);
   blas::sgemm(false, false, q.rows(), keep, l, 1.f, q.data(), l, ubk.data(), keep, 0.f, res.u.data(), keep);
   res.vt = vtd.cast<float>();
-  fix_signs(res.u, res.vt);
   res.s = std::move(s);
   res.total_energy = total;
   res.sketch = l;
   return res;
 }
 
-// Range finder + projection: the sketch-size-l factorisation of A.
-SvdResult sketch_svd(const float* a, int64_t m, int64_t n, int64_t l, int64_t keep, int n_iter,
-                     uint64_t seed, double total) {
-  l = std::min(l, std::min(m, n));
-  MatF omega = gaussian(n, l, seed);
-  MatF y(m, l), z(n, l);
-  blas::sgemm(false, false, m, l, n, 1.f, a, n, omega.data(), l, 0.f, y.data(), l);
-  // Intermediate iterates only need to stay well-conditioned: one Cholesky-QR
-  // pass. The basis the projection uses gets a full orthonormalization.
-  for (int it = 0; it < n_iter; ++it) {
-    orthonormalize(y.data(), m, l, /*full=*/false);
-    blas::sgemm(true, false, n, l, m, 1.f, a, n, y.data(), l, 0.f, z.data(), l);
-    orthonormalize(z.data(), n, l, /*full=*/false);
-    blas::sgemm(false, false, m, l, n, 1.f, a, n, z.data(), l, 0.f, y.data(), l);
+// Randomized factorisations of one matrix with sketches of any width l. Two
+// ways to run q power iterations, picked by their flop count:
+//  - on A itself (Halko et al.'s subspace iteration): Y = A Omega, then q
+//    times Y = A orth(A^T orth(Y)), and the projection Q^T A with Q = orth(Y):
+//    2q + 2 products with A;
+//  - on the Gram matrix of the smaller side (G = A A^T or A^T A, d x d, one
+//    syrk): Z = orth(G Z) q + 1 times, then the projection of A on Z: the
+//    products cost d/m (or d/n) of those with A, so tall or wide matrices
+//    and wide sketches gain. One more iteration than asked keeps its error at
+//    or below the first way's (float32 G loses nothing measurable: the
+//    subspace matched float64's to five digits on realistic spectra).
+// G is computed once and kept for further sketches (the adaptive policy).
+class Sketcher {
+ public:
+  Sketcher(const float* a, int64_t m, int64_t n, int n_iter, uint64_t seed, SketchRoute route, double total)
+      : a_(a), m_(m), n_(n), d_(std::min(m, n)), q_(n_iter), seed_(seed), route_(route), total_(total) {}
+
+  SvdResult run(int64_t l, int64_t keep) {
+    l = std::min(l, d_);
+    const bool gram = use_gram(l, std::min(keep, l));
+    SvdResult res = gram ? via_gram(l, keep) : via_a(l, keep);
+    res.route = gram ? "gram" : "direct";
+    fix_signs(res.u, res.vt);
+    return res;
   }
-  orthonormalize(y.data(), m, l, /*full=*/true);
-  MatF b(l, n);
-  blas::sgemm(true, false, l, n, m, 1.f, y.data(), l, a, n, 0.f, b.data(), n);
-  return svd_of_projection(y, b, keep, total);
-}
+
+ private:
+  // Flops of each way, counted as float GEMM flops (double costs twice): the
+  // products with A or G, the Cholesky-QR passes (Gram matrix and triangular
+  // solve; the Gram route's in double), and the small SVD of the l x c
+  // projection (double Gram matrix and right factor), whose c is A's column
+  // count on A and A's longer side on G. A's syrk runs at the GEMM rate.
+  bool use_gram(int64_t l, int64_t keep) const {
+    if (route_ != SketchRoute::Auto) return route_ == SketchRoute::Gram;
+    const double m = static_cast<double>(m_), n = static_cast<double>(n_), d = static_cast<double>(d_);
+    const double ll = static_cast<double>(l) * l, q = q_;
+    auto small = [&](double c) { return 2 * (ll * c + 2.0 * keep * c * l); };
+    const double on_a = (2 * q + 2) * 2 * m * n * l + (q + 1) * 2 * (m + n) * ll + small(n);
+    const double on_g = (g_.empty() ? m * n * d : 0.0) + (q + 1) * 2 * d * d * l + 2 * m * n * l +
+                        (q + 2) * 3 * d * ll + small(std::max(m, n));
+    return on_g < on_a;
+  }
+
+  SvdResult via_a(int64_t l, int64_t keep) const {
+    const int64_t m = m_, n = n_;
+    MatF omega = gaussian(n, l, seed_);
+    MatF y(m, l), z(n, l);
+    blas::sgemm(false, false, m, l, n, 1.f, a_, n, omega.data(), l, 0.f, y.data(), l);
+    // Intermediate iterates only need to stay well-conditioned: one Cholesky-QR
+    // pass. The basis the projection uses gets a full orthonormalization.
+    for (int it = 0; it < q_; ++it) {
+      orthonormalize(y.data(), m, l, /*full=*/false);
+      blas::sgemm(true, false, n, l, m, 1.f, a_, n, y.data(), l, 0.f, z.data(), l);
+      orthonormalize(z.data(), n, l, /*full=*/false);
+      blas::sgemm(false, false, m, l, n, 1.f, a_, n, z.data(), l, 0.f, y.data(), l);
+    }
+    orthonormalize(y.data(), m, l, /*full=*/true);
+    MatF b(l, n);
+    blas::sgemm(true, false, l, n, m, 1.f, y.data(), l, a_, n, 0.f, b.data(), n);
+    return svd_of_projection(y, b, keep, total_);
+  }
+
+  SvdResult via_gram(int64_t l, int64_t keep) {
+    const bool rows = m_ <= n_;  // G = A A^T (basis of the column space), else A^T A
+    const int64_t d = d_;
+    if (g_.empty()) {
+      g_.resize(static_cast<size_t>(d * d));
+      blas::gram_float_upper(a_, m_, n_, rows, g_.data());
+    }
+    MatF z = gaussian(d, l, seed_);
+    MatF t(d, l);
+    for (int it = 0; it <= q_; ++it) {
+      blas::symm_upper(g_.data(), d, z.data(), l, t.data());
+      z.swap(t);
+      orthonormalize(z.data(), d, l, /*full=*/it == q_, /*squared=*/true);
+    }
+    if (rows) {  // A = Z (Z^T A)
+      MatF b(l, n_);
+      blas::sgemm(true, false, l, n_, m_, 1.f, z.data(), l, a_, n_, 0.f, b.data(), n_);
+      return svd_of_projection(z, b, keep, total_);
+    }
+    // A^T = Z (Z^T A^T): the projection's factors, transposed.
+    MatF b(l, m_);
+    blas::sgemm(true, true, l, m_, n_, 1.f, z.data(), l, a_, n_, 0.f, b.data(), m_);
+    SvdResult tr = svd_of_projection(z, b, keep, total_);
+    SvdResult res;
+    res.u = tr.vt.transpose();
+    res.vt = tr.u.transpose();
+    res.s = std::move(tr.s);
+    res.total_energy = total_;
+    res.sketch = l;
+    return res;
+  }
+
+  const float* a_;
+  int64_t m_, n_, d_;
+  int q_;
+  uint64_t seed_;
+  SketchRoute route_;
+  double total_;
+  std::vector<float> g_;  // upper triangle of the Gram matrix, once computed
+};
 
 void check_rank(int64_t k, int64_t m, int64_t n) {
   if (k < 0 || k > std::min(m, n))
@@ -213,7 +317,7 @@ SvdResult randomized_svd(const float* a, int64_t m, int64_t n, int64_t k, const 
   const int64_t p = opt.oversamples >= 0 ? opt.oversamples : default_oversamples(k);
   const int q = opt.n_iter >= 0 ? opt.n_iter : kDefaultIter;
   blas::ThreadsForWork threads(2.0 * m * n * (k + p) * (2 * q + 2));
-  return sketch_svd(a, m, n, k + p, k, q, opt.seed, total);
+  return Sketcher(a, m, n, q, opt.seed, opt.route, total).run(k + p, k);
 }
 
 SvdResult adaptive_energy_svd(const float* a, int64_t m, int64_t n, double energy,
@@ -224,9 +328,10 @@ SvdResult adaptive_energy_svd(const float* a, int64_t m, int64_t n, double energ
   const int q = opt.n_iter >= 0 ? opt.n_iter : kDefaultIter;
   int64_t l = std::min<int64_t>(r, 128);
   blas::ThreadsForWork threads(2.0 * m * n * l * (2 * q + 2));
+  Sketcher sketcher(a, m, n, q, opt.seed, opt.route, total);
   for (;;) {
     const int64_t guard = opt.oversamples >= 0 ? opt.oversamples : std::max<int64_t>(16, l / 8);
-    SvdResult full = sketch_svd(a, m, n, l, l, q, opt.seed, total);
+    SvdResult full = sketcher.run(l, l);
     const std::vector<double>& s = full.s;
     double acc = 0;
     int64_t k = -1;

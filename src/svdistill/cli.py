@@ -311,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--method", choices=["auto", "randomized", "exact"], default="auto",
                    help="auto: randomized unless the sketch would cover half of min(out, in)")
     g.add_argument("--oversamples", type=int, default=None, metavar="P",
-                   help="randomized sketch oversampling (default max(32, k/2))")
+                   help="randomized sketch oversampling (default max(32, k/4))")
     g.add_argument("--n-iter", type=int, default=None, metavar="Q",
                    help="randomized power iterations (default 2)")
     g.add_argument("--seed", type=int, default=0,

@@ -80,7 +80,7 @@ def factor_layer(comp: Component, k: int, *, split: str = "sqrt", dialect: str =
     if factors is None:
         W = comp.weight
         m = _choose_method(method, k, W.shape[0], W.shape[1], n_oversamples)
-        U, s, Vt, _, _ = _core.truncated_svd(W, k, m, -1 if n_oversamples is None else n_oversamples,
+        U, s, Vt, *_ = _core.truncated_svd(W, k, m, -1 if n_oversamples is None else n_oversamples,
                                              -1 if n_iter is None else n_iter, _seed(random_state))
     else:
         U, s, Vt = factors
@@ -337,11 +337,11 @@ def _compress_one(comp: Component, plan: LayerPlan, policy: str, value, min_gain
     total_energy = None
     if policy == "energy":
         if method == "exact":
-            U, s, Vt, total_energy, _ = _core.truncated_svd(W, lim, "exact", -1, -1, seed)
+            U, s, Vt, total_energy, *_ = _core.truncated_svd(W, lim, "exact", -1, -1, seed)
             k = int(_core.energy_rank(s.tolist(), float(value), total_energy))
             factors = (U[:, :k], s[:k], Vt[:k])
         else:
-            U, s, Vt, total_energy, _ = _core.adaptive_energy_svd(
+            U, s, Vt, total_energy, *_ = _core.adaptive_energy_svd(
                 W, float(value), -1 if n_oversamples is None else n_oversamples,
                 -1 if n_iter is None else n_iter, seed)
             k = len(s)
@@ -364,7 +364,7 @@ def _compress_one(comp: Component, plan: LayerPlan, policy: str, value, min_gain
                            + (f" by {min_gain:.0%}" if min_gain > 0 else "")), [comp]
     if factors is None:
         used_method = _choose_method(method, k, out_dim, in_dim, n_oversamples)
-        U, s, Vt, total_energy, _ = _core.truncated_svd(
+        U, s, Vt, total_energy, *_ = _core.truncated_svd(
             W, k, used_method, -1 if n_oversamples is None else n_oversamples,
             -1 if n_iter is None else n_iter, seed)
         factors = (U, s, Vt)

@@ -52,14 +52,17 @@ def truncated_svd(a, rank: int, *, method: str = "auto", n_oversamples: Optional
         Halko, Martinsson & Tropp (2011) range finder, Gaussian sketch of
         ``rank + n_oversamples`` columns, ``n_iter`` power iterations each
         re-orthonormalized (Cholesky QR, Householder when ill-conditioned), the
-        small SVD in float64. ``"auto"`` picks randomized unless the sketch would
-        cover more than half of min(m, n) or the matrix is small.
+        small SVD in float64. The iterations run on A, or, where that costs fewer
+        flops (tall or wide matrices, wide sketches), on the Gram matrix of A's
+        smaller side with one iteration more (never less accurate).
+        ``"auto"`` picks randomized unless the sketch would cover more than half
+        of min(m, n) or the matrix is small.
     n_oversamples : int, optional
-        Extra sketch columns; default max(32, rank // 2).
+        Extra sketch columns; default max(32, rank // 4).
     n_iter : int, optional
-        Power iterations; default 2. (These defaults gave 1.001-1.0015x the
+        Power iterations; default 2. (These defaults gave 1.002-1.0045x the
         optimal error on realistic weight spectra at k = 128..512 for the least
-        work among the settings measured; see benchmarks/bench_svd.py.)
+        time among the settings measured; see benchmarks/bench_svd.py.)
     random_state : int, numpy Generator or None
         Seed of the Gaussian sketch. Results are bit-identical for a seed and a
         thread count; across thread counts they agree to rounding (signs are
@@ -82,7 +85,7 @@ def truncated_svd(a, rank: int, *, method: str = "auto", n_oversamples: Optional
     if not 0 <= k <= min(m, n):
         raise _core.Error(f"rank {k} is outside 0..{min(m, n)} for a {m}x{n} matrix")
     method = _choose_method(method, k, m, n, n_oversamples)
-    U, s, Vt, _, _ = _core.truncated_svd(arr, k, method,
+    U, s, Vt, *_ = _core.truncated_svd(arr, k, method,
                                          -1 if n_oversamples is None else int(n_oversamples),
                                          -1 if n_iter is None else int(n_iter), _seed(random_state))
     return U, s, Vt
@@ -93,7 +96,7 @@ def _choose_method(method: str, k: int, m: int, n: int, n_oversamples: Optional[
         raise _core.Error(f"method must be 'auto', 'randomized' or 'exact', got {method!r}")
     if method != "auto":
         return method
-    p = max(32, k // 2) if n_oversamples is None else n_oversamples
+    p = max(32, k // 4) if n_oversamples is None else n_oversamples
     return "exact" if min(m, n) <= 64 or 2 * (k + p) > min(m, n) else "randomized"
 
 
