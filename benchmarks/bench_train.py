@@ -132,6 +132,15 @@ def update_difference(job, teacher, student, batch, rng) -> float:
     return float(np.abs(w_ours - w_torch).max() / change)
 
 
+def parse_dims(text: str) -> list:
+    """"440,2048x6,8000" -> [440, 2048, 2048, 2048, 2048, 2048, 2048, 8000]."""
+    out = []
+    for part in text.split(","):
+        width, _, times = part.partition("x")
+        out += [int(width)] * (int(times) if times else 1)
+    return out
+
+
 def main() -> int:
     ap = common.base_parser(__doc__)
     ap.add_argument("--dims", default=None, help="layer dims (default 440,2048x6,8000)")
@@ -140,7 +149,7 @@ def main() -> int:
     ap.add_argument("--iters", type=int, default=None, help="minibatches per timed call (default 8)")
     ap.add_argument("--gap", type=float, default=0.25, help="idle seconds before each timed call")
     a = common.finish_args(ap.parse_args())
-    dims = [int(x) for x in a.dims.split(",")] if a.dims else (
+    dims = parse_dims(a.dims) if a.dims else (
         [440, 512, 512, 1000] if a.quick else [440] + [2048] * 6 + [8000])
     rank = min(a.rank, 64) if a.quick else a.rank
     iters = a.iters or (4 if a.quick else 8)

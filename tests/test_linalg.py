@@ -434,3 +434,43 @@ def test_singular_values_squares_sum_to_frobenius(realistic):
     s = singular_values(W)
     fro = np.sum(W.astype(np.float64) ** 2)
     assert np.sum(s ** 2) == pytest.approx(fro, rel=1e-9)
+
+
+# ------------------------------------------------------------ thread pool
+
+_SPIN_PROBE = """
+import resource, time, numpy as np, svdistill
+from svdistill import linalg
+A = np.random.default_rng(0).standard_normal((768, 768)).astype(np.float32)
+burnt = []
+for _ in range(3):
+    linalg.truncated_svd(A, 64, method="randomized")
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    time.sleep(0.3)
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    burnt.append(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime)
+print(min(burnt), linalg.get_num_threads())
+"""
+
+
+def _idle_cpu_after_blas(env_timeout=None):
+    import os
+    import subprocess
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    if env_timeout is not None:
+        env["OPENBLAS_THREAD_TIMEOUT"] = env_timeout
+    out = subprocess.run([sys.executable, "-c", _SPIN_PROBE], env=env, capture_output=True, text=True, check=True)
+    burnt, threads = out.stdout.split()
+    return float(burnt), int(threads)
+
+
+def test_blas_workers_sleep_soon_after_a_call():
+    """OpenBLAS workers spin ~0.1 s of CPU after each call by default, stealing
+    the cores from the parsing and activation threads that run next; svdistill
+    shortens that (unless the user set OPENBLAS_THREAD_TIMEOUT)."""
+    burnt, threads = _idle_cpu_after_blas()
+    if threads < 2:
+        pytest.skip("one BLAS thread: no workers to spin")
+    assert burnt < 0.03, f"{burnt:.3f} s of CPU burnt while idle"
+    user_burnt, _ = _idle_cpu_after_blas("28")  # OpenBLAS's own default, set by the user
+    assert user_burnt > 0.05, f"the user's OPENBLAS_THREAD_TIMEOUT was overridden ({user_burnt:.3f} s)"
