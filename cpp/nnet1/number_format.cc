@@ -6,6 +6,12 @@
 #include <cstring>
 #include <string>
 
+// SVD_NO_MULTIVERSION (as for the kernels) keeps the portable path only.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(SVD_NO_MULTIVERSION)
+#define SVD_ROW_V3 1
+#include <immintrin.h>
+#endif
+
 namespace svd {
 ParseStatus parse_float_slow(const char* p, const char* e, float* out, const char** end) {
   // The extent of the number as istream >> float would take it.
@@ -42,6 +48,110 @@ ParseStatus parse_float_slow(const char* p, const char* e, float* out, const cha
   *out = v;
   *end = q;
   return ParseStatus::Ok;
+}
+
+namespace {
+
+inline bool is_blank(char c) { return c == ' ' || c == '\t' || c == '\r'; }
+inline bool is_digit(char c) { return static_cast<unsigned>(c - '0') < 10u; }
+
+bool parse_row_portable(const char* p, const char* e, float* dst, int64_t n) {
+  int64_t k = 0;
+  for (;;) {
+    while (p < e && is_blank(*p)) ++p;
+    if (p == e) return k == n;
+    if (k == n || !(*p == '-' || is_digit(*p))) return false;
+    const char* end;
+    if (parse_float(p, e, dst + k, &end) != ParseStatus::Ok) return false;
+    if (end < e && !is_blank(*end)) return false;
+    ++k;
+    p = end;
+  }
+}
+
+#if SVD_ROW_V3
+#define SVD_TARGET_V3 __attribute__((target("avx2,bmi,bmi2")))
+
+// The common shape [-]digits[.digits][e[+-]digits] with 1-15 digits, found
+// from one 16-byte load: the digits are gathered right-aligned without the
+// dot (pshufb) and summed by multiply-adds, so that the varying lengths of
+// Kaldi's numbers cost no branches. Needs 32 readable bytes at p; returns
+// the end of the number, or nullptr when parse_float must decide.
+SVD_TARGET_V3 inline const char* parse_float_v3(const char* p, float* out) {
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  const __m128i dv = _mm_sub_epi8(v, _mm_set1_epi8('0'));
+  const __m128i is_dig = _mm_cmpeq_epi8(_mm_min_epu8(dv, _mm_set1_epi8(9)), dv);
+  const unsigned digits = static_cast<unsigned>(_mm_movemask_epi8(is_dig));
+  const unsigned dots = static_cast<unsigned>(_mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8('.'))));
+  const unsigned neg = p[0] == '-';
+  const unsigned len = _tzcnt_u32(~(digits | dots | neg));  // mantissa bytes, sign included
+  const unsigned dot = _bzhi_u32(dots, len);
+  const unsigned has_dot = dot != 0;
+  const unsigned n = len - neg - has_dot;
+  // len 16: the mantissa may go on (below that, n <= 15 digits: exact in a double).
+  if (len > 15 || n == 0 || (dot & (dot - 1)) || !((digits | neg) & 1)) return nullptr;
+  const unsigned d = _tzcnt_u32(dot | (1u << len));
+  // Lane i takes digit i - (16 - n), skipping the dot; lanes before the first
+  // digit get a negative index (pshufb gives 0) or the sign (masked to 0).
+  __m128i idx = _mm_add_epi8(_mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                             _mm_set1_epi8(static_cast<char>(len - has_dot - 16)));
+  idx = _mm_sub_epi8(idx, _mm_cmpgt_epi8(idx, _mm_set1_epi8(static_cast<char>(d - 1))));
+  __m128i t = _mm_shuffle_epi8(_mm_and_si128(dv, is_dig), idx);
+  t = _mm_maddubs_epi16(t, _mm_set1_epi16(0x010A));    // 10 * a + b: 2-digit groups
+  t = _mm_madd_epi16(t, _mm_set1_epi32(0x00010064));   // 4-digit groups
+  t = _mm_packus_epi32(t, t);
+  t = _mm_madd_epi16(t, _mm_set1_epi32(0x00012710));   // 8-digit groups
+  const uint64_t halves = static_cast<uint64_t>(_mm_cvtsi128_si64(t));
+  const uint64_t m = (halves & 0xFFFFFFFFu) * 100000000u + (halves >> 32);
+  int exp10 = static_cast<int>(d + has_dot) - static_cast<int>(len);
+  const char* q = p + len;
+  if ((*q | 0x20) == 'e') {
+    const char* r = q + 1;
+    const bool eneg = *r == '-';
+    r += eneg || *r == '+';
+    int ev = 0, k = 0;
+    for (; k < 4 && is_digit(r[k]); ++k) ev = ev * 10 + (r[k] - '0');
+    if (is_digit(r[k])) return nullptr;
+    if (k) {
+      exp10 += eneg ? -ev : ev;
+      q = r + k;
+    }
+  }
+  if (m == 0) {
+    *out = neg ? -0.f : 0.f;
+    return q;
+  }
+  if (exp10 < -10 || exp10 > 10 || !round_to_float(m, exp10, neg, out)) return nullptr;
+  return q;
+}
+
+SVD_TARGET_V3 bool parse_row_v3(const char* p, const char* e, const char* readable, float* dst, int64_t n) {
+  float* const last = dst + n;
+  for (;;) {
+    while (p < e && is_blank(*p)) ++p;
+    if (p == e) return dst == last;
+    if (dst == last) return false;
+    const char* q = readable - p >= 32 ? parse_float_v3(p, dst) : nullptr;
+    if (!q || q > e) {
+      if (!(*p == '-' || is_digit(*p)) || parse_float(p, e, dst, &q) != ParseStatus::Ok) return false;
+    }
+    if (q < e && !is_blank(*q)) return false;
+    ++dst;
+    p = q;
+  }
+}
+#endif
+
+}  // namespace
+
+bool parse_row(const char* p, const char* e, const char* readable, float* dst, int64_t n) {
+#if SVD_ROW_V3
+  static const bool v3 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi") &&
+                         __builtin_cpu_supports("bmi2");
+  if (v3) return parse_row_v3(p, e, readable, dst, n);
+#endif
+  (void)readable;
+  return parse_row_portable(p, e, dst, n);
 }
 
 ParseStatus parse_int(const char* p, const char* e, int32_t* out, const char** end) {

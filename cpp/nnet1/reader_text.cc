@@ -69,25 +69,6 @@ void ModelReader::check_alloc(int64_t count, int64_t min_bytes_each, const char*
          std::to_string(rem) + " bytes of input remain (truncated file or absurd dims?)");
 }
 
-namespace {
-
-// One well-formed row: exactly `cols` numbers separated by blanks, nothing else.
-bool parse_row_fast(const char* p, const char* e, float* dst, int64_t cols) {
-  int64_t k = 0;
-  for (;;) {
-    while (p < e && (*p == ' ' || *p == '\t' || *p == '\r')) ++p;
-    if (p == e) return k == cols;
-    if (k == cols || !(*p == '-' || static_cast<unsigned>(*p - '0') < 10u)) return false;
-    const char* end;
-    if (parse_float(p, e, dst + k, &end) != ParseStatus::Ok) return false;
-    if (end < e && !(*end == ' ' || *end == '\t' || *end == '\r')) return false;
-    ++k;
-    p = end;
-  }
-}
-
-}  // namespace
-
 // Bulk path for the body of a large matrix: blocks of complete lines, split
 // across threads at line boundaries. Any irregularity (blank line, ragged row,
 // ';', ']', a bad number) makes it stop and leave the block to the exact,
@@ -129,7 +110,7 @@ int64_t ModelReader::text_rows_bulk(FloatBlock* m, int64_t row, int64_t rows, in
       float* dst = base + lines[k] * cols;
       while (a < cut[k + 1]) {
         const char* b = static_cast<const char*>(std::memchr(a, '\n', cut[k + 1] - a));
-        if (!parse_row_fast(a, b, dst, cols)) {
+        if (!parse_row(a, b, scanner_.end(), dst, cols)) {
           ok[k] = 0;
           return;
         }
