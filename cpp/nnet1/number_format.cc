@@ -1,5 +1,6 @@
 #include "nnet1/number_format.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
@@ -72,11 +73,39 @@ bool parse_row_portable(const char* p, const char* e, float* dst, int64_t n) {
 #if SVD_ROW_V3
 #define SVD_TARGET_V3 __attribute__((target("avx2,bmi,bmi2")))
 
+// pshufb indices and decimal exponents by mantissa shape, key len * 16 + d
+// (len: mantissa bytes with the sign, at most 15; d: the dot's offset, len if
+// none). Lane i takes digit i - (16 - n) of the n digits, skipping the dot,
+// so that they end right-aligned; lanes before the first digit get a
+// negative index (pshufb gives 0) or the sign's (its value is masked to 0).
+struct GatherTable {
+  int8_t idx[256][16];
+  int8_t exp10[256];
+};
+
+constexpr GatherTable make_gather_table() {
+  GatherTable t{};
+  for (int len = 0; len < 16; ++len) {
+    for (int d = 0; d <= len && d < 16; ++d) {
+      const int has_dot = d < len;
+      for (int i = 0; i < 16; ++i) {
+        int src = i + len - has_dot - 16;
+        if (src >= d) ++src;
+        t.idx[len * 16 + d][i] = static_cast<int8_t>(src < 0 ? -1 : src);
+      }
+      t.exp10[len * 16 + d] = static_cast<int8_t>(d + has_dot - len);
+    }
+  }
+  return t;
+}
+
+alignas(16) constexpr GatherTable kGather = make_gather_table();
+
 // The common shape [-]digits[.digits][e[+-]digits] with 1-15 digits, found
 // from one 16-byte load: the digits are gathered right-aligned without the
-// dot (pshufb) and summed by multiply-adds, so that the varying lengths of
-// Kaldi's numbers cost no branches. Needs 32 readable bytes at p; returns
-// the end of the number, or nullptr when parse_float must decide.
+// dot and summed by multiply-adds, so that the varying lengths of Kaldi's
+// numbers cost no branches. Needs 32 readable bytes at p; returns the end of
+// the number, or nullptr when parse_float must decide.
 SVD_TARGET_V3 inline const char* parse_float_v3(const char* p, float* out) {
   const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
   const __m128i dv = _mm_sub_epi8(v, _mm_set1_epi8('0'));
@@ -86,24 +115,20 @@ SVD_TARGET_V3 inline const char* parse_float_v3(const char* p, float* out) {
   const unsigned neg = p[0] == '-';
   const unsigned len = _tzcnt_u32(~(digits | dots | neg));  // mantissa bytes, sign included
   const unsigned dot = _bzhi_u32(dots, len);
-  const unsigned has_dot = dot != 0;
-  const unsigned n = len - neg - has_dot;
-  // len 16: the mantissa may go on (below that, n <= 15 digits: exact in a double).
-  if (len > 15 || n == 0 || (dot & (dot - 1)) || !((digits | neg) & 1)) return nullptr;
-  const unsigned d = _tzcnt_u32(dot | (1u << len));
-  // Lane i takes digit i - (16 - n), skipping the dot; lanes before the first
-  // digit get a negative index (pshufb gives 0) or the sign (masked to 0).
-  __m128i idx = _mm_add_epi8(_mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                             _mm_set1_epi8(static_cast<char>(len - has_dot - 16)));
-  idx = _mm_sub_epi8(idx, _mm_cmpgt_epi8(idx, _mm_set1_epi8(static_cast<char>(d - 1))));
+  // len 16: the mantissa may go on (below that, at most 15 digits: exact in a
+  // double); two dots; no digit; a first byte that is not '-' or a digit.
+  if ((len > 15) | (_blsr_u32(dot) != 0) | (_bzhi_u32(digits, len) == 0) | !((digits | neg) & 1)) return nullptr;
+  const unsigned key = len * 16 + _tzcnt_u32(dot | (1u << len));
+  const __m128i idx = _mm_load_si128(reinterpret_cast<const __m128i*>(kGather.idx[key]));
   __m128i t = _mm_shuffle_epi8(_mm_and_si128(dv, is_dig), idx);
   t = _mm_maddubs_epi16(t, _mm_set1_epi16(0x010A));    // 10 * a + b: 2-digit groups
   t = _mm_madd_epi16(t, _mm_set1_epi32(0x00010064));   // 4-digit groups
   t = _mm_packus_epi32(t, t);
   t = _mm_madd_epi16(t, _mm_set1_epi32(0x00012710));   // 8-digit groups
-  const uint64_t halves = static_cast<uint64_t>(_mm_cvtsi128_si64(t));
-  const uint64_t m = (halves & 0xFFFFFFFFu) * 100000000u + (halves >> 32);
-  int exp10 = static_cast<int>(d + has_dot) - static_cast<int>(len);
+  // Both halves are exact in double, and so is high * 10^8 + low (< 10^15).
+  const __m128d halves = _mm_cvtepi32_pd(t);
+  const double m = _mm_cvtsd_f64(halves) * 1e8 + _mm_cvtsd_f64(_mm_unpackhi_pd(halves, halves));
+  int exp10 = kGather.exp10[key];
   const char* q = p + len;
   if ((*q | 0x20) == 'e') {
     const char* r = q + 1;
@@ -117,24 +142,32 @@ SVD_TARGET_V3 inline const char* parse_float_v3(const char* p, float* out) {
       q = r + k;
     }
   }
-  if (m == 0) {
-    *out = neg ? -0.f : 0.f;
-    return q;
-  }
-  if (exp10 < -10 || exp10 > 10 || !round_to_float(m, exp10, neg, out)) return nullptr;
+  if (static_cast<unsigned>(exp10 + 10) > 20 || !round_to_float(m, exp10, neg, out)) return nullptr;
   return q;
 }
 
 SVD_TARGET_V3 bool parse_row_v3(const char* p, const char* e, const char* readable, float* dst, int64_t n) {
   float* const last = dst + n;
+  // Numbers that start before fast_end have the kernel's 32 bytes readable.
+  const uintptr_t fast_end = std::min(reinterpret_cast<uintptr_t>(e), reinterpret_cast<uintptr_t>(readable) - 31);
   for (;;) {
-    while (p < e && is_blank(*p)) ++p;
-    if (p == e) return dst == last;
-    if (dst == last) return false;
-    const char* q = readable - p >= 32 ? parse_float_v3(p, dst) : nullptr;
-    if (!q || q > e) {
-      if (!(*p == '-' || is_digit(*p)) || parse_float(p, e, dst, &q) != ParseStatus::Ok) return false;
+    // The usual case, one number and one space: a loop without calls keeps
+    // the kernel's constants in registers.
+    while (reinterpret_cast<uintptr_t>(p) < fast_end && dst != last) {
+      const char* q = parse_float_v3(p, dst);
+      if (!q || q >= e || *q != ' ') break;
+      ++dst;
+      p = q + 1;
     }
+    // Anything else, one blank or one number at a time, as parse_row_portable.
+    if (p < e && is_blank(*p)) {
+      ++p;
+      continue;
+    }
+    if (p == e) return dst == last;
+    if (dst == last || !(*p == '-' || is_digit(*p))) return false;
+    const char* q;
+    if (parse_float(p, e, dst, &q) != ParseStatus::Ok) return false;
     if (q < e && !is_blank(*q)) return false;
     ++dst;
     p = q;

@@ -22,8 +22,12 @@ enum class ParseStatus { Ok, NotANumber, OutOfRange };
 ParseStatus parse_float_slow(const char* p, const char* e, float* out, const char** end);
 
 namespace number_detail {
-constexpr double kPow10d[] = {1e-10, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1e0,
-                              1e1,   1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10};
+// [exp10 + 10][negative]: the sign rides on the power of ten.
+constexpr double kPow10d[21][2] = {
+    {1e-10, -1e-10}, {1e-9, -1e-9}, {1e-8, -1e-8}, {1e-7, -1e-7}, {1e-6, -1e-6}, {1e-5, -1e-5},
+    {1e-4, -1e-4},   {1e-3, -1e-3}, {1e-2, -1e-2}, {1e-1, -1e-1}, {1e0, -1e0},   {1e1, -1e1},
+    {1e2, -1e2},     {1e3, -1e3},   {1e4, -1e4},   {1e5, -1e5},   {1e6, -1e6},   {1e7, -1e7},
+    {1e8, -1e8},     {1e9, -1e9},   {1e10, -1e10}};
 constexpr uint64_t kPow10u[] = {1ULL, 10ULL, 100ULL, 1000ULL, 10000ULL, 100000ULL,
                                 1000000ULL, 10000000ULL, 100000000ULL};
 }  // namespace number_detail
@@ -57,23 +61,19 @@ inline int digit_run16(const char* p) {
 #endif
 }
 
-// m (exact, < 2^53) * 10^exp10 (|exp10| <= 10: exact for exp10 >= 0, correctly
-// rounded below) in double is within 2 double ulps of the exact value; float
-// rounding of it is then exact unless it lies within 8 ulps of a float rounding
-// midpoint (the 29 discarded bits near 1000...0): false there, and the caller
-// asks parse_float_slow.
-inline bool round_to_float(uint64_t m, int exp10, bool neg, float* out) {
-  const double d = static_cast<double>(m) * number_detail::kPow10d[exp10 + 10];
+// m (an exact integer < 2^53) * 10^exp10 (|exp10| <= 10: exact for exp10 >= 0,
+// correctly rounded below) in double is within 2 double ulps of the exact
+// value; float rounding of it is then exact unless it lies within 8 ulps of a
+// float rounding midpoint (the 29 discarded bits near 1000...0): false there,
+// and the caller asks parse_float_slow. The sign is the power's, not a branch
+// (signs of weights are random); m = 0 gives a signed zero.
+inline bool round_to_float(double m, int exp10, bool neg, float* out) {
+  const double d = m * number_detail::kPow10d[exp10 + 10][neg];
   uint64_t bits;
   std::memcpy(&bits, &d, 8);
   const uint64_t low = bits & ((uint64_t{1} << 29) - 1);
   if (low - ((uint64_t{1} << 28) - 8) < 16) return false;
-  // The sign as a bit, not a branch: signs of weights are random.
-  uint32_t v;
-  const float f = static_cast<float>(d);
-  std::memcpy(&v, &f, 4);
-  v |= static_cast<uint32_t>(neg) << 31;
-  std::memcpy(out, &v, 4);
+  *out = static_cast<float>(d);
   return true;
 }
 
@@ -141,7 +141,7 @@ __attribute__((always_inline)) inline ParseStatus parse_float(const char* p, con
     }
     return parse_float_slow(p, e, out, end);
   }
-  if (!round_to_float(m, exp10, neg, out)) return parse_float_slow(p, e, out, end);
+  if (!round_to_float(static_cast<double>(m), exp10, neg, out)) return parse_float_slow(p, e, out, end);
   *end = q;
   return ParseStatus::Ok;
 }
