@@ -9,6 +9,10 @@
 #include "nnet1/reader_detail.h"
 #include "util/threads.h"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace svd {
 using namespace reader_detail;
 
@@ -69,6 +73,45 @@ void ModelReader::check_alloc(int64_t count, int64_t min_bytes_each, const char*
          std::to_string(rem) + " bytes of input remain (truncated file or absurd dims?)");
 }
 
+namespace {
+
+// Counts the '\n' in [a, b) before the first ']' or ';' (where rows stop
+// being plain numbers) and returns that byte, or b: one pass over the block.
+const char* count_rows_to_stop(const char* a, const char* b, int64_t* lines) {
+  int64_t n = 0;
+  const char* p = a;
+#if defined(__SSE2__)
+  const __m128i nl = _mm_set1_epi8('\n'), close = _mm_set1_epi8(']'), semi = _mm_set1_epi8(';');
+  while (b - p >= 64) {
+    // Byte lanes count newlines (cmpeq gives -1; up to 4 a step, so at most
+    // 63 steps before psadbw sums them).
+    __m128i counts = _mm_setzero_si128();
+    int steps = 0;
+    for (; steps < 63 && b - p >= 64; ++steps, p += 64) {
+      const __m128i* q = reinterpret_cast<const __m128i*>(p);
+      const __m128i v0 = _mm_loadu_si128(q), v1 = _mm_loadu_si128(q + 1);
+      const __m128i v2 = _mm_loadu_si128(q + 2), v3 = _mm_loadu_si128(q + 3);
+      const __m128i stop = _mm_or_si128(
+          _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v0, close), _mm_cmpeq_epi8(v0, semi)),
+                       _mm_or_si128(_mm_cmpeq_epi8(v1, close), _mm_cmpeq_epi8(v1, semi))),
+          _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v2, close), _mm_cmpeq_epi8(v2, semi)),
+                       _mm_or_si128(_mm_cmpeq_epi8(v3, close), _mm_cmpeq_epi8(v3, semi))));
+      if (_mm_movemask_epi8(stop)) break;  // the byte loop below finds it
+      counts = _mm_sub_epi8(counts, _mm_add_epi8(_mm_add_epi8(_mm_cmpeq_epi8(v0, nl), _mm_cmpeq_epi8(v1, nl)),
+                                                 _mm_add_epi8(_mm_cmpeq_epi8(v2, nl), _mm_cmpeq_epi8(v3, nl))));
+    }
+    const __m128i sums = _mm_sad_epu8(counts, _mm_setzero_si128());
+    n += _mm_cvtsi128_si32(sums) + _mm_cvtsi128_si32(_mm_unpackhi_epi64(sums, sums));
+    if (steps < 63) break;
+  }
+#endif
+  for (; p < b && *p != ']' && *p != ';'; ++p) n += *p == '\n';
+  *lines = n;
+  return p;
+}
+
+}  // namespace
+
 // Bulk path for the body of a large matrix: blocks of complete lines, split
 // across threads at line boundaries. Any irregularity (blank line, ragged row,
 // ';', ']', a bad number) makes it stop and leave the block to the exact,
@@ -80,13 +123,11 @@ int64_t ModelReader::text_rows_bulk(FloatBlock* m, int64_t row, int64_t rows, in
     scanner_.ensure(kBlock);
     const char* p = scanner_.cur();
     const char* e = p + std::min(scanner_.available(), kBlock);
-    if (const void* q = std::memchr(p, ']', e - p)) e = static_cast<const char*>(q);
-    if (const void* q = std::memchr(p, ';', e - p)) e = static_cast<const char*>(q);
     const void* nl = memrchr(p, '\n', e - p);
     if (!nl) return done;
     e = static_cast<const char*>(nl) + 1;
-    const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(num_threads(), (e - p) >> 18));
-    std::vector<const char*> cut(static_cast<size_t>(parts) + 1);
+    int64_t parts = std::max<int64_t>(1, std::min<int64_t>(num_threads(), (e - p) >> 18));
+    std::vector<const char*> cut(static_cast<size_t>(parts) + 1), stop(static_cast<size_t>(parts));
     cut[0] = p;
     cut[parts] = e;
     for (int64_t k = 1; k < parts; ++k) {
@@ -95,7 +136,15 @@ int64_t ModelReader::text_rows_bulk(FloatBlock* m, int64_t row, int64_t rows, in
       cut[k] = q ? static_cast<const char*>(q) + 1 : e;
     }
     std::vector<int64_t> lines(static_cast<size_t>(parts) + 1, 0);
-    parallel_for(parts, [&](int64_t k) { lines[k + 1] = count_newlines(cut[k], cut[k + 1]); });
+    parallel_for(parts, [&](int64_t k) { stop[k] = count_rows_to_stop(cut[k], cut[k + 1], &lines[k + 1]); });
+    // The block ends at the line holding the first stop byte.
+    for (int64_t k = 0; k < parts; ++k) {
+      if (stop[k] == cut[k + 1]) continue;
+      const void* q = memrchr(cut[k], '\n', stop[k] - cut[k]);
+      e = cut[k + 1] = q ? static_cast<const char*>(q) + 1 : cut[k];
+      parts = k + 1;
+      break;
+    }
     for (int64_t k = 0; k < parts; ++k) lines[k + 1] += lines[k];
     const int64_t n = lines[parts];
     // Two bytes per value at least: never allocate beyond what the block holds.
