@@ -114,8 +114,8 @@ const char* count_rows_to_stop(const char* a, const char* b, int64_t* lines) {
 
 // Bulk path for the body of a large matrix: blocks of complete lines, split
 // across threads at line boundaries. Any irregularity (blank line, ragged row,
-// ';', ']', a bad number) makes it stop and leave the block to the exact,
-// serial parser, which reports errors. Returns the number of rows parsed.
+// ';', ']', a bad number) makes it stop at that line and leave the rest to the
+// exact, serial parser, which reports errors. Returns the number of rows parsed.
 int64_t ModelReader::text_rows_bulk(FloatBlock* m, int64_t row, int64_t rows, int64_t cols) {
   constexpr size_t kBlock = 16 << 20;
   int64_t done = 0;
@@ -153,22 +153,26 @@ int64_t ModelReader::text_rows_bulk(FloatBlock* m, int64_t row, int64_t rows, in
     if (static_cast<int64_t>(m->data.size()) < need)
       m->data.resize(static_cast<size_t>(std::min(rows * cols, std::max(need, 2 * static_cast<int64_t>(m->data.size())))));
     float* base = m->data.data() + (row + done) * cols;
-    std::vector<char> ok(static_cast<size_t>(parts), 1);
+    // Where each piece stopped: its end, or the first line the exact parser must see.
+    std::vector<const char*> stopped(static_cast<size_t>(parts));
     parallel_for(parts, [&](int64_t k) {
       const char* a = cut[k];
       float* dst = base + lines[k] * cols;
       while (a < cut[k + 1]) {
         const char* b = static_cast<const char*>(std::memchr(a, '\n', cut[k + 1] - a));
-        if (!parse_row(a, b, scanner_.end(), dst, cols)) {
-          ok[k] = 0;
-          return;
-        }
+        if (!parse_row(a, b, scanner_.end(), dst, cols)) break;
         dst += cols;
         a = b + 1;
       }
+      stopped[k] = a;
     });
-    for (char f : ok)
-      if (!f) return done;
+    for (int64_t k = 0; k < parts; ++k) {
+      if (stopped[k] == cut[k + 1]) continue;
+      // The rows before it stand; the serial parser goes on from that line.
+      done += lines[k] + count_newlines(cut[k], stopped[k]);
+      scanner_.set_cur(stopped[k]);
+      return done;
+    }
     done += n;
     scanner_.set_cur(e);
     scanner_.release_consumed();  // a mapped input's parsed pages leave memory as we go
