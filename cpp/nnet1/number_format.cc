@@ -77,7 +77,7 @@ bool parse_row_portable(const char* p, const char* e, float* dst, int64_t n) {
 // (len: mantissa bytes with the sign, at most 15; d: the dot's offset, len if
 // none). Lane i takes digit i - (16 - n) of the n digits, skipping the dot,
 // so that they end right-aligned; lanes before the first digit get a
-// negative index (pshufb gives 0) or the sign's (its value is masked to 0).
+// negative index (pshufb gives 0) or the sign's.
 struct GatherTable {
   int8_t idx[256][16];
   int8_t exp10[256];
@@ -108,19 +108,21 @@ alignas(16) constexpr GatherTable kGather = make_gather_table();
 // the number, or nullptr when parse_float must decide.
 SVD_TARGET_V3 inline const char* parse_float_v3(const char* p, float* out) {
   const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  const __m128i dv = _mm_sub_epi8(v, _mm_set1_epi8('0'));
-  const __m128i is_dig = _mm_cmpeq_epi8(_mm_min_epu8(dv, _mm_set1_epi8(9)), dv);
+  // '0'..'9' + 0x50 are the signed bytes -128..-119, and no other byte is.
+  const __m128i is_dig = _mm_cmpgt_epi8(_mm_set1_epi8(-118), _mm_add_epi8(v, _mm_set1_epi8(0x50)));
   const unsigned digits = static_cast<unsigned>(_mm_movemask_epi8(is_dig));
   const unsigned dots = static_cast<unsigned>(_mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8('.'))));
   const unsigned neg = p[0] == '-';
   const unsigned len = _tzcnt_u32(~(digits | dots | neg));  // mantissa bytes, sign included
   const unsigned dot = _bzhi_u32(dots, len);
-  // len 16: the mantissa may go on (below that, at most 15 digits: exact in a
-  // double); two dots; no digit; a first byte that is not '-' or a digit.
-  if ((len > 15) | (_blsr_u32(dot) != 0) | (_bzhi_u32(digits, len) == 0) | !((digits | neg) & 1)) return nullptr;
+  // Left to parse_float: len 16 (the mantissa may go on; below that, at most
+  // 15 digits, exact in a double), two dots, and a first byte after the sign
+  // that is not a digit (".5" is refused there, "-.5" is not).
+  if ((len >> 4) | _blsr_u32(dot) | (~digits >> neg & 1)) return nullptr;
   const unsigned key = len * 16 + _tzcnt_u32(dot | (1u << len));
   const __m128i idx = _mm_load_si128(reinterpret_cast<const __m128i*>(kGather.idx[key]));
-  __m128i t = _mm_shuffle_epi8(_mm_and_si128(dv, is_dig), idx);
+  // Lanes before the first digit are 0 or the sign, which saturates to 0.
+  __m128i t = _mm_subs_epu8(_mm_shuffle_epi8(v, idx), _mm_set1_epi8('0'));
   t = _mm_maddubs_epi16(t, _mm_set1_epi16(0x010A));    // 10 * a + b: 2-digit groups
   t = _mm_madd_epi16(t, _mm_set1_epi32(0x00010064));   // 4-digit groups
   t = _mm_packus_epi32(t, t);
@@ -146,19 +148,28 @@ SVD_TARGET_V3 inline const char* parse_float_v3(const char* p, float* out) {
   return q;
 }
 
+// Numbers each followed by one space, the usual row, for as long as they come
+// (up to fast_end, and n values); returns where that stops. A function without
+// calls, so that its vector constants stay in registers.
+SVD_TARGET_V3 __attribute__((noinline)) const char* parse_spaced_v3(const char* p, const char* e, uintptr_t fast_end,
+                                                                    float** dst, float* last) {
+  float* d = *dst;
+  while (reinterpret_cast<uintptr_t>(p) < fast_end && d != last) {
+    const char* q = parse_float_v3(p, d);
+    if (!q || q >= e || *q != ' ') break;
+    ++d;
+    p = q + 1;
+  }
+  *dst = d;
+  return p;
+}
+
 SVD_TARGET_V3 bool parse_row_v3(const char* p, const char* e, const char* readable, float* dst, int64_t n) {
   float* const last = dst + n;
   // Numbers that start before fast_end have the kernel's 32 bytes readable.
   const uintptr_t fast_end = std::min(reinterpret_cast<uintptr_t>(e), reinterpret_cast<uintptr_t>(readable) - 31);
   for (;;) {
-    // The usual case, one number and one space: a loop without calls keeps
-    // the kernel's constants in registers.
-    while (reinterpret_cast<uintptr_t>(p) < fast_end && dst != last) {
-      const char* q = parse_float_v3(p, dst);
-      if (!q || q >= e || *q != ' ') break;
-      ++dst;
-      p = q + 1;
-    }
+    p = parse_spaced_v3(p, e, fast_end, &dst, last);
     // Anything else, one blank or one number at a time, as parse_row_portable.
     if (p < e && is_blank(*p)) {
       ++p;
