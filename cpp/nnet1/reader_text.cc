@@ -154,7 +154,7 @@ int64_t ModelReader::text_rows_bulk(FloatBlock* m, int64_t row, int64_t rows, in
       m->data.resize(static_cast<size_t>(std::min(rows * cols, std::max(need, 2 * static_cast<int64_t>(m->data.size())))));
     float* base = m->data.data() + (row + done) * cols;
     // Where each piece stopped: its end, or the first line the exact parser must see.
-    std::vector<const char*> stopped(static_cast<size_t>(parts));
+    std::vector<const char*> reached(static_cast<size_t>(parts));
     parallel_for(parts, [&](int64_t k) {
       const char* a = cut[k];
       float* dst = base + lines[k] * cols;
@@ -164,13 +164,13 @@ int64_t ModelReader::text_rows_bulk(FloatBlock* m, int64_t row, int64_t rows, in
         dst += cols;
         a = b + 1;
       }
-      stopped[k] = a;
+      reached[k] = a;
     });
     for (int64_t k = 0; k < parts; ++k) {
-      if (stopped[k] == cut[k + 1]) continue;
+      if (reached[k] == cut[k + 1]) continue;
       // The rows before it stand; the serial parser goes on from that line.
-      done += lines[k] + count_newlines(cut[k], stopped[k]);
-      scanner_.set_cur(stopped[k]);
+      done += lines[k] + count_newlines(cut[k], reached[k]);
+      scanner_.set_cur(reached[k]);
       return done;
     }
     done += n;
