@@ -416,3 +416,89 @@ def test_large_binary_matrix_read_in_parallel_pieces(tmp_path):
     # Through a pipe (no mapping, size unknown): read as it arrives, same values.
     with open(path, "rb") as f:
         assert np.array_equal(svdistill.read(f).components[0].weight, w)
+
+
+# ------------------------------------------------------- large text matrices
+
+def _matrix_text(rng, rows: int, cols: int) -> list:
+    """Row strings as Kaldi and others write them: %.7g, shortest, %.9g, %e,
+    integers, signed zeros, forms the fast path leaves to the exact parser
+    (17 digits, exponents beyond 1e+-10, a denormal), and odd blanks."""
+    x = (rng.standard_normal((rows, cols)) * 0.05).astype(np.float32)
+    kind = rng.integers(0, 20, size=(rows, cols))
+    odd = ["0", "-0", "1", "-5", "-0.000", "12345678901234567", "1.5e-12", "-2.5e11", "1e-45",
+           "0.000000000001234", "3.4028234e38", "-.5", "7."]
+    lines = []
+    for i in range(rows):
+        toks = []
+        for j in range(cols):
+            v, k = x[i, j], kind[i, j]
+            if k < 10:
+                toks.append("%.7g" % v)
+            elif k < 14:
+                toks.append(str(v))
+            elif k < 17:
+                toks.append("%.9g" % v)
+            elif k < 19:
+                toks.append("%.6e" % v)
+            else:
+                toks.append(odd[(i * cols + j) % len(odd)])
+        if i % 7 == 3:  # tabs, runs of blanks, a CR line end
+            line = "\t" + "  \t".join(toks) + " \r"
+        else:
+            line = "  " + " ".join(toks) + " "
+        lines.append(line)
+    return lines
+
+
+def test_large_text_matrix_bulk_and_exact_paths_agree(tmp_path):
+    """Rows of a large text matrix go through the bulk row parser (one or two
+    threads, several pieces); a ';' ending every line leaves each row to the
+    exact serial parser instead. Same bits (signed zeros too), same errors."""
+    rng = np.random.default_rng(3)
+    rows, cols = 700, 600
+    lines = _matrix_text(rng, rows, cols)
+
+    def model_text(lines, end=""):
+        body = "\n".join(ln + end for ln in lines)
+        return ("<Nnet>\n<AffineTransform> %d %d\n<LearnRateCoef> 1 <BiasLearnRateCoef> 1 <MaxNorm> 0 [\n"
+                "%s ]\n [ %s ]\n<!EndOfComponent>\n</Nnet>\n" % (rows, cols, body, " ".join(["0.5"] * rows)))
+
+    def read_bits(text, threads):
+        path = tmp_path / "m.nnet"
+        path.write_text(text)
+        svdistill.linalg.set_num_threads(threads)
+        try:
+            return svdistill.read(path).components[0].weight.view(np.uint32)
+        finally:
+            svdistill.linalg.set_num_threads(0)
+
+    exact = read_bits(model_text(lines, end=" ;"), 1)
+    # Lines the bulk parser leaves to the exact one, which then hands back.
+    detours = [ln + " ;" if i in (100, 101, 500) else ln.replace(" ", "\v", 1) if i == 650 else ln
+               for i, ln in enumerate(lines)]
+    for threads in (1, 2):
+        assert np.array_equal(read_bits(model_text(lines), threads), exact)
+        assert np.array_equal(read_bits(model_text(detours), threads), exact)
+    ref = np.array([[float(t) for t in ln.split()] for ln in lines])
+    assert np.allclose(exact.view(np.float32), ref, rtol=2.0 ** -24, atol=1e-45)  # bits: test_number_parser
+    assert np.signbit(exact.view(np.float32)).sum() == (np.signbit(ref) & (ref == ref)).sum()
+
+    # Errors in the middle of the bulk: the same message from every path.
+    for row, bad, what in [(100, "0.1.2", "expected a number"), (351, "nan", "non-finite"),
+                           (650, "1e39", "outside the float range")]:
+        broken = list(lines)
+        toks = broken[row].split(" ")
+        toks[5] = bad
+        broken[row] = " ".join(toks)
+        messages = set()
+        for end, threads in [("", 1), ("", 2), (" ;", 1)]:
+            with pytest.raises(svdistill.FormatError, match=what) as err:
+                read_bits(model_text(broken, end), threads)
+            messages.add(str(err.value))
+        assert len(messages) == 1, messages
+    ragged = list(lines)
+    ragged[400] = ragged[400].rstrip() + " 0.25"
+    for threads in (1, 2):
+        with pytest.raises(svdistill.FormatError, match="ragged matrix: row 401 has more than 600 values"):
+            read_bits(model_text(ragged), threads)

@@ -1,10 +1,17 @@
 #include "nnet1/number_format.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+
+// SVD_NO_MULTIVERSION (as for the kernels) keeps the portable path only.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(SVD_NO_MULTIVERSION)
+#define SVD_ROW_V3 1
+#include <immintrin.h>
+#endif
 
 namespace svd {
 ParseStatus parse_float_slow(const char* p, const char* e, float* out, const char** end) {
@@ -42,6 +49,153 @@ ParseStatus parse_float_slow(const char* p, const char* e, float* out, const cha
   *out = v;
   *end = q;
   return ParseStatus::Ok;
+}
+
+namespace {
+
+inline bool is_blank(char c) { return c == ' ' || c == '\t' || c == '\r'; }
+inline bool is_digit(char c) { return static_cast<unsigned>(c - '0') < 10u; }
+
+bool parse_row_portable(const char* p, const char* e, float* dst, int64_t n) {
+  int64_t k = 0;
+  for (;;) {
+    while (p < e && is_blank(*p)) ++p;
+    if (p == e) return k == n;
+    if (k == n || !(*p == '-' || is_digit(*p))) return false;
+    const char* end;
+    if (parse_float(p, e, dst + k, &end) != ParseStatus::Ok) return false;
+    if (end < e && !is_blank(*end)) return false;
+    ++k;
+    p = end;
+  }
+}
+
+#if SVD_ROW_V3
+#define SVD_TARGET_V3 __attribute__((target("avx2,bmi,bmi2")))
+
+// pshufb indices and decimal exponents by mantissa shape, key len * 16 + d
+// (len: mantissa bytes with the sign, at most 15; d: the dot's offset, len if
+// none). Lane i takes digit i - (16 - n) of the n digits, skipping the dot,
+// so that they end right-aligned; lanes before the first digit get a
+// negative index (pshufb gives 0) or the sign's.
+struct GatherTable {
+  int8_t idx[256][16];
+  int8_t exp10[256];
+};
+
+constexpr GatherTable make_gather_table() {
+  GatherTable t{};
+  for (int len = 0; len < 16; ++len) {
+    for (int d = 0; d <= len && d < 16; ++d) {
+      const int has_dot = d < len;
+      for (int i = 0; i < 16; ++i) {
+        int src = i + len - has_dot - 16;
+        if (src >= d) ++src;
+        t.idx[len * 16 + d][i] = static_cast<int8_t>(src < 0 ? -1 : src);
+      }
+      t.exp10[len * 16 + d] = static_cast<int8_t>(d + has_dot - len);
+    }
+  }
+  return t;
+}
+
+alignas(16) constexpr GatherTable kGather = make_gather_table();
+
+// The common shape [-]digits[.digits][e[+-]digits] with 1-15 digits, found
+// from one 16-byte load: the digits are gathered right-aligned without the
+// dot and summed by multiply-adds, so that the varying lengths of Kaldi's
+// numbers cost no branches. Needs 32 readable bytes at p; returns the end of
+// the number, or nullptr when parse_float must decide.
+SVD_TARGET_V3 inline const char* parse_float_v3(const char* p, float* out) {
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  // '0'..'9' + 0x50 are the signed bytes -128..-119, and no other byte is.
+  const __m128i is_dig = _mm_cmpgt_epi8(_mm_set1_epi8(-118), _mm_add_epi8(v, _mm_set1_epi8(0x50)));
+  const unsigned digits = static_cast<unsigned>(_mm_movemask_epi8(is_dig));
+  const unsigned dots = static_cast<unsigned>(_mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8('.'))));
+  const unsigned neg = p[0] == '-';
+  const unsigned len = _tzcnt_u32(~(digits | dots | neg));  // mantissa bytes, sign included
+  const unsigned dot = _bzhi_u32(dots, len);
+  // Left to parse_float: len 16 (the mantissa may go on; below that, at most
+  // 15 digits, exact in a double), two dots, and a first byte after the sign
+  // that is not a digit (".5" is refused there, "-.5" is not).
+  if ((len >> 4) | _blsr_u32(dot) | (~digits >> neg & 1)) return nullptr;
+  const unsigned key = len * 16 + _tzcnt_u32(dot | (1u << len));
+  const __m128i idx = _mm_load_si128(reinterpret_cast<const __m128i*>(kGather.idx[key]));
+  // Lanes before the first digit are 0 or the sign, which saturates to 0.
+  __m128i t = _mm_subs_epu8(_mm_shuffle_epi8(v, idx), _mm_set1_epi8('0'));
+  t = _mm_maddubs_epi16(t, _mm_set1_epi16(0x010A));    // 10 * a + b: 2-digit groups
+  t = _mm_madd_epi16(t, _mm_set1_epi32(0x00010064));   // 4-digit groups
+  t = _mm_packus_epi32(t, t);
+  t = _mm_madd_epi16(t, _mm_set1_epi32(0x00012710));   // 8-digit groups
+  // Both halves are exact in double, and so is high * 10^8 + low (< 10^15).
+  const __m128d halves = _mm_cvtepi32_pd(t);
+  const double m = _mm_cvtsd_f64(halves) * 1e8 + _mm_cvtsd_f64(_mm_unpackhi_pd(halves, halves));
+  int exp10 = kGather.exp10[key];
+  const char* q = p + len;
+  if ((*q | 0x20) == 'e') {
+    const char* r = q + 1;
+    const bool eneg = *r == '-';
+    r += eneg || *r == '+';
+    int ev = 0, k = 0;
+    for (; k < 4 && is_digit(r[k]); ++k) ev = ev * 10 + (r[k] - '0');
+    if (is_digit(r[k])) return nullptr;
+    if (k) {
+      exp10 += eneg ? -ev : ev;
+      q = r + k;
+    }
+  }
+  if (static_cast<unsigned>(exp10 + 10) > 20 || !round_to_float(m, exp10, neg, out)) return nullptr;
+  return q;
+}
+
+// Numbers each followed by one space, the usual row, for as long as they come
+// (up to fast_end, and n values); returns where that stops. A function without
+// calls, so that its vector constants stay in registers.
+SVD_TARGET_V3 __attribute__((noinline)) const char* parse_spaced_v3(const char* p, const char* e, uintptr_t fast_end,
+                                                                    float** dst, float* last) {
+  float* d = *dst;
+  while (reinterpret_cast<uintptr_t>(p) < fast_end && d != last) {
+    const char* q = parse_float_v3(p, d);
+    if (!q || q >= e || *q != ' ') break;
+    ++d;
+    p = q + 1;
+  }
+  *dst = d;
+  return p;
+}
+
+SVD_TARGET_V3 bool parse_row_v3(const char* p, const char* e, const char* readable, float* dst, int64_t n) {
+  float* const last = dst + n;
+  // Numbers that start before fast_end have the kernel's 32 bytes readable.
+  const uintptr_t fast_end = std::min(reinterpret_cast<uintptr_t>(e), reinterpret_cast<uintptr_t>(readable) - 31);
+  for (;;) {
+    p = parse_spaced_v3(p, e, fast_end, &dst, last);
+    // Anything else, one blank or one number at a time, as parse_row_portable.
+    if (p < e && is_blank(*p)) {
+      ++p;
+      continue;
+    }
+    if (p == e) return dst == last;
+    if (dst == last || !(*p == '-' || is_digit(*p))) return false;
+    const char* q;
+    if (parse_float(p, e, dst, &q) != ParseStatus::Ok) return false;
+    if (q < e && !is_blank(*q)) return false;
+    ++dst;
+    p = q;
+  }
+}
+#endif
+
+}  // namespace
+
+bool parse_row(const char* p, const char* e, const char* readable, float* dst, int64_t n) {
+#if SVD_ROW_V3
+  static const bool v3 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi") &&
+                         __builtin_cpu_supports("bmi2");
+  if (v3) return parse_row_v3(p, e, readable, dst, n);
+#endif
+  (void)readable;
+  return parse_row_portable(p, e, dst, n);
 }
 
 ParseStatus parse_int(const char* p, const char* e, int32_t* out, const char** end) {

@@ -22,15 +22,16 @@ enum class ParseStatus { Ok, NotANumber, OutOfRange };
 ParseStatus parse_float_slow(const char* p, const char* e, float* out, const char** end);
 
 namespace number_detail {
-constexpr double kPow10d[] = {1e-10, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1e0,
-                              1e1,   1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10};
+// [exp10 + 10][negative]: the sign rides on the power of ten.
+constexpr double kPow10d[21][2] = {
+    {1e-10, -1e-10}, {1e-9, -1e-9}, {1e-8, -1e-8}, {1e-7, -1e-7}, {1e-6, -1e-6}, {1e-5, -1e-5},
+    {1e-4, -1e-4},   {1e-3, -1e-3}, {1e-2, -1e-2}, {1e-1, -1e-1}, {1e0, -1e0},   {1e1, -1e1},
+    {1e2, -1e2},     {1e3, -1e3},   {1e4, -1e4},   {1e5, -1e5},   {1e6, -1e6},   {1e7, -1e7},
+    {1e8, -1e8},     {1e9, -1e9},   {1e10, -1e10}};
 constexpr uint64_t kPow10u[] = {1ULL, 10ULL, 100ULL, 1000ULL, 10000ULL, 100000ULL,
                                 1000000ULL, 10000000ULL, 100000000ULL};
 }  // namespace number_detail
 
-// Fast path (Clinger): when the decimal mantissa and the power of ten are both
-// exact in float, one correctly rounded multiply or divide gives the correctly
-// rounded result. Kaldi's 7-digit text always qualifies unless |exponent| > 10.
 // Value of the 8 ASCII digits at p (p[0] most significant): the SWAR method.
 inline uint64_t eight_digits(uint64_t w) {
   w -= 0x3030303030303030ULL;
@@ -58,6 +59,22 @@ inline int digit_run16(const char* p) {
   while (n < 16 && static_cast<unsigned>(p[n] - '0') < 10u) ++n;
   return n;
 #endif
+}
+
+// m (an exact integer < 2^53) * 10^exp10 (|exp10| <= 10: exact for exp10 >= 0,
+// correctly rounded below) in double is within 2 double ulps of the exact
+// value; float rounding of it is then exact unless it lies within 8 ulps of a
+// float rounding midpoint (the 29 discarded bits near 1000...0): false there,
+// and the caller asks parse_float_slow. The sign is the power's, not a branch
+// (signs of weights are random); m = 0 gives a signed zero.
+inline bool round_to_float(double m, int exp10, bool neg, float* out) {
+  const double d = m * number_detail::kPow10d[exp10 + 10][neg];
+  uint64_t bits;
+  std::memcpy(&bits, &d, 8);
+  const uint64_t low = bits & ((uint64_t{1} << 29) - 1);
+  if (low - ((uint64_t{1} << 28) - 8) < 16) return false;
+  *out = static_cast<float>(d);
+  return true;
 }
 
 // Fast path (Clinger): when the decimal mantissa and the power of ten are both
@@ -124,20 +141,17 @@ __attribute__((always_inline)) inline ParseStatus parse_float(const char* p, con
     }
     return parse_float_slow(p, e, out, end);
   }
-  // m (exact) * 10^exp10 (exact for exp10 >= 0, correctly rounded below) in
-  // double is within 2 double ulps of the exact value; float rounding of it is
-  // then exact unless it lies within 8 ulps of a float rounding midpoint (the
-  // 29 discarded bits near 1000...0), where the slow path decides.
-  const double d = static_cast<double>(m) * number_detail::kPow10d[exp10 + 10];
-  uint64_t bits;
-  std::memcpy(&bits, &d, 8);
-  const uint64_t low = bits & ((uint64_t{1} << 29) - 1);
-  if (low - ((uint64_t{1} << 28) - 8) < 16) return parse_float_slow(p, e, out, end);
-  const float v = static_cast<float>(d);
-  *out = neg ? -v : v;
+  if (!round_to_float(static_cast<double>(m), exp10, neg, out)) return parse_float_slow(p, e, out, end);
   *end = q;
   return ParseStatus::Ok;
 }
+
+// One matrix row: exactly n numbers (each starting with a digit or '-')
+// separated by blanks (' ', '\t', '\r') in [p, e), nothing else, parsed as
+// parse_float would into dst. False on anything else, for the caller's exact
+// parser to report. Bytes from e up to `readable` may be loaded (wide loads)
+// but never count; x86-64 CPUs with AVX2 take a branch-free path per number.
+bool parse_row(const char* p, const char* e, const char* readable, float* dst, int64_t n);
 
 // Parses an optionally signed decimal int32; same contract.
 ParseStatus parse_int(const char* p, const char* e, int32_t* out, const char** end);

@@ -9,6 +9,10 @@
 #include "nnet1/reader_detail.h"
 #include "util/threads.h"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace svd {
 using namespace reader_detail;
 
@@ -71,27 +75,47 @@ void ModelReader::check_alloc(int64_t count, int64_t min_bytes_each, const char*
 
 namespace {
 
-// One well-formed row: exactly `cols` numbers separated by blanks, nothing else.
-bool parse_row_fast(const char* p, const char* e, float* dst, int64_t cols) {
-  int64_t k = 0;
-  for (;;) {
-    while (p < e && (*p == ' ' || *p == '\t' || *p == '\r')) ++p;
-    if (p == e) return k == cols;
-    if (k == cols || !(*p == '-' || static_cast<unsigned>(*p - '0') < 10u)) return false;
-    const char* end;
-    if (parse_float(p, e, dst + k, &end) != ParseStatus::Ok) return false;
-    if (end < e && !(*end == ' ' || *end == '\t' || *end == '\r')) return false;
-    ++k;
-    p = end;
+// Counts the '\n' in [a, b) before the first ']' or ';' (where rows stop
+// being plain numbers) and returns that byte, or b: one pass over the block.
+const char* count_rows_to_stop(const char* a, const char* b, int64_t* lines) {
+  int64_t n = 0;
+  const char* p = a;
+#if defined(__SSE2__)
+  const __m128i nl = _mm_set1_epi8('\n'), close = _mm_set1_epi8(']'), semi = _mm_set1_epi8(';');
+  while (b - p >= 64) {
+    // Byte lanes count newlines (cmpeq gives -1; up to 4 a step, so at most
+    // 63 steps before psadbw sums them).
+    __m128i counts = _mm_setzero_si128();
+    int steps = 0;
+    for (; steps < 63 && b - p >= 64; ++steps, p += 64) {
+      const __m128i* q = reinterpret_cast<const __m128i*>(p);
+      const __m128i v0 = _mm_loadu_si128(q), v1 = _mm_loadu_si128(q + 1);
+      const __m128i v2 = _mm_loadu_si128(q + 2), v3 = _mm_loadu_si128(q + 3);
+      const __m128i stop = _mm_or_si128(
+          _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v0, close), _mm_cmpeq_epi8(v0, semi)),
+                       _mm_or_si128(_mm_cmpeq_epi8(v1, close), _mm_cmpeq_epi8(v1, semi))),
+          _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v2, close), _mm_cmpeq_epi8(v2, semi)),
+                       _mm_or_si128(_mm_cmpeq_epi8(v3, close), _mm_cmpeq_epi8(v3, semi))));
+      if (_mm_movemask_epi8(stop)) break;  // the byte loop below finds it
+      counts = _mm_sub_epi8(counts, _mm_add_epi8(_mm_add_epi8(_mm_cmpeq_epi8(v0, nl), _mm_cmpeq_epi8(v1, nl)),
+                                                 _mm_add_epi8(_mm_cmpeq_epi8(v2, nl), _mm_cmpeq_epi8(v3, nl))));
+    }
+    const __m128i sums = _mm_sad_epu8(counts, _mm_setzero_si128());
+    n += _mm_cvtsi128_si32(sums) + _mm_cvtsi128_si32(_mm_unpackhi_epi64(sums, sums));
+    if (steps < 63) break;
   }
+#endif
+  for (; p < b && *p != ']' && *p != ';'; ++p) n += *p == '\n';
+  *lines = n;
+  return p;
 }
 
 }  // namespace
 
 // Bulk path for the body of a large matrix: blocks of complete lines, split
 // across threads at line boundaries. Any irregularity (blank line, ragged row,
-// ';', ']', a bad number) makes it stop and leave the block to the exact,
-// serial parser, which reports errors. Returns the number of rows parsed.
+// ';', ']', a bad number) makes it stop at that line and leave the rest to the
+// exact, serial parser, which reports errors. Returns the number of rows parsed.
 int64_t ModelReader::text_rows_bulk(FloatBlock* m, int64_t row, int64_t rows, int64_t cols) {
   constexpr size_t kBlock = 16 << 20;
   int64_t done = 0;
@@ -99,13 +123,11 @@ int64_t ModelReader::text_rows_bulk(FloatBlock* m, int64_t row, int64_t rows, in
     scanner_.ensure(kBlock);
     const char* p = scanner_.cur();
     const char* e = p + std::min(scanner_.available(), kBlock);
-    if (const void* q = std::memchr(p, ']', e - p)) e = static_cast<const char*>(q);
-    if (const void* q = std::memchr(p, ';', e - p)) e = static_cast<const char*>(q);
     const void* nl = memrchr(p, '\n', e - p);
     if (!nl) return done;
     e = static_cast<const char*>(nl) + 1;
-    const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(num_threads(), (e - p) >> 18));
-    std::vector<const char*> cut(static_cast<size_t>(parts) + 1);
+    int64_t parts = std::max<int64_t>(1, std::min<int64_t>(num_threads(), (e - p) >> 18));
+    std::vector<const char*> cut(static_cast<size_t>(parts) + 1), stop(static_cast<size_t>(parts));
     cut[0] = p;
     cut[parts] = e;
     for (int64_t k = 1; k < parts; ++k) {
@@ -114,7 +136,15 @@ int64_t ModelReader::text_rows_bulk(FloatBlock* m, int64_t row, int64_t rows, in
       cut[k] = q ? static_cast<const char*>(q) + 1 : e;
     }
     std::vector<int64_t> lines(static_cast<size_t>(parts) + 1, 0);
-    parallel_for(parts, [&](int64_t k) { lines[k + 1] = count_newlines(cut[k], cut[k + 1]); });
+    parallel_for(parts, [&](int64_t k) { stop[k] = count_rows_to_stop(cut[k], cut[k + 1], &lines[k + 1]); });
+    // The block ends at the line holding the first stop byte.
+    for (int64_t k = 0; k < parts; ++k) {
+      if (stop[k] == cut[k + 1]) continue;
+      const void* q = memrchr(cut[k], '\n', stop[k] - cut[k]);
+      e = cut[k + 1] = q ? static_cast<const char*>(q) + 1 : cut[k];
+      parts = k + 1;
+      break;
+    }
     for (int64_t k = 0; k < parts; ++k) lines[k + 1] += lines[k];
     const int64_t n = lines[parts];
     // Two bytes per value at least: never allocate beyond what the block holds.
@@ -123,22 +153,26 @@ int64_t ModelReader::text_rows_bulk(FloatBlock* m, int64_t row, int64_t rows, in
     if (static_cast<int64_t>(m->data.size()) < need)
       m->data.resize(static_cast<size_t>(std::min(rows * cols, std::max(need, 2 * static_cast<int64_t>(m->data.size())))));
     float* base = m->data.data() + (row + done) * cols;
-    std::vector<char> ok(static_cast<size_t>(parts), 1);
+    // Where each piece stopped: its end, or the first line the exact parser must see.
+    std::vector<const char*> reached(static_cast<size_t>(parts));
     parallel_for(parts, [&](int64_t k) {
       const char* a = cut[k];
       float* dst = base + lines[k] * cols;
       while (a < cut[k + 1]) {
         const char* b = static_cast<const char*>(std::memchr(a, '\n', cut[k + 1] - a));
-        if (!parse_row_fast(a, b, dst, cols)) {
-          ok[k] = 0;
-          return;
-        }
+        if (!parse_row(a, b, scanner_.end(), dst, cols)) break;
         dst += cols;
         a = b + 1;
       }
+      reached[k] = a;
     });
-    for (char f : ok)
-      if (!f) return done;
+    for (int64_t k = 0; k < parts; ++k) {
+      if (reached[k] == cut[k + 1]) continue;
+      // The rows before it stand; the serial parser goes on from that line.
+      done += lines[k] + count_newlines(cut[k], reached[k]);
+      scanner_.set_cur(reached[k]);
+      return done;
+    }
     done += n;
     scanner_.set_cur(e);
     scanner_.release_consumed();  // a mapped input's parsed pages leave memory as we go
