@@ -110,55 +110,70 @@ MatF gaussian(int64_t rows, int64_t cols, uint64_t seed) {
 // Fast path: eigenvectors of B B^T (l x l). In float64 the right singular
 // vectors v_i = B^T u_i / s_i are accurate to ~1e-16 (s_1/s_i)^2, far below
 // float32 resolution while s_keep >= 1e-4 s_1; otherwise LAPACK's gesdd.
-// Signs are left to the caller.
+// B goes to double a block of columns (a few MB) at a time: for tall or wide
+// matrices a double copy of B, and of V^T, would be the largest buffers of
+// all. Signs are left to the caller.
 SvdResult svd_of_projection(const MatF& q, const MatF& b, int64_t keep, double total) {
   const int64_t l = b.rows(), n = b.cols();
   const int64_t r = std::min(l, n);
   keep = std::min(keep, r);
-  MatD bd = b.cast<double>();
+  const int64_t cb = std::max<int64_t>(64, (4 << 20) / (8 * std::max<int64_t>(l, 1)));
+  auto columns = [&](int64_t c0, int64_t w) -> MatD {  // B's columns c0..c0+w as a w x l double block
+    return b.middleCols(c0, w).transpose().cast<double>();
+  };
+  SvdResult res;
+  res.total_energy = total;
+  res.sketch = l;
   MatD ub;
-  MatD vtd;
-  std::vector<double> s;
-  bool done = false;
   if (l <= n && keep > 0) {
-    MatD g(l, l);
-    blas::gram_rows_double(bd.data(), l, n, g.data());
-    std::vector<double> w(static_cast<size_t>(l));
-    if (blas::dsyevd_vectors(g.data(), l, w.data())) {
+    MatD g = MatD::Zero(l, l);  // upper triangle of B B^T
+    for (int64_t c0 = 0; c0 < n; c0 += cb) {
+      const int64_t w = std::min(cb, n - c0);
+      MatD bt = columns(c0, w);
+      blas::gram_double_acc(bt.data(), w, l, g.data());
+    }
+    std::vector<double> ev(static_cast<size_t>(l));
+    if (blas::dsyevd_vectors(g.data(), l, ev.data())) {
       // Ascending eigenpairs: the last `keep` columns, reversed.
-      const double top = std::sqrt(std::max(w[l - 1], 0.0));
-      const double low = std::sqrt(std::max(w[l - keep], 0.0));
+      const double top = std::sqrt(std::max(ev[l - 1], 0.0));
+      const double low = std::sqrt(std::max(ev[l - keep], 0.0));
       if (top > 0 && low >= 1e-4 * top) {
-        ub.resize(l, keep);
-        s.resize(static_cast<size_t>(keep));
+        MatD ubt(keep, l);
+        res.s.resize(static_cast<size_t>(keep));
         for (int64_t j = 0; j < keep; ++j) {
-          s[j] = std::sqrt(std::max(w[l - 1 - j], 0.0));
-          ub.col(j) = g.col(l - 1 - j);
+          res.s[j] = std::sqrt(std::max(ev[l - 1 - j], 0.0));
+          ubt.row(j) = g.col(l - 1 - j).transpose();
         }
-        vtd.resize(keep, n);
-        MatD ubt = ub.transpose();
-        blas::dgemm(false, false, keep, n, l, ubt.data(), l, bd.data(), n, vtd.data(), n);
-        for (int64_t j = 0; j < keep; ++j) vtd.row(j) /= s[j];
-        done = true;
+        res.vt.resize(keep, n);
+        std::vector<double> part(static_cast<size_t>(keep * std::min(cb, n)));
+        for (int64_t c0 = 0; c0 < n; c0 += cb) {
+          const int64_t w = std::min(cb, n - c0);
+          MatD bt = columns(c0, w);
+          blas::dgemm(false, true, keep, w, l, ubt.data(), l, bt.data(), l, part.data(), w);
+          Eigen::Map<const MatD> pv(part.data(), keep, w);
+          for (int64_t j = 0; j < keep; ++j)
+            res.vt.row(j).segment(c0, w) = (pv.row(j) * (1.0 / res.s[j])).cast<float>();
+        }
+        ub = ubt.transpose();
       }
     }
   }
-  if (!done) {
+  if (ub.size() == 0 && keep > 0) {
+    MatD bd = b.cast<double>();
     MatD u(l, r), vt(r, n);
-    s.assign(static_cast<size_t>(r), 0.0);
-    blas::dgesdd_thin(bd.data(), l, n, u.data(), s.data(), vt.data());
+    res.s.assign(static_cast<size_t>(r), 0.0);
+    blas::dgesdd_thin(bd.data(), l, n, u.data(), res.s.data(), vt.data());
     ub = u.leftCols(keep);
-    vtd = vt.topRows(keep);
-    s.resize(static_cast<size_t>(keep));
+    res.vt = vt.topRows(keep).cast<float>();
+    res.s.resize(static_cast<size_t>(keep));
   }
-  SvdResult res;
+  if (keep == 0) {
+    ub.resize(l, 0);
+    res.vt.resize(0, n);
+  }
   MatF ubk = ub.cast<float>();
   res.u.resize(q.rows(), keep);
   blas::sgemm(false, false, q.rows(), keep, l, 1.f, q.data(), l, ubk.data(), keep, 0.f, res.u.data(), keep);
-  res.vt = vtd.cast<float>();
-  res.s = std::move(s);
-  res.total_energy = total;
-  res.sketch = l;
   return res;
 }
 
