@@ -56,17 +56,30 @@ namespace {
 inline bool is_blank(char c) { return c == ' ' || c == '\t' || c == '\r'; }
 inline bool is_digit(char c) { return static_cast<unsigned>(c - '0') < 10u; }
 
+enum class RowStep { Number, End, Bad };
+
+// One exact step through a row: blanks, then one number (a digit or '-'
+// first, a blank or the row's end after it) into *dst, at most up to last.
+// End: the row ended after exactly its values; Bad: anything else.
+inline RowStep row_step(const char** p, const char* e, float** dst, const float* last) {
+  const char* q = *p;
+  while (q < e && is_blank(*q)) ++q;
+  *p = q;
+  if (q == e) return *dst == last ? RowStep::End : RowStep::Bad;
+  if (*dst == last || !(*q == '-' || is_digit(*q))) return RowStep::Bad;
+  const char* end;
+  if (parse_float(q, e, *dst, &end) != ParseStatus::Ok) return RowStep::Bad;
+  if (end < e && !is_blank(*end)) return RowStep::Bad;
+  ++*dst;
+  *p = end;
+  return RowStep::Number;
+}
+
 bool parse_row_portable(const char* p, const char* e, float* dst, int64_t n) {
-  int64_t k = 0;
+  const float* const last = dst + n;
   for (;;) {
-    while (p < e && is_blank(*p)) ++p;
-    if (p == e) return k == n;
-    if (k == n || !(*p == '-' || is_digit(*p))) return false;
-    const char* end;
-    if (parse_float(p, e, dst + k, &end) != ParseStatus::Ok) return false;
-    if (end < e && !is_blank(*end)) return false;
-    ++k;
-    p = end;
+    const RowStep s = row_step(&p, e, &dst, last);
+    if (s != RowStep::Number) return s == RowStep::End;
   }
 }
 
@@ -170,18 +183,17 @@ SVD_TARGET_V3 bool parse_row_v3(const char* p, const char* e, const char* readab
   const uintptr_t fast_end = std::min(reinterpret_cast<uintptr_t>(e), reinterpret_cast<uintptr_t>(readable) - 31);
   for (;;) {
     p = parse_spaced_v3(p, e, fast_end, &dst, last);
-    // Anything else, one blank or one number at a time, as parse_row_portable.
+    // The kernel starts only on a number: a blank is stepped over and the
+    // kernel tried again (a step would also take the next number the slow
+    // way, and leave the blank after it for the next round: every number).
     if (p < e && is_blank(*p)) {
       ++p;
       continue;
     }
-    if (p == e) return dst == last;
-    if (dst == last || !(*p == '-' || is_digit(*p))) return false;
-    const char* q;
-    if (parse_float(p, e, dst, &q) != ParseStatus::Ok) return false;
-    if (q < e && !is_blank(*q)) return false;
-    ++dst;
-    p = q;
+    // Anything else (a number the kernel refused, the row's end): one exact
+    // step, as parse_row_portable takes them.
+    const RowStep s = row_step(&p, e, &dst, last);
+    if (s != RowStep::Number) return s == RowStep::End;
   }
 }
 #endif
