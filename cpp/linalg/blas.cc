@@ -16,13 +16,6 @@ void check_dims(int64_t v) {
   if (v > 0x7fffffff) throw Error("matrix dimension exceeds the 32-bit BLAS interface");
 }
 
-// syrk fills the upper triangle; callers want the full symmetric matrix.
-template <class T>
-void mirror_upper(T* g, int64_t n) {
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t j = 0; j < i; ++j) g[i * n + j] = g[j * n + i];
-}
-
 }  // namespace
 
 void set_threads(int n) { scipy_openblas_set_num_threads(n > 0 ? n : num_threads()); }
@@ -57,23 +50,6 @@ void dgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const do
   scipy_cblas_dgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
                     static_cast<blasint>(m), static_cast<blasint>(n), static_cast<blasint>(k), 1.0, a,
                     static_cast<blasint>(lda), b, static_cast<blasint>(ldb), 0.0, c, static_cast<blasint>(ldc));
-}
-
-void gram_rows_double(const double* b, int64_t l, int64_t n, double* g) {
-  check_dims(l);
-  check_dims(n);
-  scipy_cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, static_cast<blasint>(l), static_cast<blasint>(n),
-                    1.0, b, static_cast<blasint>(n), 0.0, g, static_cast<blasint>(l));
-  mirror_upper(g, l);
-}
-
-void gram_float(const float* a, int64_t m, int64_t n, float* g) {
-  check_dims(m);
-  check_dims(n);
-  scipy_cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, static_cast<blasint>(n),
-                    static_cast<blasint>(m), 1.f, a, static_cast<blasint>(n), 0.f, g,
-                    static_cast<blasint>(n));
-  mirror_upper(g, n);
 }
 
 void gram_float_upper(const float* a, int64_t m, int64_t n, bool rows, float* g) {

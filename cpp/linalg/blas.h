@@ -14,8 +14,6 @@ namespace blas {
 void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
            int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
 
-// G = A^T A (n x n, full symmetric) for row-major A (m x n), in float.
-void gram_float(const float* a, int64_t m, int64_t n, float* g);
 // The upper triangle of A^T A (n x n; `rows`: of A A^T, m x m), in float.
 void gram_float_upper(const float* a, int64_t m, int64_t n, bool rows, float* g);
 // C = G B for a symmetric G (d x d, upper triangle read) and row-major B (d x l).
@@ -23,8 +21,6 @@ void symm_upper(const float* g, int64_t d, const float* b, int64_t l, float* c);
 // C = op(A) op(B) in double, row-major (as sgemm).
 void dgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const double* a, int64_t lda,
            const double* b, int64_t ldb, double* c, int64_t ldc);
-// G = B B^T (l x l, full symmetric) for a row-major double B (l x n).
-void gram_rows_double(const double* b, int64_t l, int64_t n, double* g);
 // G += A^T A in double for a row-major double block (m x n).
 void gram_double_acc(const double* a, int64_t m, int64_t n, double* g);
 

@@ -48,7 +48,7 @@ bool cholqr_pass(float* y, int64_t m, int64_t l, bool in_double) {
     blas::gram_double_acc(yd.data(), m, l, g.data());
   } else {
     std::vector<float> gf(static_cast<size_t>(l * l));
-    blas::gram_float(y, m, l, gf.data());
+    blas::gram_float_upper(y, m, l, /*rows=*/false, gf.data());
     std::copy(gf.begin(), gf.end(), g.begin());
   }
   if (!blas::cholesky_upper(g.data(), l)) return false;
