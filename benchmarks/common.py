@@ -244,9 +244,10 @@ def svdistill_cmd() -> List[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "svdistill"]
 
 
-def warm(path: Path, chunk: int = 16 << 20, buf: Optional[bytearray] = None) -> int:
+def warm(path: Path, chunk: int = 16 << 20, buf: Optional[Any] = None) -> int:
     """Read a file once (into ``buf`` if given, reused) so it is in the page cache;
-    returns its size. Also the benchmarks' "raw read" reference."""
+    returns its size. Also the benchmarks' "raw read" reference (``buf``: any
+    writable buffer, e.g. a page-aligned ``mmap.mmap(-1, chunk)``)."""
     n = 0
     buf = bytearray(chunk) if buf is None else buf
     with open(path, "rb", buffering=0) as f:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import gc
 import io
 import struct
+import sys
 import warnings
 
 import numpy as np
@@ -86,6 +87,41 @@ def test_streamed_component_views(fixtures_dir):
     for a in range(len(ws)):
         for b in range(a + 1, len(ws)):
             assert not np.shares_memory(ws[a], ws[b])
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_large_blocks_are_aligned_and_never_shared(binary, tmp_path):
+    """Blocks of 2 MB and more come from their own 2 MB-aligned mappings (huge
+    pages, full-speed reads), and the allocator hands the last freed one to the
+    next large allocation: a block still in use must never be handed out again."""
+    rng = np.random.default_rng(0)
+    comps = []
+    for out, inp in [(1024, 600), (700, 1024), (1024, 700), (1024, 1024)]:  # 2.3-4 MB
+        comps += [Component.affine(rng.standard_normal((out, inp), dtype=np.float32),
+                                   rng.standard_normal(out, dtype=np.float32)),
+                  Component.activation("Sigmoid", out)]
+    model = Model(comps[:-1])
+    path = tmp_path / ("m.bin" if binary else "m.txt")
+    svdistill.write(model, path, binary=binary)
+    ref = [c.weight.copy() for c in model if c.kind == "AffineTransform"]
+
+    kept = []  # (layer, weight): every other layer's weight outlives its component
+    for _ in range(2):
+        layer = 0
+        for c in svdistill.iter_components(path):  # each component freed as the next is read
+            if c.kind == "AffineTransform":
+                if layer % 2 == 0:
+                    kept.append((layer, c.weight))
+                layer += 1
+        gc.collect()
+    kept += list(enumerate(c.weight for c in svdistill.read(path) if c.kind == "AffineTransform"))
+    for layer, w in kept:
+        assert np.array_equal(w, ref[layer])
+        if sys.platform.startswith("linux"):
+            assert w.ctypes.data % (2 << 20) == 0
+    for a in range(len(kept)):
+        for b in range(a + 1, len(kept)):
+            assert not np.shares_memory(kept[a][1], kept[b][1])
 
 
 # ----------------------------------------------------------------- setters

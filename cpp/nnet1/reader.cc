@@ -148,7 +148,15 @@ void ModelReader::read_end_marker() {
   if (tok != kEoc) fail_at(at, "expected <!EndOfComponent>, got " + quote(tok) + " (tokens are case-sensitive)");
 }
 
+ModelReader::~ModelReader() { release_cached_block(); }
+
 bool ModelReader::next(Component* out) {
+  if (read_next(out)) return true;
+  release_cached_block();  // the model is read: no large block will be wanted soon
+  return false;
+}
+
+bool ModelReader::read_next(Component* out) {
   if (finished_) return false;
   const bool bin = encoding_ == Encoding::Binary;
   index_ = 0;

@@ -15,6 +15,9 @@ namespace svd {
 class ModelReader {
  public:
   explicit ModelReader(std::unique_ptr<ByteSource> source);
+  ~ModelReader();  // returns the idle large block (release_cached_block)
+  ModelReader(const ModelReader&) = delete;
+  ModelReader& operator=(const ModelReader&) = delete;
 
   Encoding encoding() const { return encoding_; }
   // Known after the first component (or the end of an empty model).
@@ -31,6 +34,7 @@ class ModelReader {
   bool next(Component* out);
 
  private:
+  bool read_next(Component* out);
   [[noreturn]] void fail(const std::string& what) const;
   [[noreturn]] void fail_at(const char* at, const std::string& what) const;
   [[noreturn]] void fail_at(int64_t offset, const std::string& what) const;
