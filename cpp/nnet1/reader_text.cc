@@ -117,7 +117,7 @@ const char* count_rows_to_stop(const char* a, const char* b, int64_t* lines) {
 // ';', ']', a bad number) makes it stop at that line and leave the rest to the
 // exact, serial parser, which reports errors. Returns the number of rows parsed.
 int64_t ModelReader::text_rows_bulk(FloatBlock* m, int64_t row, int64_t rows, int64_t cols) {
-  constexpr size_t kBlock = 16 << 20;
+  constexpr size_t kBlock = 4 << 20;  // counted, then parsed while still in cache (16 MB: ~10% slower on two threads)
   int64_t done = 0;
   while (row + done < rows) {
     scanner_.ensure(kBlock);
