@@ -126,7 +126,7 @@ int64_t ModelReader::text_rows_bulk(FloatBlock* m, int64_t row, int64_t rows, in
     const void* nl = memrchr(p, '\n', e - p);
     if (!nl) return done;
     e = static_cast<const char*>(nl) + 1;
-    int64_t parts = std::max<int64_t>(1, std::min<int64_t>(num_threads(), (e - p) >> 18));
+    int64_t parts = std::max<int64_t>(1, std::min<int64_t>(8 * num_threads(), (e - p) >> 17));
     std::vector<const char*> cut(static_cast<size_t>(parts) + 1), stop(static_cast<size_t>(parts));
     cut[0] = p;
     cut[parts] = e;

@@ -2,6 +2,7 @@
 // Default: all cores; SVDISTILL_NUM_THREADS or set_num_threads() override.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <exception>
 #include <thread>
@@ -22,9 +23,12 @@ void parallel_for(int64_t n, F&& f) {
     return;
   }
   std::vector<std::exception_ptr> errors(static_cast<size_t>(workers));
+  // Tasks are handed out in order as threads become free, so a thread slowed
+  // down (by another process, say) takes fewer of them.
+  std::atomic<int64_t> next{0};
   auto run = [&](int64_t w) {
     try {
-      for (int64_t i = w; i < n; i += workers) f(i);
+      for (int64_t i = next++; i < n; i = next++) f(i);
     } catch (...) {
       errors[static_cast<size_t>(w)] = std::current_exception();
     }
