@@ -480,6 +480,14 @@ def test_large_text_matrix_bulk_and_exact_paths_agree(tmp_path):
     for threads in (1, 2):
         assert np.array_equal(read_bits(model_text(lines), threads), exact)
         assert np.array_equal(read_bits(model_text(detours), threads), exact)
+        # A file object: no mapping, the destination grows as blocks arrive.
+        svdistill.linalg.set_num_threads(threads)
+        try:
+            for text in (model_text(lines), model_text(detours)):
+                got = svdistill.read(io.BytesIO(text.encode())).components[0].weight.view(np.uint32)
+                assert np.array_equal(got, exact)
+        finally:
+            svdistill.linalg.set_num_threads(0)
     ref = np.array([[float(t) for t in ln.split()] for ln in lines])
     assert np.allclose(exact.view(np.float32), ref, rtol=2.0 ** -24, atol=1e-45)  # bits: test_number_parser
     assert np.signbit(exact.view(np.float32)).sum() == (np.signbit(ref) & (ref == ref)).sum()
@@ -502,3 +510,16 @@ def test_large_text_matrix_bulk_and_exact_paths_agree(tmp_path):
     for threads in (1, 2):
         with pytest.raises(svdistill.FormatError, match="ragged matrix: row 401 has more than 600 values"):
             read_bits(model_text(ragged), threads)
+
+    # Blank lines (counted as lines by the bulk path, skipped by the exact one)
+    # and one row too many: the same outcome on every path.
+    blanks = lines[:200] + ["", "   "] + lines[200:]
+    for threads in (1, 2):
+        assert np.array_equal(read_bits(model_text(blanks), threads), exact)
+    extra = lines + [lines[0]]
+    messages = set()
+    for end, threads in [("", 1), ("", 2), (" ;", 1)]:
+        with pytest.raises(svdistill.FormatError, match="more than 700 rows") as err:
+            read_bits(model_text(extra, end), threads)
+        messages.add(str(err.value))
+    assert len(messages) == 1, messages

@@ -1,7 +1,9 @@
 // Text-encoding half of ModelReader: Kaldi text and PDNN-style text.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
+#include <thread>
 
 #include "nnet1/errors.h"
 #include "nnet1/number_format.h"
@@ -113,11 +115,15 @@ const char* count_rows_to_stop(const char* a, const char* b, int64_t* lines) {
 }  // namespace
 
 // Bulk path for the body of a large matrix: blocks of complete lines, split
-// across threads at line boundaries. Any irregularity (blank line, ragged row,
-// ';', ']', a bad number) makes it stop at that line and leave the rest to the
-// exact, serial parser, which reports errors. Returns the number of rows parsed.
+// into pieces at line boundaries and handed to the threads in order. Each piece
+// counts its rows (which brings it into cache), waits for the row count of the
+// pieces before it, publishes its own and parses its rows into place. Any
+// irregularity (blank line, ragged row, ';', ']', a bad number) makes it stop
+// at that line and leave the rest to the exact, serial parser, which reports
+// errors. Returns the number of rows parsed.
 int64_t ModelReader::text_rows_bulk(FloatBlock* m, int64_t row, int64_t rows, int64_t cols) {
-  constexpr size_t kBlock = 4 << 20;  // counted, then parsed while still in cache (16 MB: ~10% slower on two threads)
+  constexpr size_t kBlock = 4 << 20;  // pieces of <= 512 KB (16 MB blocks measured ~10% slower)
+  constexpr int64_t kNone = -1;
   int64_t done = 0;
   while (row + done < rows) {
     scanner_.ensure(kBlock);
@@ -126,8 +132,17 @@ int64_t ModelReader::text_rows_bulk(FloatBlock* m, int64_t row, int64_t rows, in
     const void* nl = memrchr(p, '\n', e - p);
     if (!nl) return done;
     e = static_cast<const char*>(nl) + 1;
-    int64_t parts = std::max<int64_t>(1, std::min<int64_t>(8 * num_threads(), (e - p) >> 17));
-    std::vector<const char*> cut(static_cast<size_t>(parts) + 1), stop(static_cast<size_t>(parts));
+    const int64_t first = row + done;  // the block's first row
+    // Two bytes per value at least: the block holds at most this many rows,
+    // and the destination never grows beyond what the input has backed.
+    const int64_t most = std::min(rows - first, static_cast<int64_t>((e - p) / (2 * cols)));
+    if (most == 0) return done;  // not one whole row here: the serial parser decides
+    if (static_cast<int64_t>(m->data.size()) < (first + most) * cols)
+      m->data.resize(static_cast<size_t>(std::min(rows * cols, std::max((first + most) * cols,
+                                                                         2 * static_cast<int64_t>(m->data.size())))));
+    float* const base = m->data.data();
+    const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(8 * num_threads(), (e - p) >> 17));
+    std::vector<const char*> cut(static_cast<size_t>(parts) + 1);
     cut[0] = p;
     cut[parts] = e;
     for (int64_t k = 1; k < parts; ++k) {
@@ -135,45 +150,53 @@ int64_t ModelReader::text_rows_bulk(FloatBlock* m, int64_t row, int64_t rows, in
       const void* q = std::memchr(t, '\n', e - t);
       cut[k] = q ? static_cast<const char*>(q) + 1 : e;
     }
-    std::vector<int64_t> lines(static_cast<size_t>(parts) + 1, 0);
-    parallel_for(parts, [&](int64_t k) { stop[k] = count_rows_to_stop(cut[k], cut[k + 1], &lines[k + 1]); });
-    // The block ends at the line holding the first stop byte.
-    for (int64_t k = 0; k < parts; ++k) {
-      if (stop[k] == cut[k + 1]) continue;
-      const void* q = memrchr(cut[k], '\n', stop[k] - cut[k]);
-      e = cut[k + 1] = q ? static_cast<const char*>(q) + 1 : cut[k];
-      parts = k + 1;
-      break;
-    }
-    for (int64_t k = 0; k < parts; ++k) lines[k + 1] += lines[k];
-    const int64_t n = lines[parts];
-    // Two bytes per value at least: never allocate beyond what the block holds.
-    if (n == 0 || row + done + n > rows || n * cols * 2 > e - p) return done;
-    const int64_t need = (row + done + n) * cols;
-    if (static_cast<int64_t>(m->data.size()) < need)
-      m->data.resize(static_cast<size_t>(std::min(rows * cols, std::max(need, 2 * static_cast<int64_t>(m->data.size())))));
-    float* base = m->data.data() + (row + done) * cols;
-    // Where each piece stopped: its end, or the first line the exact parser must see.
-    std::vector<const char*> reached(static_cast<size_t>(parts));
+    // start[k]: the first row of piece k once known; kNone until then. A piece
+    // that cannot be parsed whole (a stop byte, too many rows) ends the chain:
+    // every later piece sees start == kStopped and leaves its rows alone.
+    constexpr int64_t kStopped = -2;
+    std::vector<std::atomic<int64_t>> start(static_cast<size_t>(parts) + 1);
+    for (auto& s : start) s.store(kNone, std::memory_order_relaxed);
+    start[0].store(first, std::memory_order_relaxed);
+    std::vector<const char*> reached(static_cast<size_t>(parts));  // where each piece's parse stopped
     parallel_for(parts, [&](int64_t k) {
       const char* a = cut[k];
-      float* dst = base + lines[k] * cols;
-      while (a < cut[k + 1]) {
-        const char* b = static_cast<const char*>(std::memchr(a, '\n', cut[k + 1] - a));
-        if (!parse_row(a, b, scanner_.end(), dst, cols)) break;
+      const char* b = cut[k + 1];
+      int64_t lines = 0;
+      const char* stop = count_rows_to_stop(a, b, &lines);
+      int64_t at;
+      for (int spins = 0; (at = start[k].load(std::memory_order_acquire)) == kNone; ++spins)
+        if (spins > 64) std::this_thread::yield();  // the piece before is still counting
+      if (at == kStopped) {
+        reached[k] = a;
+        start[k + 1].store(kStopped, std::memory_order_release);
+        return;
+      }
+      if (stop != b) {  // the piece ends at the line holding the stop byte
+        const void* q = memrchr(a, '\n', stop - a);
+        b = q ? static_cast<const char*>(q) + 1 : a;
+      }
+      // More rows than the header says (the serial parser reports it), or than
+      // the block can hold (blank lines): nothing past the destination's end.
+      if (at + lines > first + most) b = a;
+      start[k + 1].store(b == cut[k + 1] ? at + lines : kStopped, std::memory_order_release);
+      float* dst = base + at * cols;
+      while (a < b) {
+        const char* eol = static_cast<const char*>(std::memchr(a, '\n', b - a));
+        if (!parse_row(a, eol, scanner_.end(), dst, cols)) break;
         dst += cols;
-        a = b + 1;
+        a = eol + 1;
       }
       reached[k] = a;
     });
     for (int64_t k = 0; k < parts; ++k) {
       if (reached[k] == cut[k + 1]) continue;
       // The rows before it stand; the serial parser goes on from that line.
-      done += lines[k] + count_newlines(cut[k], reached[k]);
+      const int64_t at = start[k].load(std::memory_order_relaxed);
+      done = at - row + count_newlines(cut[k], reached[k]);
       scanner_.set_cur(reached[k]);
       return done;
     }
-    done += n;
+    done = start[parts].load(std::memory_order_relaxed) - row;
     scanner_.set_cur(e);
     scanner_.release_consumed();  // a mapped input's parsed pages leave memory as we go
   }
