@@ -4,6 +4,7 @@
 #include <cctype>
 #include <cmath>
 #include <cstring>
+#include <mutex>
 
 #include "nnet1/errors.h"
 #include "util/threads.h"
@@ -151,21 +152,28 @@ void ModelWriter::write_matrix(const FloatBlock& m) {
   }
   put(kaldi ? " [" : "[");
   // Blocks of rows are formatted on all threads, each into its own buffer, and
-  // written in order: text output costs little more than the bytes.
+  // written in order by whichever thread completes the next one due, while the
+  // others go on formatting: text output costs little more than the bytes.
+  // A round of blocks holds at most ~4 MB of text at once.
   const float* d = m.data.data();
   const Digits digits = opt_.digits;
   const int64_t per_value = 17;  // longest float32 text ("-1.17549435e-38") + a space
-  const int64_t rows_per_block = std::max<int64_t>(1, (2 << 20) / (cols * per_value + 4));
+  const int64_t row_bytes = cols * per_value + 4;
+  const int64_t rows_per_block = std::max<int64_t>(1, (512 << 10) / row_bytes);
   // Threads pay off only for sizeable matrices.
   const int64_t threads = rows * cols >= (1 << 16) ? std::max(1, num_threads()) : 1;
-  std::vector<std::string> blocks(static_cast<size_t>(threads));
-  for (int64_t r0 = 0; r0 < rows; r0 += rows_per_block * threads) {
-    parallel_for(threads, [&](int64_t t) {
+  const int64_t round_blocks = threads > 1 ? 8 : 1;
+  std::vector<std::string> blocks(static_cast<size_t>(round_blocks));
+  std::vector<char> ready(static_cast<size_t>(round_blocks));
+  std::mutex order;
+  for (int64_t r0 = 0; r0 < rows; r0 += rows_per_block * round_blocks) {
+    const int64_t n = std::min(round_blocks, (rows - r0 + rows_per_block - 1) / rows_per_block);
+    std::fill(ready.begin(), ready.end(), 0);
+    int64_t due = 0;  // the next block to write
+    parallel_for(n, [&](int64_t t) {
       const int64_t a = r0 + t * rows_per_block, b = std::min(rows, a + rows_per_block);
       std::string& out = blocks[static_cast<size_t>(t)];
-      out.clear();
-      if (a >= b) return;
-      out.resize(static_cast<size_t>((b - a) * (cols * per_value + 4)));
+      out.resize(static_cast<size_t>((b - a) * row_bytes));
       char* p = &out[0];
       for (int64_t i = a; i < b; ++i) {
         *p++ = '\n';
@@ -180,8 +188,10 @@ void ModelWriter::write_matrix(const FloatBlock& m) {
         }
       }
       out.resize(static_cast<size_t>(p - &out[0]));
+      std::lock_guard<std::mutex> lock(order);
+      ready[static_cast<size_t>(t)] = 1;
+      for (; due < n && ready[static_cast<size_t>(due)]; ++due) put(blocks[static_cast<size_t>(due)]);
     });
-    for (const std::string& blk : blocks) put(blk);
   }
   put(kaldi ? "]\n" : "\n]\n");
 }
