@@ -2,8 +2,14 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
+import numpy as np
 import pytest
+
+import svdistill
 
 INFO_MODELS = [
     ("tiny_mlp.nnet.bin", "tiny_mlp.info.txt"),
@@ -185,3 +191,20 @@ def test_copy_writes_nothing_to_stdout_on_error(run_cli, clean_cli_error, tmp_pa
     r = run_cli("copy", p, "-")
     clean_cli_error(r, str(p), "does not match")
     assert r.stdout == b""
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_cli_full_disk_is_one_clean_error(tmp_path, threads, clean_cli_error):
+    """Writing to a full device (stdout on /dev/full) fails with the system's
+    reason, once, whichever of the writer's threads hit it."""
+    rng = np.random.default_rng(0)
+    model = svdistill.Model([svdistill.Component.affine(rng.standard_normal((1000, 600), dtype=np.float32))])
+    src = tmp_path / "m.nnet"
+    svdistill.write(model, src, binary=True)
+    env = dict(os.environ, SVDISTILL_NUM_THREADS=threads)
+    with open("/dev/full", "wb") as full:
+        proc = subprocess.run([sys.executable, "-m", "svdistill", "copy", "--binary=false", str(src), "-"],
+                              stdout=full, stderr=subprocess.PIPE, env=env, timeout=60)
+    err = clean_cli_error(proc, "No space left on device")
+    assert "already closed" not in err

@@ -170,6 +170,7 @@ void ModelWriter::write_matrix(const FloatBlock& m) {
     const int64_t n = std::min(round_blocks, (rows - r0 + rows_per_block - 1) / rows_per_block);
     std::fill(ready.begin(), ready.end(), 0);
     int64_t due = 0;  // the next block to write
+    bool failed = false;
     parallel_for(n, [&](int64_t t) {
       const int64_t a = r0 + t * rows_per_block, b = std::min(rows, a + rows_per_block);
       std::string& out = blocks[static_cast<size_t>(t)];
@@ -190,7 +191,13 @@ void ModelWriter::write_matrix(const FloatBlock& m) {
       out.resize(static_cast<size_t>(p - &out[0]));
       std::lock_guard<std::mutex> lock(order);
       ready[static_cast<size_t>(t)] = 1;
-      for (; due < n && ready[static_cast<size_t>(due)]; ++due) put(blocks[static_cast<size_t>(due)]);
+      if (failed) return;  // the output failed: its error is the one reported
+      try {
+        for (; due < n && ready[static_cast<size_t>(due)]; ++due) put(blocks[static_cast<size_t>(due)]);
+      } catch (...) {
+        failed = true;
+        throw;
+      }
     });
   }
   put(kaldi ? "]\n" : "\n]\n");
