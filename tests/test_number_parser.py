@@ -10,24 +10,30 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _check_program(tmp_path, source: str, defines, arg: str) -> str:
+    """Build fuzz/SOURCE with cpp/nnet1/number_format.cc, run it with ARG, return its stdout."""
+    cxx = shutil.which("g++") or shutil.which("clang++")
+    if cxx is None:
+        pytest.skip("no C++ compiler")
+    exe = tmp_path / Path(source).stem
+    build = subprocess.run([cxx, "-O2", "-std=c++17", "-pthread", *defines, f"-I{ROOT / 'cpp'}",
+                            str(ROOT / "fuzz" / source),
+                            str(ROOT / "cpp" / "nnet1" / "number_format.cc"), "-o", str(exe)],
+                           capture_output=True, text=True)
+    if build.returncode != 0 and "charconv" in build.stderr:
+        pytest.skip("the compiler's library lacks std::from_chars / to_chars for float")
+    assert build.returncode == 0, build.stderr
+    run = subprocess.run([str(exe), arg], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    return run.stdout
+
+
 # The default build takes the AVX2 row path where the CPU has it; the second
 # keeps the portable one (both must agree with from_chars everywhere).
 @pytest.mark.parametrize("defines", [[], ["-DSVD_NO_MULTIVERSION"]], ids=["dispatched", "portable"])
 def test_parse_float_matches_from_chars_bit_for_bit(tmp_path, defines):
-    cxx = shutil.which("g++") or shutil.which("clang++")
-    if cxx is None:
-        pytest.skip("no C++ compiler")
-    exe = tmp_path / "pfc"
-    build = subprocess.run([cxx, "-O2", "-std=c++17", *defines, f"-I{ROOT / 'cpp'}",
-                            str(ROOT / "fuzz" / "parse_float_check.cc"),
-                            str(ROOT / "cpp" / "nnet1" / "number_format.cc"), "-o", str(exe)],
-                           capture_output=True, text=True)
-    if build.returncode != 0 and "charconv" in build.stderr:
-        pytest.skip("the compiler's library lacks std::from_chars for float")
-    assert build.returncode == 0, build.stderr
-    run = subprocess.run([str(exe), "2000000"], capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert run.stdout.startswith("checked") and "bad 0; rows" in run.stdout and run.stdout.rstrip().endswith("bad 0")
+    out = _check_program(tmp_path, "parse_float_check.cc", defines, "2000000")
+    assert out.startswith("checked") and "bad 0; rows" in out and out.rstrip().endswith("bad 0")
 
 
 def test_format_float_shortest_matches_to_chars_byte_for_byte(tmp_path):
@@ -35,17 +41,5 @@ def test_format_float_shortest_matches_to_chars_byte_for_byte(tmp_path):
     equals std::to_chars(float) on ~4M bit patterns spread over all 2^32 and
     on edge cases (powers of two and ten, integers, the fixed/scientific
     switch). `format_float_check all` checks every float by hand."""
-    cxx = shutil.which("g++") or shutil.which("clang++")
-    if cxx is None:
-        pytest.skip("no C++ compiler")
-    exe = tmp_path / "ffc"
-    build = subprocess.run([cxx, "-O2", "-std=c++17", "-pthread", f"-I{ROOT / 'cpp'}",
-                            str(ROOT / "fuzz" / "format_float_check.cc"),
-                            str(ROOT / "cpp" / "nnet1" / "number_format.cc"), "-o", str(exe)],
-                           capture_output=True, text=True)
-    if build.returncode != 0 and "charconv" in build.stderr:
-        pytest.skip("the compiler's library lacks std::to_chars for float")
-    assert build.returncode == 0, build.stderr
-    run = subprocess.run([str(exe), "4000000"], capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert run.stdout.startswith("checked") and run.stdout.rstrip().endswith("bad 0"), run.stdout
+    out = _check_program(tmp_path, "format_float_check.cc", [], "4000000")
+    assert out.startswith("checked") and out.rstrip().endswith("bad 0"), out

@@ -33,6 +33,14 @@ IdleBlock& idle_block() {
   return *b;
 }
 
+// Puts (*p, *len) in the idle slot and hands back what was there.
+void swap_idle(void** p, size_t* len) {
+  IdleBlock& idle = idle_block();
+  std::lock_guard<std::mutex> lock(idle.mutex);
+  std::swap(*p, idle.p);
+  std::swap(*len, idle.len);
+}
+
 // SVDISTILL_HUGEPAGES=0 turns the huge-page advice off (for a machine where
 // the kernel's synchronous compaction of huge pages stalls).
 bool huge_pages_wanted() {
@@ -67,12 +75,7 @@ void* allocate_block(size_t bytes) {
   if (len < bytes || len + kHugePage < len) throw std::bad_alloc();
   void* p = nullptr;
   size_t have = 0;
-  {
-    IdleBlock& idle = idle_block();
-    std::lock_guard<std::mutex> lock(idle.mutex);
-    std::swap(p, idle.p);
-    std::swap(have, idle.len);
-  }
+  swap_idle(&p, &have);
   if (p && have >= len) {
     if (have > len) ::munmap(static_cast<char*>(p) + len, have - len);
     return p;
@@ -89,24 +92,14 @@ void deallocate_block(void* p, size_t bytes) noexcept {
   }
   void* old = p;
   size_t old_len = huge_round(bytes);
-  {
-    IdleBlock& idle = idle_block();
-    std::lock_guard<std::mutex> lock(idle.mutex);
-    std::swap(old, idle.p);
-    std::swap(old_len, idle.len);
-  }
+  swap_idle(&old, &old_len);
   if (old) ::munmap(old, old_len);
 }
 
 void release_cached_block() noexcept {
   void* p = nullptr;
   size_t len = 0;
-  {
-    IdleBlock& idle = idle_block();
-    std::lock_guard<std::mutex> lock(idle.mutex);
-    std::swap(p, idle.p);
-    std::swap(len, idle.len);
-  }
+  swap_idle(&p, &len);
   if (p) ::munmap(p, len);
 }
 #else
