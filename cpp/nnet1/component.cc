@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #if defined(__linux__)
+#include <pthread.h>
 #include <sys/mman.h>
 #endif
 
@@ -28,10 +29,15 @@ struct IdleBlock {
   void* p = nullptr;
   size_t len = 0;
 };
-IdleBlock& idle_block() {
-  static IdleBlock* b = new IdleBlock;  // never destroyed: blocks may be freed at exit
-  return *b;
-}
+// Never destroyed: blocks may be freed at exit. A child process starts with a
+// fresh slot, so a fork while another thread held the mutex cannot deadlock it
+// (the parent's idle block, if any, stays mapped in the child, unused).
+IdleBlock* g_idle = [] {
+  ::pthread_atfork(nullptr, nullptr, [] { g_idle = new IdleBlock; });
+  return new IdleBlock;
+}();
+
+IdleBlock& idle_block() { return *g_idle; }
 
 // Puts (*p, *len) in the idle slot and hands back what was there.
 void swap_idle(void** p, size_t* len) {
