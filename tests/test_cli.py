@@ -122,6 +122,9 @@ def test_help_mentions_options(run_cli):
     for opt in ["--binary", "--dialect", "--digits", "MODEL_IN", "MODEL_OUT"]:
         assert opt in text
     assert "--json" in run_cli("info", "--help").stdout.decode()
+    top = run_cli("--help").stdout.decode()
+    for var in ["SVDISTILL_NUM_THREADS", "SVDISTILL_FSYNC", "SVDISTILL_HUGEPAGES"]:
+        assert var in top
 
 
 def test_version(run_cli):

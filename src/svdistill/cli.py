@@ -247,11 +247,16 @@ def cmd_distill(a: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="svdistill",
-        description="Make large Kaldi nnet1 acoustic models small: inspect and convert models "
-                    "(Kaldi text, Kaldi binary, PDNN-style text), restructure them by truncated "
-                    "SVD, run and compare them as nnet-forward does, and recover accuracy by "
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Make large Kaldi nnet1 acoustic models small: inspect and convert models\n"
+                    "(Kaldi text, Kaldi binary, PDNN-style text), restructure them by truncated\n"
+                    "SVD, run and compare them as nnet-forward does, and recover accuracy by\n"
                     "knowledge distillation.",
-        epilog="Run 'svdistill COMMAND --help' for a command's options.")
+        epilog="Run 'svdistill COMMAND --help' for a command's options.\n\n"
+               "environment:\n"
+               "  SVDISTILL_NUM_THREADS=N  threads of the core (default: all cores)\n"
+               "  SVDISTILL_FSYNC=1        flush outputs to disk before the rename\n"
+               "  SVDISTILL_HUGEPAGES=0    no transparent-huge-page advice for weight blocks")
     p.add_argument("--version", action="version", version=f"svdistill {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
