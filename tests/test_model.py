@@ -338,3 +338,25 @@ print("ok")
     proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "m.nnet")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stdout + proc.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/statm")
+def test_dropped_model_memory_goes_back_to_the_system(tmp_path):
+    """Freed weight blocks are kept for reuse only while a reader runs: a model
+    dropped afterwards returns its memory at once (no block left idle)."""
+    def rss_mb() -> float:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((4096, 2048), dtype=np.float32)  # 32 MB
+    path = tmp_path / "big.nnet"
+    svdistill.write(Model([Component.affine(w)]), path, binary=True)
+    del w
+    gc.collect()
+    m = svdistill.read(path)
+    assert m.components[0].weight.shape == (4096, 2048)
+    before = rss_mb()
+    del m
+    gc.collect()
+    assert before - rss_mb() >= 28, (before, rss_mb())

@@ -1,6 +1,7 @@
 #include "nnet1/component.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <cstdlib>
 #include <mutex>
@@ -38,6 +39,8 @@ IdleBlock* g_idle = [] {
 }();
 
 IdleBlock& idle_block() { return *g_idle; }
+
+std::atomic<int> g_reuse_scopes{0};  // BlockReuseScopes alive
 
 // Puts (*p, *len) in the idle slot and hands back what was there.
 void swap_idle(void** p, size_t* len) {
@@ -98,8 +101,15 @@ void deallocate_block(void* p, size_t bytes) noexcept {
   }
   void* old = p;
   size_t old_len = huge_round(bytes);
-  swap_idle(&old, &old_len);
+  // Only while a reader is alive is a freed block kept (a model the user
+  // drops outside any reader goes back to the system at once).
+  if (g_reuse_scopes.load(std::memory_order_relaxed) > 0) swap_idle(&old, &old_len);
   if (old) ::munmap(old, old_len);
+}
+
+BlockReuseScope::BlockReuseScope() noexcept { g_reuse_scopes.fetch_add(1, std::memory_order_relaxed); }
+BlockReuseScope::~BlockReuseScope() {
+  if (g_reuse_scopes.fetch_sub(1, std::memory_order_acq_rel) == 1) release_cached_block();
 }
 
 void release_cached_block() noexcept {
@@ -112,6 +122,8 @@ void release_cached_block() noexcept {
 void* allocate_block(size_t bytes) { return ::operator new(bytes); }
 void deallocate_block(void* p, size_t) noexcept { ::operator delete(p); }
 void release_cached_block() noexcept {}
+BlockReuseScope::BlockReuseScope() noexcept {}
+BlockReuseScope::~BlockReuseScope() {}
 #endif
 
 namespace {

@@ -85,13 +85,23 @@ bool is_modelled(Kind kind);
 // transparent huge pages (Linux): the kernel then maps one 2 MB page per fault
 // instead of 512 small ones, and the page alignment lets the kernel's copy of
 // a read() run at full speed (it ran ~4x slower into a buffer 16 bytes past a
-// page boundary, where malloc puts large blocks). The last freed large block
-// is kept for the next large allocation (see component.cc);
-// release_cached_block() returns it. Smaller blocks use operator new.
+// page boundary, where malloc puts large blocks). While a BlockReuseScope is
+// alive (every model reader holds one), the last freed large block is kept
+// for the next large allocation, which then finds its pages already mapped;
+// release_cached_block() returns it, and so does the end of the last scope.
+// Smaller blocks use operator new.
 constexpr size_t kHugeBlockBytes = size_t{2} << 20;
 void* allocate_block(size_t bytes);
 void deallocate_block(void* p, size_t bytes) noexcept;
 void release_cached_block() noexcept;
+
+class BlockReuseScope {
+ public:
+  BlockReuseScope() noexcept;
+  ~BlockReuseScope();
+  BlockReuseScope(const BlockReuseScope&) = delete;
+  BlockReuseScope& operator=(const BlockReuseScope&) = delete;
+};
 
 // Leaves new elements uninitialised: parsers fill every element they allocate,
 // and zeroing gigabytes first would only cost time.

@@ -148,8 +148,6 @@ void ModelReader::read_end_marker() {
   if (tok != kEoc) fail_at(at, "expected <!EndOfComponent>, got " + quote(tok) + " (tokens are case-sensitive)");
 }
 
-ModelReader::~ModelReader() { release_cached_block(); }
-
 bool ModelReader::next(Component* out) {
   if (read_next(out)) return true;
   release_cached_block();  // the model is read: no large block will be wanted soon

@@ -15,7 +15,6 @@ namespace svd {
 class ModelReader {
  public:
   explicit ModelReader(std::unique_ptr<ByteSource> source);
-  ~ModelReader();  // returns the idle large block (release_cached_block)
   ModelReader(const ModelReader&) = delete;
   ModelReader& operator=(const ModelReader&) = delete;
 
@@ -65,6 +64,7 @@ class ModelReader {
   void check_alloc(int64_t count, int64_t min_bytes_each, const char* what);
   void check_finite(const FloatBlock& b, const char* what, int64_t data_offset);
 
+  BlockReuseScope reuse_;  // freed layers' blocks are reused while this reader lives
   Scanner scanner_;
   Encoding encoding_ = Encoding::Text;
   Dialect dialect_ = Dialect::Kaldi;
