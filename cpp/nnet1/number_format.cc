@@ -227,7 +227,8 @@ ParseStatus parse_int(const char* p, const char* e, int32_t* out, const char** e
 // variant): three 64x64-bit products with a table of 10^e, no loop over
 // digits, no branch on which candidate wins. They are then laid out exactly
 // as std::to_chars(float) does (fixed or scientific, whichever is shorter,
-// fixed on a tie): 15-25% faster than libstdc++'s to_chars on random weights.
+// fixed on a tie): 29 vs 39 ns per N(0, 0.05) weight written into a buffer
+// with libstdc++'s to_chars (1.34x).
 // Everything else goes to std::to_chars. fuzz/format_float_check.cc compares
 // the two over every float (all 2^32 bit patterns agreed byte for byte).
 namespace {
@@ -426,8 +427,9 @@ size_t format_shortest(char* buf, float v) {
   }
   const int n = decimal_length(s);
   const int x = k + n - 1;  // scientific exponent: d.ddd x 10^x
-  // The n digits, followed by enough slack for the 16-byte copies below.
-  char d[32];
+  // The n digits, then zeros: the 16-byte copies below read past the digits
+  // (what they copy there is never part of the output).
+  char d[32] = {};
   ten_digits(d, s);
   const char* dig = d + 10 - n;
   char* p = buf;
