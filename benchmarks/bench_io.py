@@ -14,7 +14,8 @@ file read, and the memory of a streaming copy.
     same model (made by `svdistill copy --binary=true`) vs a raw read of that
     file in 16 MB chunks into a reused page-aligned buffer (the fastest raw
     read: into a buffer that malloc places 16 bytes past a page boundary, as a
-    large bytearray, the kernel's copy ran ~4x slower on this machine). Goal: >= 50% of the raw speed.
+    large bytearray, the kernel's copy ran ~4x slower on this machine).
+    Goal: >= 50% of the raw speed.
 (d) Peak RSS of `svdistill copy` (text->text, text->binary) in a fresh child
     process, for models with 2, 4 and 8 hidden layers of 2048, against the bare
     interpreter (`python -c 'import svdistill'`) + 3x the largest layer's
@@ -134,7 +135,7 @@ def consume(path: Path) -> int:
     return n
 
 
-def raw_read(path: Path, buf: bytearray) -> int:
+def raw_read(path: Path, buf: mmap.mmap) -> int:
     return common.warm(path, buf=buf)
 
 

@@ -409,14 +409,11 @@ size_t format_shortest(char* buf, float v) {
   // Normal and |v| < 2^24 (biased exponent < 127 + 24); else the library.
   if (biased == 0 || biased >= 127 + 24) return static_cast<size_t>(std::to_chars(buf, buf + 32, v).ptr - buf);
   const uint64_t c = (bits & 0x7FFFFFu) | 0x800000u;
-  const int q = static_cast<int>(biased) - 150;
+  const int q = static_cast<int>(biased) - 150;  // v = c * 2^q with -149 <= q <= 0 here
   uint64_t s;
   int k;
-  if (q < 0 && q > -24 && ((c >> -q) << -q) == c) {  // an integer: exact
+  if (q > -24 && ((c >> -q) << -q) == c) {  // an integer: exact
     s = c >> -q;
-    k = 0;
-  } else if (q >= 0) {  // cannot happen below 2^24, kept for clarity
-    s = c << q;
     k = 0;
   } else {
     schubfach(q, c, &s, &k);
