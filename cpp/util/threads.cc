@@ -1,7 +1,25 @@
 #include "util/threads.h"
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdlib>
+#include <exception>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define SVD_PAUSE() _mm_pause()
+#else
+#define SVD_PAUSE() std::this_thread::yield()
+#endif
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#define SVD_HAVE_ATFORK 1
+#endif
 
 namespace svd {
 namespace {
@@ -15,6 +33,149 @@ int default_threads() {
   unsigned hw = std::thread::hardware_concurrency();
   return hw ? static_cast<int>(hw) : 1;
 }
+
+// How long a waiting thread polls before it sleeps: longer than the serial
+// work between the parallel steps of a reader or a forward pass, much shorter
+// than a time slice another process would want.
+constexpr auto kPoll = std::chrono::microseconds(50);
+
+// Polls ready() for up to kPoll; true if it came true.
+template <class Ready>
+bool poll(Ready ready) {
+  const auto until = std::chrono::steady_clock::now() + kPoll;
+  for (;;) {
+    for (int i = 0; i < 64; ++i) {
+      if (ready()) return true;
+      SVD_PAUSE();
+    }
+    if (std::chrono::steady_clock::now() >= until) return ready();
+  }
+}
+
+// Worker threads started once and kept, asleep between jobs: starting a
+// thread per call cost ~65 us here, and a thread's exit hands its stack back
+// to the kernel, which stops the other threads of the process for a TLB
+// flush. One job at a time: a call that finds the pool busy (another
+// Python thread's, or a task's own parallel_for) starts threads of its own.
+class Pool {
+ public:
+  // False when the pool is busy: the caller runs the job some other way.
+  bool try_run(int64_t n, int64_t workers, threads_detail::TaskFn fn, void* ctx) {
+    std::unique_lock<std::mutex> job_lock(job_mutex_, std::try_to_lock);
+    if (!job_lock.owns_lock()) return false;
+    const int helpers = static_cast<int>(workers - 1);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      while (static_cast<int>(threads_) < helpers) {
+        std::thread(&Pool::work, this, static_cast<uint32_t>(threads_)).detach();
+        ++threads_;
+      }
+      fn_ = fn;
+      ctx_ = ctx;
+      n_ = n;
+      next_.store(0, std::memory_order_relaxed);
+      busy_.store(helpers, std::memory_order_relaxed);
+      error_ = nullptr;
+      // A new job number, and with it how many workers help: a worker reads
+      // both in one load, so it can never take one job's count for another's.
+      const uint64_t number = (job_.load(std::memory_order_relaxed) >> 32) + 1;
+      job_.store(number << 32 | static_cast<uint32_t>(helpers), std::memory_order_release);
+    }
+    wake_.notify_all();
+    run_tasks();
+    // Wait for the helpers: poll a little, then sleep.
+    const auto finished = [&] { return busy_.load(std::memory_order_acquire) == 0; };
+    if (!poll(finished)) {
+      std::unique_lock<std::mutex> lock(mutex_);
+      done_.wait(lock, finished);
+    }
+    fn_ = nullptr;
+    ctx_ = nullptr;
+    std::exception_ptr error = error_;
+    error_ = nullptr;
+    job_lock.unlock();
+    if (error) std::rethrow_exception(error);
+    return true;
+  }
+
+ private:
+  void run_tasks() {
+    try {
+      for (int64_t i = next_.fetch_add(1, std::memory_order_relaxed); i < n_;
+           i = next_.fetch_add(1, std::memory_order_relaxed))
+        fn_(ctx_, i);
+    } catch (...) {
+      next_.store(n_, std::memory_order_relaxed);  // the others stop at their next task
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!error_) error_ = std::current_exception();
+    }
+  }
+
+  [[noreturn]] void work(uint32_t index) {
+    uint64_t seen = job_.load(std::memory_order_acquire);  // started for the job being set up
+    seen &= ~uint64_t{0xffffffff};  // ... which it has not seen yet
+    bool helped = false;
+    for (;;) {
+      // Right after a job the next one is likely soon: poll for it first.
+      const auto posted = [&] { return job_.load(std::memory_order_acquire) != seen; };
+      if (!(helped && poll(posted))) {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wake_.wait(lock, posted);
+      }
+      seen = job_.load(std::memory_order_acquire);
+      helped = index < static_cast<uint32_t>(seen);
+      if (!helped) continue;  // not needed for this job
+      run_tasks();
+      if (busy_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        std::lock_guard<std::mutex> lock(mutex_);  // the caller may be between its check and its wait
+        done_.notify_one();
+      }
+    }
+  }
+
+  std::mutex job_mutex_;  // held by the caller for the whole job
+  std::mutex mutex_;      // guards threads_, error_ and the sleeps
+  std::condition_variable wake_, done_;
+  size_t threads_ = 0;
+  std::atomic<uint64_t> job_{0};  // job number << 32 | helpers wanted
+  std::atomic<int> busy_{0};      // helpers not yet done with the job
+  // The job, written by the caller before job_ moves on.
+  threads_detail::TaskFn fn_ = nullptr;
+  void* ctx_ = nullptr;
+  int64_t n_ = 0;
+  std::atomic<int64_t> next_{0};
+  std::exception_ptr error_;
+};
+
+// Never destroyed: its threads sleep on it until the process ends. A forked
+// child has none of them, and starts with a pool of its own.
+Pool* g_pool = [] {
+#ifdef SVD_HAVE_ATFORK
+  ::pthread_atfork(nullptr, nullptr, [] { g_pool = new Pool; });
+#endif
+  return new Pool;
+}();
+
+// The old way, for a job the pool cannot take: a thread per helper.
+void run_with_new_threads(int64_t n, int64_t workers, threads_detail::TaskFn fn, void* ctx) {
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(workers));
+  std::atomic<int64_t> next{0};
+  auto run = [&](int64_t w) {
+    try {
+      for (int64_t i = next++; i < n; i = next++) fn(ctx, i);
+    } catch (...) {
+      next.store(n);
+      errors[static_cast<size_t>(w)] = std::current_exception();
+    }
+  };
+  std::vector<std::thread> pool;
+  pool.reserve(static_cast<size_t>(workers - 1));
+  for (int64_t w = 1; w < workers; ++w) pool.emplace_back(run, w);
+  run(0);
+  for (std::thread& t : pool) t.join();
+  for (const std::exception_ptr& e : errors)
+    if (e) std::rethrow_exception(e);
+}
 }  // namespace
 
 int num_threads() {
@@ -27,5 +188,11 @@ int num_threads() {
 }
 
 void set_num_threads(int n) { g_threads.store(n > 0 ? n : default_threads(), std::memory_order_relaxed); }
+
+namespace threads_detail {
+void run(int64_t n, int64_t workers, TaskFn fn, void* ctx) {
+  if (!g_pool->try_run(n, workers, fn, ctx)) run_with_new_threads(n, workers, fn, ctx);
+}
+}  // namespace threads_detail
 
 }  // namespace svd
