@@ -315,27 +315,32 @@ def test_unknown_component_kept_as_raw_bytes():
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-def test_large_blocks_after_fork(tmp_path):
+def test_large_blocks_and_threads_after_fork(tmp_path):
     """A forked child (as data loaders make) reads models through its own idle
-    block slot: no deadlock, same values, and the parent goes on as before."""
+    block slot and its own worker threads (the parent's do not exist in the
+    child): no deadlock, same values, and the parent goes on as before."""
     script = r'''
 import os, sys, numpy as np, svdistill
-path = sys.argv[1]
+from svdistill import linalg
+binary, text = sys.argv[1:]
 rng = np.random.default_rng(0)
 w = rng.standard_normal((1024, 1024), dtype=np.float32)
-svdistill.write(svdistill.Model([svdistill.Component.affine(w)]), path, binary=True)
-for _ in range(3):
-    svdistill.read(path)  # leaves a freed block in the idle slot
+svdistill.write(svdistill.Model([svdistill.Component.affine(w)]), binary, binary=True)
+svdistill.write(svdistill.Model([svdistill.Component.affine(w)]), text, binary=False)
+linalg.set_num_threads(2)
+for path in (binary, text):
+    for _ in range(3):
+        svdistill.read(path)  # leaves a freed block idle; starts the workers
 pid = os.fork()
 if pid == 0:
-    ok = all(np.array_equal(svdistill.read(path).components[0].weight, w) for _ in range(3))
+    ok = all(np.array_equal(svdistill.read(p).components[0].weight, w) for p in (binary, text) * 3)
     os._exit(0 if ok else 3)
 _, status = os.waitpid(pid, 0)
 assert os.waitstatus_to_exitcode(status) == 0, status
-assert np.array_equal(svdistill.read(path).components[0].weight, w)
+assert all(np.array_equal(svdistill.read(p).components[0].weight, w) for p in (binary, text))
 print("ok")
 '''
-    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "m.nnet")],
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "m.nnet"), str(tmp_path / "m.txt")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stdout + proc.stderr
 

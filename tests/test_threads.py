@@ -3,8 +3,6 @@ safe across Python threads and fork."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
 
 import numpy as np
@@ -95,26 +93,4 @@ def test_an_error_in_a_parallel_job_leaves_the_pool_working(text_model, threads,
         assert np.array_equal(svdistill.read(path).components[0].weight, w)
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-def test_forked_child_runs_parallel_work(text_model):
-    """The parent's workers do not exist in a forked child: it starts its own
-    (no deadlock waiting for threads that are not there)."""
-    path, _ = text_model
-    script = r'''
-import os, sys, numpy as np, svdistill
-from svdistill import linalg
-path = sys.argv[1]
-linalg.set_num_threads(2)
-w = svdistill.read(path).components[0].weight  # starts the parent's workers
-pid = os.fork()
-if pid == 0:
-    ok = all(np.array_equal(svdistill.read(path).components[0].weight, w) for _ in range(3))
-    os._exit(0 if ok else 3)
-_, status = os.waitpid(pid, 0)
-assert os.waitstatus_to_exitcode(status) == 0, status
-assert np.array_equal(svdistill.read(path).components[0].weight, w)
-print("ok")
-'''
-    proc = subprocess.run([sys.executable, "-c", script, str(path)],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stdout + proc.stderr
+# Fork: tests/test_model.py::test_large_blocks_and_threads_after_fork.
