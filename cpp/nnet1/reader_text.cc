@@ -144,14 +144,21 @@ int64_t ModelReader::text_rows_bulk(FloatBlock* m, int64_t row, int64_t rows, in
                                                                          2 * static_cast<int64_t>(m->data.size())))));
     float* const base = m->data.data();
     const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(8 * num_threads(), (e - p) >> 16));
+    // Piece k starts after the first newline at or after p + k/parts of the
+    // block: each piece finds its own ends, so the pages there are faulted in
+    // by the threads, in parallel, not one by one here.
+    const auto boundary = [&](int64_t k) -> const char* {
+      if (k == 0) return p;
+      if (k == parts) return e;
+      const char* t = p + (e - p) * k / parts;
+      const void* q = std::memchr(t, '\n', e - t);  // found: e ends with one
+      return static_cast<const char*>(q) + 1;
+    };
     std::vector<const char*> cut(static_cast<size_t>(parts) + 1);
-    cut[0] = p;
     cut[parts] = e;
-    for (int64_t k = 1; k < parts; ++k) {
-      const char* t = std::max(cut[k - 1], p + (e - p) * k / parts);
-      const void* q = std::memchr(t, '\n', e - t);
-      cut[k] = q ? static_cast<const char*>(q) + 1 : e;
-    }
+    // The input before this block is parsed: one more task hands its pages
+    // back, taken last, by whichever thread runs out of pieces first.
+    const int64_t block_offset = scanner_.offset();
     // start[k]: the first row of piece k once known; kNone until then. A piece
     // that cannot be parsed whole (a stop byte, too many rows) ends the chain:
     // every later piece sees start == kStopped and leaves its rows alone.
@@ -160,9 +167,14 @@ int64_t ModelReader::text_rows_bulk(FloatBlock* m, int64_t row, int64_t rows, in
     for (auto& s : start) s.store(kNone, std::memory_order_relaxed);
     start[0].store(first, std::memory_order_relaxed);
     std::vector<const char*> reached(static_cast<size_t>(parts));  // where each piece's parse stopped
-    parallel_for(parts, [&](int64_t k) {
-      const char* a = cut[k];
-      const char* b = cut[k + 1];
+    parallel_for(parts + 1, [&](int64_t k) {
+      if (k == parts) {
+        scanner_.release_before(block_offset);
+        return;
+      }
+      const char* a = cut[k] = boundary(k);
+      const char* const piece_end = boundary(k + 1);
+      const char* b = piece_end;
       int64_t lines = 0;
       const char* stop = count_rows_to_stop(a, b, &lines);
       int64_t at;
@@ -180,7 +192,7 @@ int64_t ModelReader::text_rows_bulk(FloatBlock* m, int64_t row, int64_t rows, in
       // More rows than the header says (the serial parser reports it), or than
       // the block can hold (blank lines): nothing past the destination's end.
       if (at + lines > first + most) b = a;
-      start[k + 1].store(b == cut[k + 1] ? at + lines : kStopped, std::memory_order_release);
+      start[k + 1].store(b == piece_end ? at + lines : kStopped, std::memory_order_release);
       float* dst = base + at * cols;
       while (a < b) {
         const char* eol = static_cast<const char*>(std::memchr(a, '\n', b - a));
@@ -200,7 +212,6 @@ int64_t ModelReader::text_rows_bulk(FloatBlock* m, int64_t row, int64_t rows, in
     }
     done = start[parts].load(std::memory_order_relaxed) - row;
     scanner_.set_cur(e);
-    scanner_.release_consumed();  // a mapped input's parsed pages leave memory as we go
   }
   return done;
 }

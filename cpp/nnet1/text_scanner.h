@@ -34,7 +34,9 @@ class Scanner {
   void advance(size_t n) { pos_ += n; }
   void set_cur(const char* p) { pos_ = static_cast<size_t>(p - base_); }
   // Lets a memory-mapped input drop the pages before cur() (call between components).
-  void release_consumed() { source_->release_before(static_cast<size_t>(offset())); }
+  void release_consumed() { release_before(offset()); }
+  // Lets a mapped input's pages before an absolute offset leave memory.
+  void release_before(int64_t abs) { source_->release_before(static_cast<size_t>(abs)); }
 
   int peek();  // next byte or -1 at end of input
   bool at_eof() { return peek() < 0; }

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <exception>
 #include <mutex>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -18,7 +19,8 @@
 
 #if defined(__unix__) || defined(__APPLE__)
 #include <pthread.h>
-#define SVD_HAVE_ATFORK 1
+#include <signal.h>
+#define SVD_POSIX_THREADS 1
 #endif
 
 namespace svd {
@@ -63,13 +65,11 @@ class Pool {
   bool try_run(int64_t n, int64_t workers, threads_detail::TaskFn fn, void* ctx) {
     std::unique_lock<std::mutex> job_lock(job_mutex_, std::try_to_lock);
     if (!job_lock.owns_lock()) return false;
-    const int helpers = static_cast<int>(workers - 1);
+    int helpers = static_cast<int>(workers - 1);
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      while (static_cast<int>(threads_) < helpers) {
-        std::thread(&Pool::work, this, static_cast<uint32_t>(threads_)).detach();
-        ++threads_;
-      }
+      if (static_cast<int>(threads_) < helpers) start_threads(helpers);
+      helpers = std::min(helpers, static_cast<int>(threads_));  // as many as could be started
       fn_ = fn;
       ctx_ = ctx;
       n_ = n;
@@ -99,6 +99,27 @@ class Pool {
   }
 
  private:
+  // Starts workers up to `wanted` (mutex_ held). They block every signal a
+  // process receives, which the caller's thread (Python's, say) handles. A
+  // thread the system refuses leaves the pool as it is.
+  void start_threads(int wanted) {
+#ifdef SVD_POSIX_THREADS
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+#endif
+    try {
+      while (static_cast<int>(threads_) < wanted) {
+        std::thread(&Pool::work, this, static_cast<uint32_t>(threads_)).detach();
+        ++threads_;
+      }
+    } catch (const std::system_error&) {
+    }
+#ifdef SVD_POSIX_THREADS
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+#endif
+  }
+
   void run_tasks() {
     try {
       for (int64_t i = next_.fetch_add(1, std::memory_order_relaxed); i < n_;
@@ -150,7 +171,7 @@ class Pool {
 // Never destroyed: its threads sleep on it until the process ends. A forked
 // child has none of them, and starts with a pool of its own.
 Pool* g_pool = [] {
-#ifdef SVD_HAVE_ATFORK
+#ifdef SVD_POSIX_THREADS
   ::pthread_atfork(nullptr, nullptr, [] { g_pool = new Pool; });
 #endif
   return new Pool;
