@@ -510,6 +510,17 @@ def test_large_text_matrix_bulk_and_exact_paths_agree(tmp_path):
     for threads in (1, 2):
         with pytest.raises(svdistill.FormatError, match="ragged matrix: row 401 has more than 600 values"):
             read_bits(model_text(ragged), threads)
+    # A row broken in two near the end: one line too many, so the bulk path
+    # hands its last piece (rows > 0) back to the exact parser, which must
+    # still call the short row ragged, as it does reading from row 0.
+    toks = lines[690].split(" ")
+    split = lines[:690] + [" ".join(toks[:528]), " ".join(toks[528:])] + lines[691:]
+    messages = set()
+    for end, threads in [("", 1), ("", 2), ("", 5), (" ;", 1)]:
+        with pytest.raises(svdistill.FormatError, match=r"ragged matrix: row 691 has \d+ values, the rows before it have 600") as err:
+            read_bits(model_text(split, end), threads)
+        messages.add(str(err.value) + end)  # (" ;" moves the row's end one column)
+    assert len(messages) == 2, messages
 
     # Blank lines (counted as lines by the bulk path, skipped by the exact one)
     # and one row too many: the same outcome on every path.

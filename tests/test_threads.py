@@ -3,13 +3,19 @@ safe across Python threads and fork."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import svdistill
 from svdistill import Component, Model, linalg
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -28,29 +34,36 @@ def threads():
     linalg.set_num_threads(0)
 
 
-def _task_ids() -> set:
-    return set(os.listdir("/proc/self/task"))
-
-
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="lists /proc/self/task")
-def test_workers_are_started_once_and_kept(text_model, threads):
-    path, w = text_model
-    threads(2)
-    svdistill.read(path)
-    kept = _task_ids()
-    for _ in range(10):
-        assert np.array_equal(svdistill.read(path).components[0].weight, w)
-    # The same threads did the work: none started per call, none left over.
-    assert _task_ids() == kept
-    threads(4)  # (BLAS may start threads of its own here)
-    before = _task_ids()
+def test_workers_are_started_once_and_kept(text_model):
+    """In a fresh process (the pool lives as long as the process): the first
+    parallel job starts the workers, later jobs reuse them, more threads add
+    only the missing ones."""
+    path, _ = text_model
+    script = r'''
+import os, sys, numpy as np, svdistill
+from svdistill import linalg
+path = sys.argv[1]
+tasks = lambda: set(os.listdir("/proc/self/task"))
+linalg.set_num_threads(2)  # (BLAS may start threads of its own here)
+w = svdistill.read(path).components[0].weight
+kept = tasks()
+for _ in range(10):
     assert np.array_equal(svdistill.read(path).components[0].weight, w)
-    grown = _task_ids()
-    assert len(grown - before) == 2 and before <= grown, "two more helpers for four threads"
-    threads(2)
-    for _ in range(3):
-        assert np.array_equal(svdistill.read(path).components[0].weight, w)
-    assert _task_ids() == grown
+assert tasks() == kept, "a thread started or left per call"
+linalg.set_num_threads(4)
+before = tasks()
+assert np.array_equal(svdistill.read(path).components[0].weight, w)
+grown = tasks()
+assert before <= grown and len(grown - before) == 2, (before, grown)
+linalg.set_num_threads(2)
+for _ in range(3):
+    assert np.array_equal(svdistill.read(path).components[0].weight, w)
+assert tasks() == grown
+print("ok")
+'''
+    proc = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stdout + proc.stderr
 
 
 def test_concurrent_callers_get_their_own_results(text_model, threads):
@@ -94,3 +107,27 @@ def test_an_error_in_a_parallel_job_leaves_the_pool_working(text_model, threads,
 
 
 # Fork: tests/test_model.py::test_large_blocks_and_threads_after_fork.
+
+
+@pytest.mark.parametrize("sanitizer", [None, "thread"], ids=["plain", "tsan"])
+def test_parallel_for_in_cpp(tmp_path, sanitizer):
+    """tests/cpp/threads_check.cc against cpp/util/threads.cc: every task once
+    for 0-99 tasks on 1-4 threads, nested calls, exceptions, three callers at
+    once, the workers' signal mask, fork (not under ThreadSanitizer, which
+    does not support threads started after a fork)."""
+    cxx = shutil.which("g++") or shutil.which("clang++")
+    if cxx is None:
+        pytest.skip("no C++ compiler")
+    exe = tmp_path / "threads_check"
+    flags = ["-O2"] if sanitizer is None else ["-O1", "-g", f"-fsanitize={sanitizer}"]
+    build = subprocess.run([cxx, *flags, "-std=c++17", "-pthread", f"-I{ROOT / 'cpp'}",
+                            str(ROOT / "tests" / "cpp" / "threads_check.cc"),
+                            str(ROOT / "cpp" / "util" / "threads.cc"), "-o", str(exe)],
+                           capture_output=True, text=True)
+    if build.returncode != 0 and sanitizer is not None:
+        pytest.skip(f"the compiler cannot build with -fsanitize={sanitizer}: {build.stderr[-200:]}")
+    assert build.returncode == 0, build.stderr
+    args = ["fork"] if sanitizer is None else []
+    run = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and run.stdout.rstrip().endswith("failures 0"), run.stdout + run.stderr
+    assert "WARNING: ThreadSanitizer" not in run.stderr, run.stderr

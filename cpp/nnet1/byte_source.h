@@ -29,6 +29,7 @@ class ByteSource {
     return false;
   }
   // Tells a mapped source that bytes before `offset` will not be read again.
+  // Called from any thread (one at a time), while others read later bytes.
   virtual void release_before(size_t offset) { (void)offset; }
   // For a mapped source: copies n bytes at absolute `offset` straight from the
   // file (pread: no page-table work for the mapping), from any thread. False

@@ -167,7 +167,8 @@ int64_t ModelReader::text_rows_bulk(FloatBlock* m, int64_t row, int64_t rows, in
     for (auto& s : start) s.store(kNone, std::memory_order_relaxed);
     start[0].store(first, std::memory_order_relaxed);
     std::vector<const char*> reached(static_cast<size_t>(parts));  // where each piece's parse stopped
-    parallel_for(parts + 1, [&](int64_t k) {
+    // (With one piece, the caller does both, one after the other.)
+    parallel_for(parts > 1 ? parts + 1 : 1, [&](int64_t k) {
       if (k == parts) {
         scanner_.release_before(block_offset);
         return;
@@ -202,6 +203,7 @@ int64_t ModelReader::text_rows_bulk(FloatBlock* m, int64_t row, int64_t rows, in
       }
       reached[k] = a;
     });
+    if (parts == 1) scanner_.release_before(block_offset);
     for (int64_t k = 0; k < parts; ++k) {
       if (reached[k] == cut[k + 1]) continue;
       // The rows before it stand; the serial parser goes on from that line.
@@ -259,7 +261,8 @@ void ModelReader::text_matrix(FloatBlock* m, int64_t rows, int64_t cols) {
   int64_t first_row_cols = -1;
   auto end_row = [&](const char* at) {
     if (col == 0) return;
-    if (first_row_cols < 0) first_row_cols = col;
+    // Rows the bulk path parsed before this one had `cols` values each.
+    if (first_row_cols < 0) first_row_cols = row > 0 ? cols : col;
     if (col != cols) {
       if (row == 0 || first_row_cols != cols)
         fail_at(at, "matrix rows have " + std::to_string(col) + " values but the header says " +

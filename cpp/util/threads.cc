@@ -54,6 +54,9 @@ bool poll(Ready ready) {
   }
 }
 
+// True on a thread while it runs tasks of a pool job.
+thread_local bool t_in_job = false;
+
 // Worker threads started once and kept, asleep between jobs: starting a
 // thread per call cost ~65 us here, and a thread's exit hands its stack back
 // to the kernel, which stops the other threads of the process for a TLB
@@ -63,6 +66,7 @@ class Pool {
  public:
   // False when the pool is busy: the caller runs the job some other way.
   bool try_run(int64_t n, int64_t workers, threads_detail::TaskFn fn, void* ctx) {
+    if (t_in_job) return false;  // a task's own parallel_for (job_mutex_ may be this thread's)
     std::unique_lock<std::mutex> job_lock(job_mutex_, std::try_to_lock);
     if (!job_lock.owns_lock()) return false;
     int helpers = static_cast<int>(workers - 1);
@@ -99,21 +103,23 @@ class Pool {
   }
 
  private:
-  // Starts workers up to `wanted` (mutex_ held). They block every signal a
-  // process receives, which the caller's thread (Python's, say) handles. A
-  // thread the system refuses leaves the pool as it is.
+  // Starts workers up to `wanted` (mutex_ held). They block the signals a
+  // process receives (the caller's thread, Python's say, handles those) but
+  // not the ones a fault raises on the faulting thread. A thread the system
+  // refuses (or memory for it) leaves the pool as it is.
   void start_threads(int wanted) {
 #ifdef SVD_POSIX_THREADS
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
+    sigset_t blocked, old;
+    sigfillset(&blocked);
+    for (int sig : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS}) sigdelset(&blocked, sig);
+    pthread_sigmask(SIG_SETMASK, &blocked, &old);
 #endif
     try {
       while (static_cast<int>(threads_) < wanted) {
         std::thread(&Pool::work, this, static_cast<uint32_t>(threads_)).detach();
         ++threads_;
       }
-    } catch (const std::system_error&) {
+    } catch (...) {
     }
 #ifdef SVD_POSIX_THREADS
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
@@ -121,6 +127,10 @@ class Pool {
   }
 
   void run_tasks() {
+    t_in_job = true;
+    struct Leave {
+      ~Leave() { t_in_job = false; }
+    } leave;
     try {
       for (int64_t i = next_.fetch_add(1, std::memory_order_relaxed); i < n_;
            i = next_.fetch_add(1, std::memory_order_relaxed))
@@ -177,8 +187,11 @@ Pool* g_pool = [] {
   return new Pool;
 }();
 
-// The old way, for a job the pool cannot take: a thread per helper.
+// For a job the pool cannot take (another caller has it): a thread per
+// helper, as many as the system gives. A task's own parallel_for runs on its
+// thread alone (the task is one share of a job that already has the cores).
 void run_with_new_threads(int64_t n, int64_t workers, threads_detail::TaskFn fn, void* ctx) {
+  if (t_in_job) workers = 1;
   std::vector<std::exception_ptr> errors(static_cast<size_t>(workers));
   std::atomic<int64_t> next{0};
   auto run = [&](int64_t w) {
@@ -190,8 +203,11 @@ void run_with_new_threads(int64_t n, int64_t workers, threads_detail::TaskFn fn,
     }
   };
   std::vector<std::thread> pool;
-  pool.reserve(static_cast<size_t>(workers - 1));
-  for (int64_t w = 1; w < workers; ++w) pool.emplace_back(run, w);
+  try {
+    pool.reserve(static_cast<size_t>(workers - 1));
+    for (int64_t w = 1; w < workers; ++w) pool.emplace_back(run, w);
+  } catch (...) {  // refused: the threads there are (and this one) do all the tasks
+  }
   run(0);
   for (std::thread& t : pool) t.join();
   for (const std::exception_ptr& e : errors)
