@@ -127,6 +127,7 @@ int64_t ModelReader::text_rows_bulk(FloatBlock* m, int64_t row, int64_t rows, in
   constexpr size_t kBlock = 2 << 20;
   constexpr int64_t kNone = -1;
   int64_t done = 0;
+  int64_t row_bytes = 2 * cols;  // text per row: the least at first, then as measured
   while (row + done < rows) {
     scanner_.ensure(kBlock);
     const char* p = scanner_.cur();
@@ -143,7 +144,12 @@ int64_t ModelReader::text_rows_bulk(FloatBlock* m, int64_t row, int64_t rows, in
       m->data.resize(static_cast<size_t>(std::min(rows * cols, std::max((first + most) * cols,
                                                                          2 * static_cast<int64_t>(m->data.size())))));
     float* const base = m->data.data();
-    const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(8 * num_threads(), (e - p) >> 16));
+    // No more pieces than the block has rows (by the rows of the block before):
+    // with rows longer than a piece, pieces would be empty and each would
+    // search the same long line for its ends.
+    const int64_t parts = std::max<int64_t>(
+        1, std::min({int64_t{8} * num_threads(), static_cast<int64_t>((e - p) >> 16),
+                     static_cast<int64_t>((e - p) / row_bytes)}));
     // Piece k starts after the first newline at or after p + k/parts of the
     // block: each piece finds its own ends, so the pages there are faulted in
     // by the threads, in parallel, not one by one here.
@@ -212,6 +218,8 @@ int64_t ModelReader::text_rows_bulk(FloatBlock* m, int64_t row, int64_t rows, in
       scanner_.set_cur(reached[k]);
       return done;
     }
+    const int64_t block_rows = start[parts].load(std::memory_order_relaxed) - first;
+    if (block_rows > 0) row_bytes = std::max<int64_t>(1, (e - p) / block_rows);
     done = start[parts].load(std::memory_order_relaxed) - row;
     scanner_.set_cur(e);
   }
