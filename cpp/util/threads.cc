@@ -60,8 +60,9 @@ thread_local bool t_in_job = false;
 // Worker threads started once and kept, asleep between jobs: starting a
 // thread per call cost ~65 us here, and a thread's exit hands its stack back
 // to the kernel, which stops the other threads of the process for a TLB
-// flush. One job at a time: a call that finds the pool busy (another
-// Python thread's, or a task's own parallel_for) starts threads of its own.
+// flush. One job at a time: a call that finds the pool busy (another Python
+// thread's job) starts threads of its own; a task's own parallel_for runs on
+// the task's thread.
 class Pool {
  public:
   // False when the pool is busy: the caller runs the job some other way.
