@@ -218,9 +218,9 @@ int64_t ModelReader::text_rows_bulk(FloatBlock* m, int64_t row, int64_t rows, in
       scanner_.set_cur(reached[k]);
       return done;
     }
-    const int64_t block_rows = start[parts].load(std::memory_order_relaxed) - first;
-    if (block_rows > 0) row_bytes = std::max<int64_t>(1, (e - p) / block_rows);
-    done = start[parts].load(std::memory_order_relaxed) - row;
+    const int64_t end_row = start[parts].load(std::memory_order_relaxed);
+    if (end_row > first) row_bytes = std::max<int64_t>(1, (e - p) / (end_row - first));
+    done = end_row - row;
     scanner_.set_cur(e);
   }
   return done;

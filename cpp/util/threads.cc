@@ -67,7 +67,6 @@ class Pool {
  public:
   // False when the pool is busy: the caller runs the job some other way.
   bool try_run(int64_t n, int64_t workers, threads_detail::TaskFn fn, void* ctx) {
-    if (t_in_job) return false;  // a task's own parallel_for (job_mutex_ may be this thread's)
     std::unique_lock<std::mutex> job_lock(job_mutex_, std::try_to_lock);
     if (!job_lock.owns_lock()) return false;
     int helpers = static_cast<int>(workers - 1);
@@ -189,10 +188,8 @@ Pool* g_pool = [] {
 }();
 
 // For a job the pool cannot take (another caller has it): a thread per
-// helper, as many as the system gives. A task's own parallel_for runs on its
-// thread alone (the task is one share of a job that already has the cores).
+// helper, as many as the system gives.
 void run_with_new_threads(int64_t n, int64_t workers, threads_detail::TaskFn fn, void* ctx) {
-  if (t_in_job) workers = 1;
   std::vector<std::exception_ptr> errors(static_cast<size_t>(workers));
   std::atomic<int64_t> next{0};
   auto run = [&](int64_t w) {
@@ -229,6 +226,12 @@ void set_num_threads(int n) { g_threads.store(n > 0 ? n : default_threads(), std
 
 namespace threads_detail {
 void run(int64_t n, int64_t workers, TaskFn fn, void* ctx) {
+  // A task's own parallel_for runs on the task's thread: the task is one share
+  // of a job that already has the cores (and job_mutex_ may be this thread's).
+  if (t_in_job) {
+    for (int64_t i = 0; i < n; ++i) fn(ctx, i);
+    return;
+  }
   if (!g_pool->try_run(n, workers, fn, ctx)) run_with_new_threads(n, workers, fn, ctx);
 }
 }  // namespace threads_detail
