@@ -10,10 +10,11 @@ from __future__ import annotations
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional, Sequence
 
 import pytest
 
@@ -294,3 +295,29 @@ def lowrank():
         sys.path.insert(0, str(bench))
     from gen_nnet import random_lowrank_matrix
     return random_lowrank_matrix
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cpp_check(tmp_path: Path, sources: Sequence[str], args: Sequence[str], flags: Sequence[str] = ("-O2",),
+                  skip_build: Optional[Callable[[str], Optional[str]]] = None) -> subprocess.CompletedProcess:
+    """Build a C++ check program from SOURCES (paths in the repository, with
+    cpp/ on the include path) and run it with ARGS; returns the finished run,
+    asserted to exit 0. Skips without a compiler, or when skip_build(stderr)
+    gives a reason for a failed build (a library or sanitizer missing)."""
+    cxx = shutil.which("g++") or shutil.which("clang++")
+    if cxx is None:
+        pytest.skip("no C++ compiler")
+    exe = tmp_path / Path(sources[0]).stem
+    build = subprocess.run([cxx, *flags, "-std=c++17", "-pthread", f"-I{REPO / 'cpp'}",
+                            *(str(REPO / s) for s in sources), "-o", str(exe)],
+                           capture_output=True, text=True)
+    if build.returncode != 0 and skip_build is not None:
+        reason = skip_build(build.stderr)
+        if reason:
+            pytest.skip(reason)
+    assert build.returncode == 0, build.stderr
+    run = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    return run

@@ -1,31 +1,17 @@
 """The fast text number parser against std::from_chars (correctly rounded), in C++."""
 from __future__ import annotations
 
-import shutil
-import subprocess
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import run_cpp_check
 
 
 def _check_program(tmp_path, source: str, defines, arg: str) -> str:
     """Build fuzz/SOURCE with cpp/nnet1/number_format.cc, run it with ARG, return its stdout."""
-    cxx = shutil.which("g++") or shutil.which("clang++")
-    if cxx is None:
-        pytest.skip("no C++ compiler")
-    exe = tmp_path / Path(source).stem
-    build = subprocess.run([cxx, "-O2", "-std=c++17", "-pthread", *defines, f"-I{ROOT / 'cpp'}",
-                            str(ROOT / "fuzz" / source),
-                            str(ROOT / "cpp" / "nnet1" / "number_format.cc"), "-o", str(exe)],
-                           capture_output=True, text=True)
-    if build.returncode != 0 and "charconv" in build.stderr:
-        pytest.skip("the compiler's library lacks std::from_chars / to_chars for float")
-    assert build.returncode == 0, build.stderr
-    run = subprocess.run([str(exe), arg], capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stdout + run.stderr
-    return run.stdout
+    def no_charconv(stderr: str):
+        return "the compiler's library lacks std::from_chars / to_chars for float" if "charconv" in stderr else None
+    return run_cpp_check(tmp_path, [f"fuzz/{source}", "cpp/nnet1/number_format.cc"], [arg],
+                         flags=["-O2", *defines], skip_build=no_charconv).stdout
 
 
 # The default build takes the AVX2 row path where the CPU has it; the second

@@ -3,11 +3,9 @@ safe across Python threads and fork."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +13,7 @@ import pytest
 import svdistill
 from svdistill import Component, Model, linalg
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import run_cpp_check
 
 
 @pytest.fixture(scope="module")
@@ -115,19 +113,11 @@ def test_parallel_for_in_cpp(tmp_path, sanitizer):
     for 0-99 tasks on 1-4 threads, nested calls, exceptions, three callers at
     once, the workers' signal mask, fork (not under ThreadSanitizer, which
     does not support threads started after a fork)."""
-    cxx = shutil.which("g++") or shutil.which("clang++")
-    if cxx is None:
-        pytest.skip("no C++ compiler")
-    exe = tmp_path / "threads_check"
     flags = ["-O2"] if sanitizer is None else ["-O1", "-g", f"-fsanitize={sanitizer}"]
-    build = subprocess.run([cxx, *flags, "-std=c++17", "-pthread", f"-I{ROOT / 'cpp'}",
-                            str(ROOT / "tests" / "cpp" / "threads_check.cc"),
-                            str(ROOT / "cpp" / "util" / "threads.cc"), "-o", str(exe)],
-                           capture_output=True, text=True)
-    if build.returncode != 0 and sanitizer is not None:
-        pytest.skip(f"the compiler cannot build with -fsanitize={sanitizer}: {build.stderr[-200:]}")
-    assert build.returncode == 0, build.stderr
-    args = ["fork"] if sanitizer is None else []
-    run = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0 and run.stdout.rstrip().endswith("failures 0"), run.stdout + run.stderr
+
+    def no_sanitizer(stderr: str):
+        return f"the compiler cannot build with -fsanitize={sanitizer}: {stderr[-200:]}" if sanitizer else None
+    run = run_cpp_check(tmp_path, ["tests/cpp/threads_check.cc", "cpp/util/threads.cc"],
+                        ["fork"] if sanitizer is None else [], flags=flags, skip_build=no_sanitizer)
+    assert run.stdout.rstrip().endswith("failures 0"), run.stdout + run.stderr
     assert "WARNING: ThreadSanitizer" not in run.stderr, run.stderr
