@@ -90,16 +90,17 @@ void concurrent_callers() {
   CHECK(bad.load() == 0);
 }
 
-// Task 0 (the caller's: tasks go out in order) waits for task 1, which
-// therefore runs on a worker, and reads that worker's signal mask.
+// A task on the caller's thread waits until a task has run on a worker (the
+// other task, so one does), which reads that worker's signal mask.
 void signal_masks() {
   sigset_t before, after;
   pthread_sigmask(SIG_SETMASK, nullptr, &before);
   set_num_threads(2);
+  const std::thread::id caller = std::this_thread::get_id();
   std::atomic<bool> seen{false};
-  int int_blocked = -1, segv_blocked = -1;
-  parallel_for(2, [&](int64_t i) {
-    if (i == 1) {
+  std::atomic<int> int_blocked{-1}, segv_blocked{-1};
+  parallel_for(2, [&](int64_t) {
+    if (std::this_thread::get_id() != caller) {
       sigset_t mask;
       pthread_sigmask(SIG_SETMASK, nullptr, &mask);
       int_blocked = sigismember(&mask, SIGINT);
