@@ -369,10 +369,10 @@ def test_best_epoch_is_returned_and_schedule_follows_newbob(dnn):
     # The returned model is the best epoch's: re-evaluating it on the CV part gives its objective.
     t = _core.Trainer([c.copy()._c for c in model.components], [svdistill.Network(teacher)._net])
     net_ft = svdistill.Network(ft)
-    from svdistill.distill import _cv_by_hash
+    from svdistill.distill.data import cv_by_hash
     tot = frames = 0.0
     for k, v in feats.items():
-        if _cv_by_hash(k, 0.3):
+        if cv_by_hash(k, 0.3):
             s = t.evaluate(net_ft(v), None, temperature=2.0)
             tot += s["objective"]
             frames += s["frames"]

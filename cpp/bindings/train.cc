@@ -134,7 +134,25 @@ void BindTrainer(py::module_& m) {
            py::arg("average_logits") = false,
            "Gradients of the summed objective w.r.t. each trainable parameter block (flattened, in component "
            "order) and the input, without an update.")
-      .def("reset_optimizer", &svd::Trainer::reset_optimizer);
+      .def("reset_optimizer", &svd::Trainer::reset_optimizer)
+      .def_property_readonly(
+          "slots",
+          [](const svd::Trainer& t) {
+            py::list out;
+            for (const auto& s : t.slot_info()) {
+              py::dict d;
+              d["component"] = s.component;
+              d["param"] = s.param;
+              d["coef"] = s.coef;
+              d["momentum"] = s.momentum;
+              d["decay"] = s.decay;
+              d["max_norm"] = s.max_norm;
+              out.append(d);
+            }
+            return out;
+          },
+          "The trainable float blocks, in gradients() order: component index, param index, learn-rate "
+          "coefficient, whether momentum and L2 apply, MaxNorm of the rows (0: none).");
   m.def("can_train", [](const svd::Component& c) { return svd::can_train(c.kind); });
 }
 

@@ -28,6 +28,11 @@ void column_sums(int64_t rows, int64_t n, float beta, float* out, F&& f) {
   });
 }
 
+// Kaldi's MaxNorm caps the rows of an AffineTransform's weight matrix after each update.
+float max_norm_of(const Component& c, int param) {
+  return param == 0 && c.kind == Kind::AffineTransform ? c.coef("<MaxNorm>", 0.f) : 0.f;
+}
+
 }  // namespace
 
 bool can_train(Kind kind) {
@@ -146,6 +151,16 @@ Trainer::Trainer(std::vector<std::shared_ptr<Component>> student,
     }
   }
   outs_.resize(n - 1);
+}
+
+std::vector<Trainer::SlotInfo> Trainer::slot_info() const {
+  std::vector<SlotInfo> out;
+  for (size_t i = 0; i < comps_.size(); ++i)
+    for (int k = slot_range_[i].first; k < slot_range_[i].second; ++k) {
+      const Slot& s = slots_[static_cast<size_t>(k)];
+      out.push_back({i, s.param, s.coef, s.momentum, s.decay, max_norm_of(*comps_[i], s.param)});
+    }
+  return out;
 }
 
 void Trainer::reset_optimizer() {
@@ -386,8 +401,7 @@ void Trainer::backward(const float* x, int64_t T, Mode mode, const OptimizerOpti
         }
         if (update)
           for (int k = s0; k < s1; ++k)
-            update_slot(slots_[k], T, opt,
-                        slots_[k].param == 0 && c.kind == Kind::AffineTransform ? c.coef("<MaxNorm>", 0.f) : 0.f);
+            update_slot(slots_[k], T, opt, max_norm_of(c, slots_[k].param));
         if (need_dx) d = dx;
         break;
       }

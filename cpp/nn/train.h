@@ -73,6 +73,18 @@ class Trainer {
   // Forgets momentum / Adam moments.
   void reset_optimizer();
 
+  // What the update rules train, one entry per trainable float block, in the
+  // order of gradients(): the rules of this class, for other engines to follow.
+  struct SlotInfo {
+    size_t component;  // index into the student
+    int param;         // index into its params
+    float coef;        // learn-rate coefficient (> 0)
+    bool momentum;     // SGD momentum applies
+    bool decay;        // L2 / weight decay applies
+    float max_norm;    // Kaldi's MaxNorm on the rows after each update (0: none)
+  };
+  std::vector<SlotInfo> slot_info() const;
+
  private:
   struct Slot {             // one trainable float block
     Component* comp;

@@ -238,9 +238,25 @@ def cmd_distill(a: argparse.Namespace) -> int:
         end_halving_impr=a.end_halving_impr, halving_factor=a.halving_factor, cv_feats=a.cv_feats,
         cv_labels=a.cv_labels, cv_fraction=a.cv_fraction, seed=a.seed, output=a.output,
         binary=a.binary, dialect=a.dialect, digits=a.digits,
+        engine=a.engine, device=a.device, precision=a.precision,
         log=lambda line: print(line, file=sys.stderr, flush=True))
     if a.report:
         _write_json(a.report, report.to_dict())
+    return 0
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    from .export import export
+    if a.apply_log and a.no_softmax:
+        raise Error("cannot use both --apply-log and --no-softmax (nnet-forward refuses it too)")
+    if a.opset is not None and a.format != "onnx":
+        raise Error("--opset applies to --format onnx only")
+    d = export(a.model, a.output, format=a.format, feature_transform=a.feature_transform,
+               no_softmax=a.no_softmax, apply_log=a.apply_log, class_frame_counts=a.class_frame_counts,
+               prior_scale=a.prior_scale, opset=a.opset)
+    fmt = d["format"] + (f" (opset {d['opset']})" if d["opset"] else "")
+    print(f"svdistill export: {fmt}, feats frames x {d['input_dim']} -> out frames x {d['output_dim']} "
+          f"({d['output_kind']}), {d['bytes']:,} bytes: {d['path']}", file=sys.stderr)
     return 0
 
 
@@ -417,6 +433,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", "--randomizer-seed", type=int, default=777, dest="seed",
                    help="shuffling seed (default 777; same seed, data and threads: same model)")
     g.add_argument("--threads", type=int, default=0, help="threads (default: all cores)")
+    g = pd.add_argument_group("engine")
+    g.add_argument("--engine", choices=["core", "torch"], default=None,
+                   help="core: the C++ trainer (default on the CPU); torch: PyTorch (needs "
+                        "svdistill[torch]; implied by --device cuda)")
+    g.add_argument("--device", default=None, metavar="cpu|cuda|cuda:N",
+                   help="where the torch engine trains (default cpu; cuda implies --engine torch)")
+    g.add_argument("--precision", choices=["fp32", "tf32", "bf16"], default="fp32",
+                   help="torch engine on CUDA: matmul precision (tf32) or bf16 autocast; "
+                        "fp32 (default) is the only choice on the CPU")
     g = pd.add_argument_group("schedule (Kaldi's newbob, steps/nnet/train_scheduler.sh)")
     g.add_argument("--max-epochs", type=int, default=20, help="default 20")
     g.add_argument("--min-epochs", type=int, default=0, help="train at least this many epochs (default 0)")
@@ -438,6 +463,28 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--digits", choices=["shortest", "kaldi"], default="shortest")
     g.add_argument("--report", metavar="FILE.json", help="write the per-epoch table as JSON")
     pd.set_defaults(func=cmd_distill)
+
+    px = sub.add_parser(
+        "export", help="write a model (with nnet-forward's options) as ONNX or TorchScript",
+        description="Write MODEL, with the feature transform run first and nnet-forward's output "
+                    "options, as one ONNX or TorchScript graph: input 'feats' (frames x dims "
+                    "float32, one whole utterance per call: Splice repeats its first and last "
+                    "frame), output 'out' (frames x outputs), the frame axis dynamic. OUT appears "
+                    "atomically when complete. Needs svdistill[torch] (and onnx for ONNX).")
+    px.add_argument("model", metavar="MODEL")
+    px.add_argument("output", metavar="OUT")
+    px.add_argument("--format", choices=["onnx", "torchscript"], default="onnx",
+                    help="onnx (default; PyTorch's TorchScript-based exporter) or torchscript "
+                         "(torch.jit.load reads it)")
+    px.add_argument("--opset", type=int, default=None, metavar="N",
+                    help="ONNX opset version (default: PyTorch's)")
+    px.add_argument("--feature-transform", metavar="FT", help="feature transform run first (frozen)")
+    _add_bool(px, "--no-softmax", "drop a final Softmax/BlockSoftmax (pre-softmax outputs)", default=False)
+    _add_bool(px, "--apply-log", "write log(posterior + 1e-20)", default=False)
+    px.add_argument("--class-frame-counts", metavar="FILE",
+                    help="subtract prior-scale x log priors from these counts (pseudo log-likelihoods)")
+    px.add_argument("--prior-scale", type=float, default=1.0)
+    px.set_defaults(func=cmd_export)
     return p
 
 

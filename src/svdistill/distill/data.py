@@ -1,0 +1,331 @@
+"""The data side of distillation, shared by every engine.
+
+Utterances come from an rspecifier, a dict or one array (:class:`Source`),
+with their labels (:func:`load_labels`); :class:`Data` splits them into a
+training and a cross-validation part and yields them in file order, read ahead
+on a background thread; :func:`minibatches` shuffles training frames through a
+bounded buffer into minibatches (Kaldi's nnet-train-frmshuff randomizer).
+The feature transform and the arrays themselves belong to the engine (numpy on
+the CPU for the core engine, tensors on the device for torch): this module
+only decides which frames go where, and in what order.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import warnings
+import zlib
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
+
+import numpy as np
+
+from ..errors import Error
+from ..forward import iter_archive
+from .report import LENGTH_TOLERANCE
+
+FeatsLike = Union[str, Mapping[str, np.ndarray], np.ndarray]
+LabelsLike = Union[str, Mapping[str, np.ndarray], np.ndarray]
+
+def _is_stdin(rspecifier: str) -> bool:
+    spec = rspecifier.split(":", 1)[1] if ":" in rspecifier else rspecifier
+    return spec.strip() == "-"
+
+
+class Source:
+    """Utterances (key, frames x dims) from an rspecifier, a dict or one array; re-iterable."""
+
+    def __init__(self, feats: FeatsLike, what: str) -> None:
+        self.what = what
+        if isinstance(feats, str):
+            if _is_stdin(feats):
+                raise Error(f"{what} {feats}: distill reads the features once per epoch, and stdin "
+                            "cannot be read twice; give a file, an scp or a command ('ark:cmd |')")
+            self.name = feats
+        elif isinstance(feats, np.ndarray):
+            if feats.ndim != 2:
+                raise Error(f"{what}: a feature array must be 2-D (frames x dims), got shape {feats.shape}")
+            self.name = "array"
+        elif isinstance(feats, Mapping):
+            self.name = "dict"
+        else:
+            raise Error(f"{what}: expected a Kaldi rspecifier, a dict of arrays or a 2-D array, "
+                        f"got {type(feats).__name__}")
+        self.feats = feats
+
+    def _scp_file(self) -> Optional[str]:
+        """The path of a plain ``scp:FILE`` rspecifier (not a command), else None."""
+        if not isinstance(self.feats, str) or ":" not in self.feats:
+            return None
+        kind, path = self.feats.split(":", 1)
+        if kind.split(",")[0].strip() != "scp" or path.rstrip().endswith("|"):
+            return None
+        return path
+
+    def items(self) -> Iterator[Tuple[str, Callable[[], np.ndarray]]]:
+        """(key, load) pairs: from an scp file, a matrix is read only when load() is called."""
+        scp = self._scp_file()
+        if scp is None:
+            for k, v in self:
+                yield k, (lambda v=v: v)
+            return
+        import kaldiio
+        try:
+            table = kaldiio.load_scp(scp)
+            keys = list(table.keys())
+        except (OSError, ValueError, RuntimeError, EOFError) as e:
+            raise Error(f"{self.feats}: cannot read the scp: {e}") from None
+
+        def load(k: str) -> np.ndarray:
+            try:
+                with warnings.catch_warnings():  # kaldiio warns before it raises: one message is enough
+                    warnings.simplefilter("ignore")
+                    return np.asarray(table[k], dtype=np.float32)
+            except (OSError, ValueError, RuntimeError, EOFError) as e:
+                raise Error(f"{self.feats}: utterance {k}: cannot read features: {e}") from None
+
+        for k in keys:
+            yield k, (lambda k=k: load(k))
+
+    def __iter__(self) -> Iterator[Tuple[str, np.ndarray]]:
+        if isinstance(self.feats, str):
+            yield from iter_archive(self.feats)
+        elif isinstance(self.feats, np.ndarray):
+            yield "array", np.asarray(self.feats, dtype=np.float32)
+        else:
+            for k, v in self.feats.items():
+                v = np.asarray(v, dtype=np.float32)
+                if v.ndim != 2:
+                    raise Error(f"{self.what}: utterance {k}: expected a 2-D array, got shape {v.shape}")
+                yield str(k), v
+
+
+def load_labels(labels: Optional[LabelsLike], what: str) -> Optional[Dict[str, np.ndarray]]:
+    if labels is None:
+        return None
+    def ints(key: str, v) -> np.ndarray:
+        a = np.asarray(v).reshape(-1)
+        if a.size and not np.issubdtype(a.dtype, np.integer):
+            raise Error(f"{what}: utterance {key}: expected integer pdf ids, got {a.dtype}")
+        return a
+
+    if isinstance(labels, np.ndarray):
+        return {"array": ints("array", labels)}
+    if isinstance(labels, Mapping):
+        return {str(k): ints(str(k), v) for k, v in labels.items()}
+    if not isinstance(labels, str):
+        raise Error(f"{what}: expected an alignment rspecifier, a dict or an array")
+    import kaldiio
+    out: Dict[str, np.ndarray] = {}
+    try:
+        with kaldiio.ReadHelper(labels) as reader:
+            for key, ali in reader:
+                a = np.asarray(ali)
+                if a.ndim != 1 or not np.issubdtype(a.dtype, np.integer):
+                    raise Error(f"{labels}: utterance {key}: expected an integer vector of pdf ids "
+                                f"(ali-to-pdf output), got {a.dtype} with shape {a.shape}")
+                out[key] = a  # kept as read (int32: 4 bytes per frame in memory)
+    except Error:
+        raise
+    except (OSError, ValueError, RuntimeError, EOFError) as e:
+        raise Error(f"{labels}: cannot read labels: {e}") from None
+    return out
+
+
+def cv_by_hash(key: str, fraction: float) -> bool:
+    return zlib.crc32(key.encode("utf-8", "replace")) / 2.0 ** 32 < fraction
+
+
+
+# One utterance as the reader hands it over: key, raw features (as the engine's
+# host() made them), labels (trimmed to the usable frames, or None), the number
+# of frames kept, and the slice of those that belongs to this part.
+Utterance = Tuple[str, Any, Optional[np.ndarray], int, slice]
+
+
+class Data:
+    """Utterances with their labels, split into train and CV parts.
+
+    ``host`` turns a raw (frames x dims) float32 array into what the engine's
+    ``prepare`` takes (for CUDA: a tensor in pinned memory); it runs on the
+    reading thread.
+    """
+
+    def __init__(self, train: Source, cv: Optional[Source], cv_fraction: float, input_dim: int,
+                 ft_input_dim: Optional[int], output_dim: int,
+                 labels: Optional[Dict[str, np.ndarray]], cv_labels: Optional[Dict[str, np.ndarray]],
+                 need_labels: bool, host: Callable[[np.ndarray], Any] = lambda a: a,
+                 read_ahead: int = 32) -> None:
+        self.train, self.cv, self.cv_fraction = train, cv, cv_fraction
+        self.input_dim, self.ft_input_dim, self.output_dim = input_dim, ft_input_dim, output_dim
+        self.labels, self.cv_labels, self.need_labels = labels, cv_labels, need_labels
+        self.host, self.read_ahead = host, read_ahead
+        # "hash": whole utterances by key; "tail": the last cv_fraction of every
+        # utterance (when hashing leaves either side empty).
+        self.split = "cv-feats" if cv is not None else "hash"
+        self.keys = {True: 0, False: 0}  # utterances seen on the CV / training side (hash split)
+        self.skipped: set = set()     # no usable labels, no teacher: left out
+        self.unlabelled: set = set()  # no usable labels, a teacher: trained on soft targets only
+        self.wait = 0.0               # seconds the consumer waited for the reader, this pass
+
+    def _check(self, key: str, mat: np.ndarray, labels: Optional[Dict[str, np.ndarray]],
+               what: str) -> Optional[Tuple[Optional[np.ndarray], int]]:
+        """(labels trimmed to the usable frames or None, frames kept); None: skip the utterance."""
+        want, who = ((self.ft_input_dim, "the feature transform expects") if self.ft_input_dim is not None
+                     else (self.input_dim, "the student expects"))
+        if mat.shape[1] != want:
+            raise Error(f"{what}: utterance {key}: features have {mat.shape[1]} dims, {who} {want}")
+        n = len(mat)
+        if labels is None:
+            return None, n
+        ali = labels.get(key)
+        if ali is None or abs(len(ali) - n) > LENGTH_TOLERANCE:
+            if self.need_labels:
+                self.skipped.add(key)
+                return None
+            self.unlabelled.add(key)
+            return np.full(n, -1, dtype=np.int32), n
+        n = min(len(ali), n)
+        lo, hi = (int(ali[:n].min()), int(ali[:n].max())) if n else (0, 0)
+        if lo < 0 or hi >= self.output_dim:
+            raise Error(f"labels: utterance {key}: pdf id {lo if lo < 0 else hi} is outside the "
+                        f"student's {self.output_dim} outputs")
+        return ali[:n].astype(np.int32), n
+
+    def _raw(self, part: str) -> Iterator[Utterance]:
+        if part == "cv" and self.split == "cv-feats":
+            for key, mat in self.cv:
+                got = self._check(key, mat, self.cv_labels, "cv-feats")
+                if got is not None and got[1]:
+                    yield key, self.host(mat), got[0], got[1], slice(0, got[1])
+            return
+        # Hash split: the key decides before anything is read (an scp loads only what it needs).
+        # Every pass sees every key: it counts both sides for check_split().
+        self.keys = {True: 0, False: 0}
+        for key, load in self.train.items():
+            if self.split == "hash":
+                in_cv = cv_by_hash(key, self.cv_fraction)
+                self.keys[in_cv] += 1
+                if in_cv != (part == "cv"):
+                    continue
+            mat = load()
+            got = self._check(key, mat, self.labels, "features")
+            if got is None:
+                continue
+            lab, n = got
+            part_slice = slice(0, n)
+            if self.split == "tail":
+                cut = n - int(round(n * self.cv_fraction))
+                part_slice = slice(cut, n) if part == "cv" else slice(0, cut)
+            if part_slice.stop > part_slice.start:
+                yield key, self.host(mat), lab, n, part_slice
+
+    def utterances(self, part: str) -> Iterator[Utterance]:
+        """The ``part`` ("train" or "cv") in file order, read ahead on a background thread."""
+        self.wait = 0.0
+        return _read_ahead(self._raw(part), self.read_ahead, self)
+
+    def check_split(self) -> bool:
+        """After a full pass: falls back to the per-utterance tail split when hashing left
+        a side empty. True if it did (the pass must then be run again)."""
+        if self.split != "hash" or (self.keys[True] and self.keys[False]):
+            return False
+        self.split = "tail"
+        return True
+
+
+def _read_ahead(items: Iterator[Utterance], depth: int, owner: Data) -> Iterator[Utterance]:
+    """``items`` produced on a background thread, at most ``depth`` ahead of the consumer.
+
+    Errors raised while reading surface here, in the consumer, as they were
+    raised; a consumer that stops early (an error, Ctrl-C) stops the reader.
+    ``owner.wait`` accumulates the time spent waiting for the next item.
+    """
+    if depth <= 0:
+        yield from items
+        return
+    q: "queue.Queue[Tuple[str, Any]]" = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in items:
+                if not put(("item", item)):
+                    return
+            put(("end", None))
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, raised there
+            put(("error", e))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    t = threading.Thread(target=work, name="svdistill-read-ahead", daemon=True)
+    t.start()
+    try:
+        while True:
+            t0 = time.perf_counter()
+            kind, value = q.get()
+            owner.wait += time.perf_counter() - t0
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        t.join()
+
+
+def minibatches(engine, utterances: Iterable[Tuple[Any, Optional[Any]]], minibatch_size: int,
+                randomizer_size: int, rng: np.random.Generator) -> Iterator[Tuple[Any, Optional[Any], int]]:
+    """Kaldi's frame randomizer: (x, labels, frames) minibatches of exactly ``minibatch_size``.
+
+    Frames of successive utterances fill a buffer; once it holds more than
+    ``randomizer_size`` frames it is shuffled (``rng``) and cut into minibatches,
+    and what is left over stays for the next fill. As in nnet-train-frmshuff, a
+    last partial minibatch is dropped. Arrays are the engine's (``concat`` and
+    ``take``); labels stay numpy until the shuffled buffer is handed over.
+    """
+    buf_x: List[Any] = []
+    buf_y: List[Optional[np.ndarray]] = []
+    n = 0
+
+    def run(final: bool) -> Iterator[Tuple[Any, Optional[Any], int]]:
+        nonlocal buf_x, buf_y, n
+        x = engine.concat(buf_x)
+        y = None
+        if any(b is not None for b in buf_y):
+            y = np.concatenate([b if b is not None else np.full(engine.length(bx), -1, np.int32)
+                                for b, bx in zip(buf_y, buf_x)])
+        total = engine.length(x)
+        perm = rng.permutation(total)
+        nb = total // minibatch_size
+        xs = engine.take(x, perm)
+        ys = None if y is None else engine.labels(y[perm])
+        for b in range(nb):
+            lo, hi = b * minibatch_size, (b + 1) * minibatch_size
+            yield xs[lo:hi], None if ys is None else ys[lo:hi], minibatch_size
+        rest = nb * minibatch_size
+        keep = not final and rest < total
+        buf_x = [xs[rest:]] if keep else []
+        buf_y = [None if y is None else y[perm[rest:]]] if keep else []
+        n = total - rest if keep else 0
+
+    for x, y in utterances:
+        buf_x.append(x)
+        buf_y.append(y)
+        n += engine.length(x)
+        if n > randomizer_size:
+            yield from run(final=False)
+    if n:
+        yield from run(final=True)

@@ -1,0 +1,135 @@
+"""What an engine does for :func:`svdistill.distill`, and the C++ core's engine.
+
+The schedule (:mod:`.schedule`) and the data pipeline (:mod:`.data`) are the
+same for every engine; an engine only holds the networks and their arrays and
+implements:
+
+- ``host(raw)`` (on the reading thread) and ``prepare(host)``: one utterance's
+  raw features into the engine's array, feature transform applied;
+- ``concat``, ``take``, ``length``, ``labels``: the randomizer's array operations;
+- ``train(x, labels, learn_rate)`` and ``evaluate(x, labels)``: one minibatch,
+  returning statistics (summed over its frames) in the engine's own form;
+  ``zero_stats``, ``add``, ``read`` and ``objectives`` turn them into numbers
+  (an engine on a GPU reads them back only every ``check_every`` minibatches);
+- ``snapshot``/``restore``/``reset_optimizer``: the rejected-epoch and
+  divergence rules; ``result()``: the student's components with the current
+  parameters written back.
+
+The numbers in the statistics are those of ``_core.Trainer`` (``frames``,
+``objective``, ``kl_t``, ``kl``, ``hard_ce``, ``agree``, ``blocks``,
+``correct``, ``labelled``); the update rules are its rules, and which
+parameter blocks train, with which coefficients, comes from its ``slots``.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .. import _core
+from ..forward import Network
+from ..model import Component, Model
+
+STAT_KEYS = ("frames", "objective", "kl_t", "kl", "hard_ce", "agree", "blocks", "correct", "labelled")
+
+
+class LossOptions:
+    """The loss and update options every engine receives (validated by distill())."""
+
+    def __init__(self, *, temperature: float, hard_weight: float, average_logits: bool, optimizer: str,
+                 momentum: float, l2: float) -> None:
+        self.temperature, self.hard_weight, self.average_logits = temperature, hard_weight, average_logits
+        self.adam = optimizer == "adam"
+        self.momentum = momentum if not self.adam else 0.0
+        self.l2 = l2
+
+    def loss_kw(self) -> Dict[str, Any]:
+        return dict(temperature=self.temperature, hard_weight=self.hard_weight,
+                    average_logits=self.average_logits)
+
+
+def core_trainer(comps: Sequence[Component], teachers: Sequence[Network]) -> "_core.Trainer":
+    """The core's trainer over ``comps``: it also checks what any engine can train (the
+    student's kinds and dims, the teachers' outputs) with the core's messages."""
+    return _core.Trainer([c._c for c in comps], [t._net for t in teachers])
+
+
+class CoreEngine:
+    """The C++ trainer: numpy arrays, one minibatch per call with the GIL released."""
+
+    name = "core"
+    device = "cpu"
+    precision = "fp32"
+    check_every = 1
+
+    def __init__(self, comps: List[Component], teachers: Sequence[Model], feature_transform: Optional[Model],
+                 opts: LossOptions) -> None:
+        self.comps = comps
+        self.teachers = [Network(t) for t in teachers]
+        self.trainer = core_trainer(comps, self.teachers)
+        self.ft = Network(feature_transform) if feature_transform is not None else None
+        self.opts = opts
+        self.loss_kw = opts.loss_kw()
+
+    # -- arrays --------------------------------------------------------------
+    def host(self, raw: np.ndarray) -> np.ndarray:
+        return raw
+
+    def prepare(self, raw: np.ndarray) -> np.ndarray:
+        return self.ft(raw) if self.ft is not None else raw
+
+    def concat(self, xs: List[np.ndarray]) -> np.ndarray:
+        return np.concatenate(xs) if len(xs) > 1 else xs[0]
+
+    @staticmethod
+    def take(x: np.ndarray, perm: np.ndarray) -> np.ndarray:
+        return x[perm]
+
+    @staticmethod
+    def length(x: np.ndarray) -> int:
+        return len(x)
+
+    @staticmethod
+    def labels(y: np.ndarray) -> np.ndarray:
+        return y
+
+    # -- minibatches ---------------------------------------------------------
+    def train(self, x: np.ndarray, y: Optional[np.ndarray], learn_rate: float) -> Dict[str, float]:
+        o = self.opts
+        return self.trainer.train(x, y, learn_rate=float(learn_rate), momentum=float(o.momentum), l2=float(o.l2),
+                                  adam=o.adam, **self.loss_kw)
+
+    def evaluate(self, x: np.ndarray, y: Optional[np.ndarray]) -> Dict[str, float]:
+        return self.trainer.evaluate(x, y, **self.loss_kw)
+
+    @staticmethod
+    def zero_stats() -> Dict[str, float]:
+        return {k: 0 for k in STAT_KEYS}
+
+    @staticmethod
+    def add(total: Dict[str, float], s: Dict[str, float]) -> None:
+        for k, v in s.items():
+            total[k] += v
+
+    @staticmethod
+    def read(total: Dict[str, float]) -> Dict[str, float]:
+        return dict(total)
+
+    @staticmethod
+    def objectives(stats: Sequence[Dict[str, float]]) -> List[float]:
+        return [s["objective"] / max(s["frames"], 1) for s in stats]
+
+    # -- state ---------------------------------------------------------------
+    def snapshot(self) -> List[Dict[str, np.ndarray]]:
+        return [{k: v.copy() for k, v in c.params.items()} for c in self.comps]
+
+    def restore(self, snap: List[Dict[str, np.ndarray]]) -> None:
+        for c, params in zip(self.comps, snap):
+            for k, v in c.params.items():
+                v[...] = params[k]
+
+    def reset_optimizer(self) -> None:
+        self.trainer.reset_optimizer()
+
+    def result(self) -> List[Component]:
+        return self.comps

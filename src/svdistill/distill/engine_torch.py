@@ -1,0 +1,281 @@
+"""The PyTorch engine of :func:`svdistill.distill`: the same loss and update rules as
+the C++ trainer, on the CPU or a CUDA device.
+
+Student, teachers and feature transform are :func:`svdistill.torch.to_module`
+modules on the device; an utterance's features cross to it once (from pinned
+memory on CUDA, made by the reading thread) and the feature transform and
+splicing run there; the randomizer shuffles on the device. Each minibatch runs
+teachers and student in one step; statistics stay on the device and are read
+back every ``check_every`` minibatches, so a GPU is not stalled per minibatch.
+
+Updates follow the core's rules exactly (not ``torch.optim``): Kaldi's SGD
+(gradients summed over the minibatch, learn rate x the block's coefficient,
+momentum, L2 scaled by the minibatch's frames, MaxNorm of affine rows) and
+Adam (mean gradients, decoupled weight decay); which blocks train, with which
+coefficients, is the core trainer's ``slots``.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, List, Optional, Sequence
+
+import numpy as np
+
+from ..errors import Error
+from ..forward import Network
+from ..model import Component, Model
+from .engine import STAT_KEYS, LossOptions, core_trainer
+
+
+def _import_torch():
+    try:
+        import torch
+    except ImportError:
+        raise Error("--engine torch needs PyTorch: pip install torch (or 'svdistill[torch]')") from None
+    return torch
+
+
+def resolve_device(device: Optional[str]) -> str:
+    """'cpu', 'cuda' or 'cuda:N', checked against what this machine has."""
+    torch = _import_torch()
+    name = device or "cpu"
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise Error(f"--device {name}: expected cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise Error(f"--device {name}: expected cpu, cuda or cuda:N")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise Error(f"--device {name}: PyTorch sees no CUDA device (torch {torch.__version__}"
+                        f"{', a CPU-only build' if torch.version.cuda is None else ''})")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise Error(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    return str(dev)
+
+
+class TorchEngine:
+    name = "torch"
+
+    def __init__(self, comps: List[Component], teachers: Sequence[Model], feature_transform: Optional[Model],
+                 opts: LossOptions, *, device: Optional[str] = None, precision: str = "fp32") -> None:
+        torch = _import_torch()
+        from ..torch import _named_params, to_module
+        self.torch = torch
+        self.device = resolve_device(device)
+        self.cuda = self.device.startswith("cuda")
+        if precision not in ("fp32", "tf32", "bf16"):
+            raise Error(f"precision must be fp32, tf32 or bf16, got {precision!r}")
+        if precision != "fp32" and not self.cuda:
+            raise Error(f"--precision {precision} needs a CUDA device: on the CPU the torch engine trains in fp32")
+        self.precision = precision
+        self.check_every = 16 if self.cuda else 1
+        self.comps = comps
+        self.opts = opts
+        # The core's trainer checks the student and teachers (same refusals, same words as
+        # the core engine) and says which parameter blocks train.
+        slots = core_trainer(comps, [Network(t) for t in teachers]).slots
+        dev = torch.device(self.device)
+        self.student = to_module(Model(comps)).to(dev)
+        self.teachers = [to_module(t).to(dev).eval() for t in teachers]
+        for t in self.teachers:
+            t.requires_grad_(False)
+        self.ft = to_module(feature_transform).to(dev).eval() if feature_transform is not None else None
+        if self.ft is not None:
+            self.ft.requires_grad_(False)
+        self.student.requires_grad_(False)
+        self.slots = []
+        for s in slots:
+            p = list(_named_params(self.student.layers[s["component"]]))[s["param"]][1]
+            p.requires_grad_(True)
+            self.slots.append((p, s))
+        self.params = [p for p, _ in self.slots]
+        last = comps[-1]
+        self.blocks = [int(b) for b in last.ints] if last.kind == "BlockSoftmax" else [last.output_dim]
+        if precision == "tf32":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self.reset_optimizer()
+
+    # -- arrays --------------------------------------------------------------
+    def host(self, raw: np.ndarray) -> Any:
+        t = self.torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32))
+        return t.pin_memory() if self.cuda else t
+
+    def prepare(self, host: Any) -> Any:
+        x = host.to(self.device, non_blocking=True)
+        if self.ft is not None:
+            with self.torch.no_grad():
+                x = self.ft(x)
+        return x
+
+    def concat(self, xs: List[Any]) -> Any:
+        return self.torch.cat(xs) if len(xs) > 1 else xs[0]
+
+    def take(self, x: Any, perm: np.ndarray) -> Any:
+        return x.index_select(0, self.torch.from_numpy(perm).to(self.device, non_blocking=True))
+
+    @staticmethod
+    def length(x: Any) -> int:
+        return int(x.shape[0])
+
+    def labels(self, y: np.ndarray) -> Any:
+        return self.torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64)).to(self.device, non_blocking=True)
+
+    # -- the loss --------------------------------------------------------------
+    def _autocast(self):
+        if self.precision == "bf16":
+            return self.torch.autocast("cuda", dtype=self.torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _stats(self, x: Any, y: Optional[Any], want_grad: bool, want_kl1: bool):
+        """(statistics as a float64 tensor in STAT_KEYS order, the summed objective to differentiate)."""
+        torch = self.torch
+        o = self.opts
+        with self._autocast():
+            z = self.student.logits(x)
+            with torch.no_grad():
+                tz = [t.logits(x) for t in self.teachers]
+        z = z.float()
+        tz = [t.float() for t in tz]
+        soft = bool(tz)
+        temp = o.temperature
+        a = o.hard_weight if soft else 1.0
+        hard = y is not None and a > 0
+        frames = z.shape[0]
+        zero = torch.zeros((), dtype=torch.float64, device=z.device)
+        objective = kl_t = kl1 = hard_ce = zero
+        agree = blocks = correct = zero
+        loss = z.new_zeros(())
+        mix = len(tz) > 1 and o.average_logits
+        c0 = 0
+        for w in self.blocks:
+            zb = z[:, c0:c0 + w]
+            smax = zb.argmax(dim=1)
+            if soft:
+                tb = [t[:, c0:c0 + w] for t in tz]
+                q = self._targets(tb, temp, mix)
+                log_p = torch.log_softmax(zb / temp, dim=1)
+                rows = (torch.special.xlogy(q, q) - q * log_p).sum(dim=1)
+                kl_t = kl_t + rows.clamp_min(0).sum().double()
+                objective = objective + (1 - a) * temp * temp * rows.clamp_min(0).sum().double()
+                if want_grad:
+                    loss = loss - (1 - a) * temp * temp * (q * log_p).sum()
+                agree = agree + (q.argmax(dim=1) == smax).sum().double()
+                blocks = blocks + frames
+                if want_kl1:
+                    q1 = q if temp == 1 else self._targets(tb, 1.0, mix)
+                    log_p1 = torch.log_softmax(zb, dim=1)
+                    kl1 = kl1 + (torch.special.xlogy(q1, q1) - q1 * log_p1).sum(dim=1).clamp_min(0).sum().double()
+            if y is not None:
+                inside = (y >= c0) & (y < c0 + w)
+                lab = (y - c0).clamp(0, w - 1)
+                log_p1 = torch.log_softmax(zb, dim=1)
+                ce = -log_p1.gather(1, lab.unsqueeze(1)).squeeze(1)
+                ce = torch.where(inside, ce, torch.zeros_like(ce))
+                hard_ce = hard_ce + ce.sum().double()
+                correct = correct + ((smax == lab) & inside).sum().double()
+                if hard:
+                    objective = objective + a * ce.sum().double()
+                    if want_grad:
+                        loss = loss + a * ce.sum()
+            c0 += w
+        labelled = (y >= 0).sum().double() if y is not None else zero
+        stats = torch.stack([zero + frames, objective, kl_t, kl1, hard_ce, agree, blocks, correct, labelled])
+        return stats, loss
+
+    def _targets(self, tb: List[Any], temp: float, mix: bool) -> Any:
+        torch = self.torch
+        if mix:
+            return torch.softmax(torch.stack(tb).mean(dim=0) / temp, dim=1)
+        q = torch.softmax(tb[0] / temp, dim=1)
+        for t in tb[1:]:
+            q = q + torch.softmax(t / temp, dim=1)
+        return q / len(tb) if len(tb) > 1 else q
+
+    # -- minibatches ---------------------------------------------------------
+    def train(self, x: Any, y: Optional[Any], learn_rate: float) -> Any:
+        torch = self.torch
+        stats, loss = self._stats(x, y, want_grad=bool(self.slots), want_kl1=False)
+        if self.slots:
+            grads = torch.autograd.grad(loss, self.params)
+            self._update(grads, int(x.shape[0]), float(learn_rate))
+        return stats.detach()
+
+    def evaluate(self, x: Any, y: Optional[Any]) -> Any:
+        with self.torch.no_grad():
+            return self._stats(x, y, want_grad=False, want_kl1=True)[0]
+
+    def _update(self, grads, frames: int, lr: float) -> None:
+        torch = self.torch
+        o = self.opts
+        with torch.no_grad():
+            if o.adam:
+                self.step += 1
+                c1 = 1.0 / (1.0 - 0.9 ** self.step)
+                c2 = 1.0 / (1.0 - 0.999 ** self.step)
+            for i, ((p, s), g) in enumerate(zip(self.slots, grads)):
+                rate = lr * s["coef"]
+                if not o.adam:
+                    acc = self.acc[i]
+                    if acc is None or not s["momentum"] or o.momentum == 0:
+                        acc = g.clone()
+                    else:
+                        acc.mul_(o.momentum).add_(g)
+                    self.acc[i] = acc
+                    if s["decay"] and o.l2 != 0:
+                        p.mul_(1.0 - rate * o.l2 * frames)
+                    p.sub_(rate * acc)
+                else:
+                    if self.acc[i] is None:
+                        self.acc[i] = torch.zeros_like(p)
+                        self.sq[i] = torch.zeros_like(p)
+                    gm = g / frames
+                    m, v = self.acc[i], self.sq[i]
+                    m.mul_(0.9).add_(gm, alpha=0.1)
+                    v.mul_(0.999).addcmul_(gm, gm, value=0.001)
+                    if s["decay"] and o.l2 != 0:
+                        p.mul_(1.0 - rate * o.l2)
+                    p.sub_(rate * (m * c1) / ((v * c2).sqrt() + 1e-8))
+                if s["max_norm"] > 0 and p.dim() == 2:
+                    norms = p.norm(dim=1, keepdim=True)
+                    p.mul_(torch.where(norms > s["max_norm"], s["max_norm"] / norms, torch.ones_like(norms)))
+
+    # -- statistics ----------------------------------------------------------
+    def zero_stats(self) -> Any:
+        return self.torch.zeros(len(STAT_KEYS), dtype=self.torch.float64, device=self.device)
+
+    @staticmethod
+    def add(total: Any, s: Any) -> None:
+        total.add_(s)
+
+    @staticmethod
+    def read(total: Any) -> dict:
+        values = total.tolist()
+        return {k: (int(round(v)) if k in ("frames", "agree", "blocks", "correct", "labelled") else v)
+                for k, v in zip(STAT_KEYS, values)}
+
+    def objectives(self, stats: Sequence[Any]) -> List[float]:
+        if not stats:
+            return []
+        s = self.torch.stack(list(stats)).tolist()
+        return [r[1] / max(r[0], 1) for r in s]
+
+    # -- state ---------------------------------------------------------------
+    def snapshot(self) -> List[Any]:
+        return [p.detach().clone() for p in self.student.parameters()]
+
+    def restore(self, snap: List[Any]) -> None:
+        with self.torch.no_grad():
+            for p, v in zip(self.student.parameters(), snap):
+                p.copy_(v)
+
+    def reset_optimizer(self) -> None:
+        self.acc: List[Any] = [None] * len(self.slots)
+        self.sq: List[Any] = [None] * len(self.slots)
+        self.step = 0
+
+    def result(self) -> List[Component]:
+        from ..torch import update_model
+        update_model(Model(self.comps), self.student)
+        return self.comps
