@@ -485,7 +485,11 @@ def _tiny_student(rng):
     ("seed", "seed must be a non-negative integer"),
     ("feat_dims", "features have 7 dims"),
 ])
-def test_errors_are_clear(case, message):
+@pytest.mark.parametrize("engine", ["core", "torch"])
+def test_errors_are_clear(case, message, engine):
+    """Every engine refuses the same inputs with the same words."""
+    if engine == "torch":
+        pytest.importorskip("torch")
     rng = _rng(10)
     feats = {f"u{i}": rng.normal(size=(20, 4)).astype(np.float32) for i in range(10)}
     student = _tiny_student(rng)
@@ -523,7 +527,7 @@ def test_errors_are_clear(case, message):
     elif case == "feat_dims":
         feats = {f"u{i}": rng.normal(size=(20, 7)).astype(np.float32) for i in range(10)}
     with pytest.raises(svdistill.Error, match=message):
-        distill(student, feats, **kw)
+        distill(student, feats, engine=engine, **kw)
 
 
 def test_cli_errors_before_training(dnn, fixtures_dir, tmp_path, run_cli):

@@ -99,7 +99,10 @@ class TorchEngine:
 
     # -- arrays --------------------------------------------------------------
     def host(self, raw: np.ndarray) -> Any:
-        t = self.torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32))
+        a = np.ascontiguousarray(raw, dtype=np.float32)
+        if not a.flags.writeable:  # e.g. a view of kaldiio's read buffer; torch wants to own writable memory
+            a = a.copy()
+        t = self.torch.from_numpy(a)
         return t.pin_memory() if self.cuda else t
 
     def prepare(self, host: Any) -> Any:
