@@ -135,6 +135,27 @@ void BindTrainer(py::module_& m) {
            "Gradients of the summed objective w.r.t. each trainable parameter block (flattened, in component "
            "order) and the input, without an update.")
       .def("reset_optimizer", &svd::Trainer::reset_optimizer)
+      .def("optimizer_state",
+           [](const svd::Trainer& t) {
+             const svd::Trainer::OptimizerState st = t.optimizer_state();
+             auto arrays = [](const std::vector<std::vector<float>>& vs) {
+               py::list out;
+               for (const auto& v : vs) out.append(py::array_t<float>(static_cast<py::ssize_t>(v.size()), v.data()));
+               return out;
+             };
+             return py::make_tuple(arrays(st.first), arrays(st.second), st.step);
+           },
+           "(first moments, second moments, Adam step): per slot a float32 array, empty before its first update.")
+      .def("set_optimizer_state",
+           [](svd::Trainer& t, const std::vector<FloatArray>& first, const std::vector<FloatArray>& second,
+              int64_t step) {
+             svd::Trainer::OptimizerState st;
+             for (const auto& a : first) st.first.emplace_back(a.data(), a.data() + a.size());
+             for (const auto& a : second) st.second.emplace_back(a.data(), a.data() + a.size());
+             st.step = step;
+             t.set_optimizer_state(st);
+           },
+           py::arg("first"), py::arg("second"), py::arg("step"))
       .def_property_readonly(
           "slots",
           [](const svd::Trainer& t) {

@@ -163,6 +163,34 @@ std::vector<Trainer::SlotInfo> Trainer::slot_info() const {
   return out;
 }
 
+Trainer::OptimizerState Trainer::optimizer_state() const {
+  OptimizerState st;
+  for (const Slot& s : slots_) {
+    st.first.emplace_back(s.acc.begin(), s.acc.end());
+    st.second.emplace_back(s.v.begin(), s.v.end());
+  }
+  st.step = adam_step_;
+  return st;
+}
+
+void Trainer::set_optimizer_state(const OptimizerState& st) {
+  if (st.first.size() != slots_.size() || st.second.size() != slots_.size())
+    throw Error("optimizer state has " + std::to_string(st.first.size()) + " blocks, the student trains " +
+                std::to_string(slots_.size()));
+  for (size_t k = 0; k < slots_.size(); ++k) {
+    const size_t n = slots_[k].comp->params[slots_[k].param].data.size();
+    for (const auto* v : {&st.first[k], &st.second[k]})
+      if (!v->empty() && v->size() != n)
+        throw Error("optimizer state block " + std::to_string(k + 1) + " has " + std::to_string(v->size()) +
+                    " values, the parameter " + std::to_string(n));
+  }
+  for (size_t k = 0; k < slots_.size(); ++k) {
+    slots_[k].acc.assign(st.first[k].begin(), st.first[k].end());
+    slots_[k].v.assign(st.second[k].begin(), st.second[k].end());
+  }
+  adam_step_ = st.step;
+}
+
 void Trainer::reset_optimizer() {
   for (Slot& s : slots_) {
     s.acc.clear();

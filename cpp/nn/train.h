@@ -85,6 +85,17 @@ class Trainer {
   };
   std::vector<SlotInfo> slot_info() const;
 
+  // The optimizer's state, for checkpoints: per slot (slot_info() order) the
+  // momentum or Adam first moment and Adam's second moment, each empty until
+  // the slot's first update, and Adam's step count.
+  struct OptimizerState {
+    std::vector<std::vector<float>> first, second;
+    int64_t step = 0;
+  };
+  OptimizerState optimizer_state() const;
+  // Throws Error when the state does not fit this trainer's slots.
+  void set_optimizer_state(const OptimizerState& state);
+
  private:
   struct Slot {             // one trainable float block
     Component* comp;

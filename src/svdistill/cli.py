@@ -238,7 +238,8 @@ def cmd_distill(a: argparse.Namespace) -> int:
         end_halving_impr=a.end_halving_impr, halving_factor=a.halving_factor, cv_feats=a.cv_feats,
         cv_labels=a.cv_labels, cv_fraction=a.cv_fraction, seed=a.seed, output=a.output,
         binary=a.binary, dialect=a.dialect, digits=a.digits,
-        engine=a.engine, device=a.device, precision=a.precision,
+        engine=a.engine, device=a.device, precision=a.precision, checkpoint_dir=a.checkpoint_dir,
+        checkpoint_every=a.checkpoint_every, resume=a.resume,
         log=lambda line: print(line, file=sys.stderr, flush=True))
     if a.report:
         _write_json(a.report, report.to_dict())
@@ -442,6 +443,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--precision", choices=["fp32", "tf32", "bf16"], default="fp32",
                    help="torch engine on CUDA: matmul precision (tf32) or bf16 autocast; "
                         "fp32 (default) is the only choice on the CPU")
+    g = pd.add_argument_group("checkpoints")
+    g.add_argument("--checkpoint-dir", metavar="DIR",
+                   help="save the run's state there after every epoch (atomically; the two newest kept)")
+    g.add_argument("--checkpoint-every", type=int, default=0, metavar="FRAMES",
+                   help="also save every FRAMES training frames within an epoch (default: only after epochs)")
+    _add_bool(g, "--resume", "continue from the newest checkpoint in --checkpoint-dir (same options and "
+                             "data; --max-epochs may differ)", default=False)
     g = pd.add_argument_group("schedule (Kaldi's newbob, steps/nnet/train_scheduler.sh)")
     g.add_argument("--max-epochs", type=int, default=20, help="default 20")
     g.add_argument("--min-epochs", type=int, default=0, help="train at least this many epochs (default 0)")

@@ -31,6 +31,7 @@ from ..errors import Error
 from ..forward import ModelLike, _load
 from ..io import PathOrFile, write
 from ..model import Model
+from .checkpoint import Checkpoints, data_fingerprint, model_fingerprint
 from .data import Data, FeatsLike, LabelsLike, Source, load_labels
 from .engine import CoreEngine, LossOptions, core_trainer
 from .report import DistillReport, EpochReport, _Progress
@@ -71,7 +72,10 @@ def distill(student: ModelLike, feats: FeatsLike, *,
             engine: Optional[str] = None,
             device: Optional[str] = None,
             precision: str = "fp32",
-            read_ahead: int = 32) -> Tuple[Model, DistillReport]:
+            read_ahead: int = 32,
+            checkpoint_dir: Optional[str] = None,
+            checkpoint_every: int = 0,
+            resume: bool = False) -> Tuple[Model, DistillReport]:
     """Fine-tune ``student`` on the soft targets of ``teachers`` (and/or on labels).
 
     Parameters
@@ -132,6 +136,16 @@ def distill(student: ModelLike, feats: FeatsLike, *,
         (loss, statistics and updates stay fp32). Only fp32 on the CPU.
     read_ahead : int
         Utterances read ahead of training on a background thread (0: none).
+    checkpoint_dir : path, optional
+        Save the run's state there after every epoch (and every
+        ``checkpoint_every`` training frames, if > 0), atomically; a run that
+        dies loses at most that much work.
+    resume : bool
+        Continue from the newest checkpoint in ``checkpoint_dir``: the run ends
+        with the model an uninterrupted run would have made (bit-identical on
+        the core engine at the same thread count). Refused, naming the
+        difference, when the checkpoint was made with other options or data;
+        ``max_epochs`` may differ.
 
     Returns
     -------
@@ -169,6 +183,10 @@ def distill(student: ModelLike, feats: FeatsLike, *,
         raise Error(f"seed must be a non-negative integer, got {seed}")
     if cv_feats is None and not 0.0 < cv_fraction < 1.0:
         raise Error(f"cv fraction must be in (0, 1), got {cv_fraction}")
+    if int(checkpoint_every) != checkpoint_every or checkpoint_every < 0:
+        raise Error(f"checkpoint every must be a non-negative number of frames, got {checkpoint_every}")
+    if (resume or checkpoint_every) and checkpoint_dir is None:
+        raise Error("--resume and --checkpoint-every need --checkpoint-dir")
     randomizer_size = max(randomizer_size, minibatch_size)
 
     comps = [c.copy() for c in t_model.components]
@@ -200,7 +218,24 @@ def distill(student: ModelLike, feats: FeatsLike, *,
                             min_epochs=int(min_epochs), keep_lr_epochs=int(keep_lr_epochs),
                             start_halving_impr=float(start_halving_impr), end_halving_impr=float(end_halving_impr),
                             halving_factor=float(halving_factor), seed=int(seed), has_teachers=bool(teacher_list))
-    out = run(eng, data, sched, _Progress(progress), log or (lambda s: None))
+    ckpt = None
+    if checkpoint_dir is not None:
+        fingerprint = dict(
+            engine=eng.name, precision=eng.precision, temperature=float(temperature),
+            hard_weight=float(hard_weight), average_logits=bool(average_logits), optimizer=optimizer,
+            learn_rate=float(learn_rate), momentum=float(momentum), l2=float(l2),
+            minibatch_size=int(minibatch_size), randomizer_size=int(randomizer_size), min_epochs=int(min_epochs),
+            keep_lr_epochs=int(keep_lr_epochs), start_halving_impr=float(start_halving_impr),
+            end_halving_impr=float(end_halving_impr), halving_factor=float(halving_factor),
+            cv_fraction=float(cv_fraction), seed=int(seed),
+            student=model_fingerprint(t_model), teachers=[model_fingerprint(t) for t in teacher_models],
+            feature_transform=None if ft_model is None else model_fingerprint(ft_model),
+            feats=data_fingerprint(feats), cv_feats=None if cv_feats is None else data_fingerprint(cv_feats),
+            labels=None if labels is None else data_fingerprint(labels),
+            cv_labels=None if cv_labels is None else data_fingerprint(cv_labels))
+        ckpt = Checkpoints(str(checkpoint_dir), fingerprint)
+    out = run(eng, data, sched, _Progress(progress), log or (lambda s: None), checkpoints=ckpt,
+              resume=bool(resume), checkpoint_every=int(checkpoint_every))
     emit = log or (lambda s: None)
 
     result = Model(eng.result(), binary=t_model.binary, dialect=t_model.dialect, source=t_model.source)

@@ -133,3 +133,31 @@ class CoreEngine:
 
     def result(self) -> List[Component]:
         return self.comps
+
+    # -- checkpoints ---------------------------------------------------------
+    def state_arrays(self, best: List[Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]:
+        """Current and best parameters and the optimizer's state, by name."""
+        out: Dict[str, np.ndarray] = {}
+        for i, (c, snap) in enumerate(zip(self.comps, best)):
+            for k, v in c.params.items():
+                out[f"cur/{i}/{k}"] = v
+                out[f"best/{i}/{k}"] = snap[k]
+        first, second, step = self.trainer.optimizer_state()
+        for k, (a, b) in enumerate(zip(first, second)):
+            out[f"m1/{k}"], out[f"m2/{k}"] = a, b
+        out["adam_step"] = np.array(step, np.int64)
+        return out
+
+    def load_state_arrays(self, arrays: Dict[str, np.ndarray]) -> List[Dict[str, np.ndarray]]:
+        """Sets the state :meth:`state_arrays` saved; returns the best snapshot."""
+        best = []
+        for i, c in enumerate(self.comps):
+            snap = {}
+            for k, v in c.params.items():
+                v[...] = arrays[f"cur/{i}/{k}"]
+                snap[k] = np.array(arrays[f"best/{i}/{k}"], dtype=np.float32)
+            best.append(snap)
+        n = len(self.trainer.slots)
+        self.trainer.set_optimizer_state([arrays[f"m1/{k}"] for k in range(n)],
+                                         [arrays[f"m2/{k}"] for k in range(n)], int(arrays["adam_step"]))
+        return best

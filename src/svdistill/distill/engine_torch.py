@@ -278,6 +278,39 @@ class TorchEngine:
         self.sq: List[Any] = [None] * len(self.slots)
         self.step = 0
 
+    # -- checkpoints ---------------------------------------------------------
+    def state_arrays(self, best: List[Any]) -> dict:
+        out = {}
+        for j, (p, b) in enumerate(zip(self.student.parameters(), best)):
+            out[f"cur/{j}"] = p.detach().cpu().numpy()
+            out[f"best/{j}"] = b.cpu().numpy()
+        for k, (a, v) in enumerate(zip(self.acc, self.sq)):
+            if a is not None:
+                out[f"m1/{k}"] = a.cpu().numpy()
+            if v is not None:
+                out[f"m2/{k}"] = v.cpu().numpy()
+        out["adam_step"] = np.array(self.step, np.int64)
+        return out
+
+    def load_state_arrays(self, arrays: dict) -> List[Any]:
+        torch = self.torch
+        best = []
+        with torch.no_grad():
+            for j, p in enumerate(self.student.parameters()):
+                cur, b = arrays[f"cur/{j}"], arrays[f"best/{j}"]
+                if tuple(cur.shape) != tuple(p.shape) or tuple(b.shape) != tuple(p.shape):
+                    raise KeyError(f"cur/{j}")
+                p.copy_(torch.from_numpy(np.array(cur, dtype=np.float32)))
+                best.append(torch.from_numpy(np.array(b, dtype=np.float32)).to(self.device))
+        self.reset_optimizer()
+        for k in range(len(self.slots)):
+            if f"m1/{k}" in arrays:
+                self.acc[k] = torch.from_numpy(np.array(arrays[f"m1/{k}"], dtype=np.float32)).to(self.device)
+            if f"m2/{k}" in arrays:
+                self.sq[k] = torch.from_numpy(np.array(arrays[f"m2/{k}"], dtype=np.float32)).to(self.device)
+        self.step = int(arrays["adam_step"])
+        return best
+
     def result(self) -> List[Component]:
         from ..torch import update_model
         update_model(Model(self.comps), self.student)

@@ -71,9 +71,52 @@ def _frames(engine, data: Data, part: str):
         yield x[part_slice], None if lab is None else lab[part_slice]
 
 
-def run(engine, data: Data, o: ScheduleOptions, bar: _Progress, emit: Callable[[str], None]) -> Outcome:
+@dataclasses.dataclass
+class State:
+    """Where the schedule stands between epochs: what a checkpoint saves besides parameters."""
+
+    epochs: List[EpochReport]
+    lr: float
+    loss: float               # the best CV objective so far
+    limit: float              # the divergence threshold (from the initial CV objective)
+    cv_frames: int = 0
+    best_epoch: int = 0
+    epoch: int = 0            # epochs started, diverged ones included
+    completed: int = 0        # epochs that count for the schedule
+    halving: bool = False
+    divergences: int = 0
+    stopped: str = ""
+    done: bool = False        # converged: a resumed run goes straight to the output
+
+    def to_json(self) -> Dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["epochs"] = [dataclasses.asdict(e) for e in self.epochs]
+        return d
+
+    @classmethod
+    def from_json(cls, d: Dict[str, Any]) -> "State":
+        d = dict(d)
+        d["epochs"] = [EpochReport(**e) for e in d["epochs"]]
+        return cls(**d)
+
+
+@dataclasses.dataclass
+class Position:
+    """Inside an epoch: minibatches done, and what the epoch had summed up by then."""
+
+    batches: int
+    stats: Dict[str, float]
+    recent: List[float]
+    seconds: float
+    wait: float
+
+
+def run(engine, data: Data, o: ScheduleOptions, bar: _Progress, emit: Callable[[str], None],
+        checkpoints=None, resume: bool = False, checkpoint_every: int = 0) -> Outcome:
     """Train ``engine``'s student on ``data`` until the schedule stops; the engine ends
-    holding the best model's parameters."""
+    holding the best model's parameters. With ``checkpoints``, the state is saved
+    after every epoch (and every ``checkpoint_every`` training frames); ``resume``
+    starts from the newest checkpoint."""
 
     def evaluate(allow_empty: bool = False) -> Dict[str, float]:
         total = engine.zero_stats()
@@ -105,29 +148,60 @@ def run(engine, data: Data, o: ScheduleOptions, bar: _Progress, emit: Callable[[
             raise Error(NO_CV_FRAMES)
         return result
 
-    def train_epoch(epoch: int, lr: float, limit: float) -> Tuple[Dict[str, float], float, float]:
+    def save(st: State, best, pos: Optional[Position]) -> None:
+        if checkpoints is None:
+            return
+        meta = {"state": st.to_json(), "split": data.split,
+                "position": None if pos is None else dataclasses.asdict(pos)}
+        # Named by (epoch under way, minibatches done in it): names sort in the order written.
+        checkpoints.save(meta, engine.state_arrays(best), st.epoch + 1, 0 if pos is None else pos.batches)
+
+    def train_epoch(st: State, best, pos: Optional[Position]) -> Tuple[Dict[str, float], float, float]:
+        epoch, lr = st.epoch + 1, st.lr  # the epoch under way
         rng = np.random.default_rng([o.seed, epoch])
         total = engine.zero_stats()
-        recent: deque = deque(maxlen=DIVERGE_WINDOW)
-        done = 0
+        recent: deque = deque(pos.recent if pos else (), maxlen=DIVERGE_WINDOW)
+        pending: List[Any] = []  # statistics not yet read back (engines with check_every > 1)
+        skip = pos.batches if pos else 0
+        done = skip * o.minibatch_size
+        secs0, wait0 = (pos.seconds, pos.wait) if pos else (0.0, 0.0)
+        next_save = done + checkpoint_every if checkpoint_every else None
         t0 = time.perf_counter()
         batches = minibatches(engine, _frames(engine, data, "train"), o.minibatch_size, o.randomizer_size, rng)
+        b = -1
         for b, (x, y, frames) in enumerate(batches):
-            st = engine.train(x, y, lr)
-            engine.add(total, st)
-            recent.append(st)
+            if b < skip:  # trained before the checkpoint: the same shuffle, skipped
+                continue
+            st_b = engine.train(x, y, lr)
+            engine.add(total, st_b)
+            pending.append(st_b)
             done += frames
-            if (b + 1) % engine.check_every == 0:
-                objs = engine.objectives(list(recent))
-                if not math.isfinite(objs[-1]) or (len(objs) == DIVERGE_WINDOW and
-                                                   sum(objs) / DIVERGE_WINDOW > limit):
+            if len(pending) >= engine.check_every:
+                recent.extend(engine.objectives(pending))
+                pending.clear()
+                if not math.isfinite(recent[-1]) or (len(recent) == DIVERGE_WINDOW and
+                                                     sum(recent) / DIVERGE_WINDOW > st.limit):
                     raise _Diverged()
             if b % 16 == 0:
                 bar.update(f"epoch {epoch}", done, t0)
+            if next_save is not None and done >= next_save:
+                recent.extend(engine.objectives(pending))
+                pending.clear()
+                so_far = engine.read(total)
+                if pos:
+                    so_far = {k: so_far[k] + pos.stats[k] for k in so_far}
+                save(st, best, Position(batches=b + 1, stats=so_far, recent=list(recent),
+                                        seconds=secs0 + time.perf_counter() - t0, wait=wait0 + data.wait))
+                next_save = done + checkpoint_every
+        if skip and b + 1 < skip:
+            raise Error(f"--resume: the checkpoint is {skip} minibatches into epoch {epoch}, but the data "
+                        f"now give only {b + 1}")
         result = engine.read(total)
+        if pos:
+            result = {k: result[k] + pos.stats[k] for k in result}
         if engine.check_every > 1 and result["frames"] and not math.isfinite(result["objective"]):
             raise _Diverged()
-        return result, time.perf_counter() - t0, data.wait
+        return result, secs0 + time.perf_counter() - t0, wait0 + data.wait
 
     def row(epoch: int, lr: float, tr: Optional[Dict[str, float]], cv: Dict[str, float], secs: float,
             wait: float, accepted: Optional[bool]) -> EpochReport:
@@ -143,33 +217,45 @@ def run(engine, data: Data, o: ScheduleOptions, bar: _Progress, emit: Callable[[
             train_frames=int(tr["frames"]) if tr else 0, seconds=secs, accepted=accepted,
             data_wait=wait)
 
-    lr = float(o.learn_rate)
-    cv0 = evaluate(allow_empty=True)  # also sees every key of a hash split
-    if data.check_split():
-        cv0 = evaluate()
-    elif cv0["frames"] == 0:
-        raise Error(NO_CV_FRAMES)
-    bar.close()
-    epochs = [row(0, lr, None, cv0, 0.0, 0.0, None)]
-    emit(_header())
-    emit(_row(epochs[0]))
-    loss = epochs[0].cv_objective
-    best_epoch = 0
-    best = engine.snapshot()
-    halving = False
-    stopped = f"stopped after max epochs ({o.max_epochs})"
-    if not math.isfinite(loss):
-        raise Error(f"the initial cross-validation objective is {loss}: non-finite network outputs "
-                    "(check the features and the feature transform)")
+    pos: Optional[Position] = None
+    if resume:
+        meta, arrays, path = checkpoints.load_newest()
+        try:
+            best = engine.load_state_arrays(arrays)
+            st = State.from_json(meta["state"])
+            data.split = meta["split"]
+            pos = Position(**meta["position"]) if meta["position"] else None
+        except (KeyError, TypeError, ValueError, Error) as e:
+            raise Error(f"{path}: the checkpoint does not fit this student ({e})") from None
+        emit(f"resuming from {path}" + (f" ({pos.batches} minibatches into epoch {st.epoch + 1})" if pos else ""))
+        emit(_header())
+        for e in st.epochs:
+            emit(_row(e))
+    else:
+        cv0 = evaluate(allow_empty=True)  # also sees every key of a hash split
+        if data.check_split():
+            cv0 = evaluate()
+        elif cv0["frames"] == 0:
+            raise Error(NO_CV_FRAMES)
+        bar.close()
+        first = row(0, float(o.learn_rate), None, cv0, 0.0, 0.0, None)
+        emit(_header())
+        emit(_row(first))
+        if not math.isfinite(first.cv_objective):
+            raise Error(f"the initial cross-validation objective is {first.cv_objective}: non-finite network "
+                        "outputs (check the features and the feature transform)")
+        st = State(epochs=[first], lr=float(o.learn_rate), loss=first.cv_objective,
+                   limit=DIVERGE_FACTOR * max(first.cv_objective, 1e-2), cv_frames=int(cv0["frames"]),
+                   stopped=f"stopped after max epochs ({o.max_epochs})")
+        best = engine.snapshot()
+        save(st, best, None)
+    if not st.done:  # a run stopped by --max-epochs may resume with a larger one
+        st.stopped = f"stopped after max epochs ({o.max_epochs})"
     interrupted = False
-    limit = DIVERGE_FACTOR * max(loss, 1e-2)
-    divergences = 0
-    epoch = completed = 0
     try:
-        while completed < o.max_epochs:  # diverged epochs cost a few minibatches and do not count
-            epoch += 1
+        while not st.done and st.completed < o.max_epochs:  # diverged epochs do not count
             try:
-                tr, secs, wait = train_epoch(epoch, lr, limit)
+                tr, secs, wait = train_epoch(st, best, pos)
             except _Diverged:
                 # Back to the best model, half the learning rate, and on: the stopping
                 # rule does not count this epoch (newbob would read it as convergence).
@@ -177,54 +263,65 @@ def run(engine, data: Data, o: ScheduleOptions, bar: _Progress, emit: Callable[[
                 engine.restore(best)
                 engine.reset_optimizer()
                 nan = float("nan")
-                epochs.append(EpochReport(epoch, lr, None, None, None, nan, None, None, None, 0, 0.0,
-                                          accepted=False, diverged=True))
-                emit(_row(epochs[-1]))
-                divergences += 1
-                if divergences > MAX_DIVERGENCES:
-                    raise Error(f"training diverges even at learning rate {lr:g} ({divergences} times "
+                st.epoch += 1
+                st.epochs.append(EpochReport(st.epoch, st.lr, None, None, None, nan, None, None, None, 0, 0.0,
+                                             accepted=False, diverged=True))
+                emit(_row(st.epochs[-1]))
+                st.divergences += 1
+                if st.divergences > MAX_DIVERGENCES:
+                    raise Error(f"training diverges even at learning rate {st.lr:g} ({st.divergences} times "
                                 f"from {o.learn_rate:g}): check the features and the feature transform, "
                                 "or lower --learn-rate") from None
-                lr *= 0.5
+                st.lr *= 0.5
+                pos = None
+                save(st, best, None)
                 continue
-            completed += 1
+            pos = None
+            st.epoch += 1
+            st.completed += 1
             if tr["frames"] == 0:
                 raise Error(f"no training frames (minibatch size {o.minibatch_size}): check the features, "
                             "labels and CV split")
             cv = evaluate()
             bar.close()
             new = cv["objective"] / cv["frames"]
-            loss_prev = loss
-            accept = (new < loss or completed <= o.keep_lr_epochs or completed <= o.min_epochs) \
+            loss_prev = st.loss
+            accept = (new < st.loss or st.completed <= o.keep_lr_epochs or st.completed <= o.min_epochs) \
                 and math.isfinite(new)
             if accept:
-                loss = new
-                best_epoch = epoch
+                st.loss = new
+                st.best_epoch = st.epoch
                 best = engine.snapshot()
             else:
                 engine.restore(best)
                 engine.reset_optimizer()
-            epochs.append(row(epoch, lr, tr, cv, secs, wait, accept))
-            emit(_row(epochs[-1]))
-            if completed <= o.keep_lr_epochs:
-                continue
-            rel = (loss_prev - loss) / loss_prev if loss_prev > 0 else 0.0
-            if loss <= 0.0:
-                stopped = "converged: CV objective 0"
-                break
-            if halving and rel < o.end_halving_impr:
-                if completed <= o.min_epochs:
-                    continue
-                stopped = f"converged: relative CV improvement {rel:.2g} < {o.end_halving_impr:g}"
-                break
-            if rel < o.start_halving_impr:
-                halving = True
-            if halving:
-                lr *= o.halving_factor
+            st.epochs.append(row(st.epoch, st.lr, tr, cv, secs, wait, accept))
+            _newbob(st, o, loss_prev)
+            save(st, best, None)
+            emit(_row(st.epochs[-1]))
     except KeyboardInterrupt:  # keep what the finished epochs achieved
         interrupted = True
         bar.close()
-        stopped = f"interrupted in epoch {len(epochs)}"
+        st.stopped = f"interrupted in epoch {st.epoch + 1}"
     engine.restore(best)
-    return Outcome(epochs=epochs, best_epoch=best_epoch, stopped=stopped, interrupted=interrupted,
-                   cv_frames=int(cv0["frames"]))
+    return Outcome(epochs=st.epochs, best_epoch=st.best_epoch, stopped=st.stopped, interrupted=interrupted,
+                   cv_frames=st.cv_frames)
+
+
+def _newbob(st: State, o: ScheduleOptions, loss_prev: float) -> None:
+    """After an epoch: the learning rate for the next, or the end of training (st.done)."""
+    if st.completed <= o.keep_lr_epochs:
+        return
+    rel = (loss_prev - st.loss) / loss_prev if loss_prev > 0 else 0.0
+    if st.loss <= 0.0:
+        st.stopped, st.done = "converged: CV objective 0", True
+        return
+    if st.halving and rel < o.end_halving_impr:
+        if st.completed <= o.min_epochs:
+            return
+        st.stopped, st.done = f"converged: relative CV improvement {rel:.2g} < {o.end_halving_impr:g}", True
+        return
+    if rel < o.start_halving_impr:
+        st.halving = True
+    if st.halving:
+        st.lr *= o.halving_factor

@@ -1,0 +1,158 @@
+"""Checkpoints of a distillation run, and resuming from them.
+
+A checkpoint holds everything the run needs to go on as if it had never
+stopped: the student's current and best parameters, the optimizer's state
+(momentum or Adam moments and step), the schedule's state (epoch, learning
+rate, best CV objective, halving, the table so far) and, inside an epoch, its
+position as the number of minibatches done. Shuffling is seeded from
+(seed, epoch), so the position is enough: on resume the epoch's data are read
+and shuffled again and the minibatches already trained are skipped.
+
+Files are ``DIR/checkpoint-EPOCH-BATCH.npz`` (npz: numpy arrays plus one JSON
+entry), written to a temporary file in DIR and renamed into place, so a run
+killed at any moment leaves the previous checkpoint intact; the two newest are
+kept. A checkpoint records the options and data it was made with: resuming
+with others is refused, naming the first difference.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import zipfile
+import zlib
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import numpy as np
+
+from ..errors import Error
+
+FORMAT = 1
+_NAME = re.compile(r"^checkpoint-(\d{4,})-(\d{8,})\.npz$")
+_TMP_PREFIX = ".checkpoint-"
+KEEP = 2
+
+
+def _crc_arrays(arrays) -> str:
+    crc = 0
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        crc = zlib.crc32(str(a.shape).encode(), crc)
+        crc = zlib.crc32(a.view(np.uint8).reshape(-1), crc)
+    return f"{crc:08x}"
+
+
+def model_fingerprint(model) -> str:
+    """crc32 over every parameter block of a model (structure and values)."""
+    blocks = []
+    for c in model.components:
+        blocks.append(np.frombuffer(c.marker.encode(), np.uint8))
+        blocks.extend(c.params.values())
+    return _crc_arrays(blocks)
+
+
+def data_fingerprint(feats: Any) -> str:
+    """What identifies training data: an rspecifier (and its file's size and mtime), or a
+    crc32 of the arrays given in memory."""
+    if isinstance(feats, str):
+        spec = feats.split(":", 1)[1] if ":" in feats else feats
+        path = spec.strip()
+        if not path.endswith("|") and os.path.isfile(path):
+            st = os.stat(path)
+            return f"{feats} ({st.st_size} bytes, mtime {st.st_mtime_ns})"
+        return feats
+    if isinstance(feats, np.ndarray):
+        return f"array {_crc_arrays([feats])}"
+    if isinstance(feats, Mapping):
+        keys = [str(k) for k in feats]
+        return f"dict of {len(keys)} utterances {_crc_arrays([np.frombuffer(' '.join(keys).encode(), np.uint8)] + [np.asarray(v, np.float32) for v in feats.values()])}"
+    return type(feats).__name__
+
+
+class Checkpoints:
+    """The checkpoints of one run in ``folder``; ``writer`` is False on all but one rank."""
+
+    def __init__(self, folder: str, fingerprint: Dict[str, Any], *, writer: bool = True) -> None:
+        self.folder = folder
+        self.fingerprint = fingerprint
+        self.writer = writer
+        if writer:
+            try:
+                os.makedirs(folder, exist_ok=True)
+            except OSError as e:
+                raise Error(f"--checkpoint-dir {folder}: cannot create it: {e.strerror}") from None
+            if not os.access(folder, os.W_OK):
+                raise Error(f"--checkpoint-dir {folder}: not writable")
+            for name in os.listdir(folder):  # what a killed run left half-written
+                if name.startswith(_TMP_PREFIX) and name.endswith(".tmp"):
+                    try:
+                        os.unlink(os.path.join(folder, name))
+                    except OSError:
+                        pass
+
+    def _existing(self) -> List[Tuple[int, int, str]]:
+        try:
+            names = os.listdir(self.folder)
+        except OSError:
+            return []
+        out = []
+        for name in names:
+            m = _NAME.match(name)
+            if m:
+                out.append((int(m.group(1)), int(m.group(2)), os.path.join(self.folder, name)))
+        return sorted(out)
+
+    def save(self, meta: Dict[str, Any], arrays: Dict[str, np.ndarray], epoch: int, batch: int) -> Optional[str]:
+        if not self.writer:
+            return None
+        meta = dict(meta, format=FORMAT, fingerprint=self.fingerprint)
+        path = os.path.join(self.folder, f"checkpoint-{epoch:04d}-{batch:08d}.npz")
+        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=".tmp", dir=self.folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        try:
+            dfd = os.open(self.folder, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError:
+            pass
+        for _, _, old in self._existing()[:-KEEP]:
+            try:
+                os.unlink(old)
+            except OSError:
+                pass
+        return path
+
+    def load_newest(self) -> Tuple[Dict[str, Any], Dict[str, np.ndarray], str]:
+        found = self._existing()
+        if not found:
+            raise Error(f"--resume: no checkpoint in {self.folder}")
+        path = found[-1][2]
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+            meta = json.loads(bytes(arrays.pop("__meta__")).decode())
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            raise Error(f"{path}: not a readable svdistill checkpoint: {e}") from None
+        if meta.get("format") != FORMAT:
+            raise Error(f"{path}: checkpoint format {meta.get('format')}, this svdistill reads {FORMAT}")
+        theirs = meta.get("fingerprint", {})
+        for key in sorted(set(theirs) | set(self.fingerprint)):
+            a, b = theirs.get(key), self.fingerprint.get(key)
+            if a != b:
+                raise Error(f"{path}: the checkpoint was made with {key} = {a!r}, this run has {b!r}: "
+                            "resume with the same options and data, or start afresh in another --checkpoint-dir")
+        return meta, arrays, path

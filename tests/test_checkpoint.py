@@ -1,0 +1,156 @@
+"""Checkpoints and resume: a run that dies and resumes ends with the model of a run that did not."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import svdistill
+from svdistill.distill import checkpoint as ckpt_mod
+from svdistill.distill import distill
+
+from test_distill import _clusters, _synthetic_feats
+
+ENGINES = ["core", pytest.param("torch", marks=pytest.mark.skipif(
+    __import__("importlib").util.find_spec("torch") is None, reason="torch not installed"))]
+
+
+class _Died(BaseException):
+    """Stands for a SIGKILL right after a checkpoint was written."""
+
+
+@pytest.fixture(scope="module")
+def setup(fixtures_dir):
+    teacher = svdistill.read(fixtures_dir / "dnn.nnet.bin")
+    ft = svdistill.read(fixtures_dir / "final.feature_transform")
+    student, _ = svdistill.compress(teacher, rank=16)
+    feats = _synthetic_feats(ft, 24, 100, seed=5)
+    return teacher, ft, student, feats
+
+
+def _kw(setup, **more):
+    teacher, ft, _, _ = setup
+    return {**dict(teachers=teacher, feature_transform=ft, max_epochs=4, minibatch_size=64, momentum=0.5,
+                   randomizer_size=500, start_halving_impr=0.5), **more}
+
+
+def _same(a, b, exact: bool):
+    for x, y in zip(a.components, b.components):
+        for k in x.params:
+            if exact:
+                assert np.array_equal(x.params[k], y.params[k]), (x.kind, k)
+            else:
+                np.testing.assert_allclose(y.params[k], x.params[k], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("die_after", [1, 2, 4, 7])
+def test_resume_after_dying_gives_the_uninterrupted_model(setup, tmp_path, monkeypatch, engine, die_after):
+    """Dies after the n-th checkpoint (the initial one, mid-epoch ones every 640 frames, epoch ends)."""
+    _, _, student, feats = setup
+    ref, ref_rep = distill(student, feats, engine=engine, **_kw(setup))
+    saves = []
+    real_save = ckpt_mod.Checkpoints.save
+
+    def save_then_die(self, *a, **k):
+        path = real_save(self, *a, **k)
+        saves.append(os.path.basename(path))
+        if len(saves) == die_after:
+            raise _Died()
+        return path
+
+    monkeypatch.setattr(ckpt_mod.Checkpoints, "save", save_then_die)
+    kw = _kw(setup, checkpoint_dir=str(tmp_path / "ck"), checkpoint_every=640)
+    with pytest.raises(_Died):
+        distill(student, feats, engine=engine, **kw)
+    monkeypatch.setattr(ckpt_mod.Checkpoints, "save", real_save)
+    lines = []
+    out, rep = distill(student, feats, engine=engine, resume=True, log=lines.append, **kw)
+    assert lines[0].startswith("resuming from") and saves[-1] in lines[0]
+    _same(ref, out, exact=engine == "core")
+    assert [e.accepted for e in rep.epochs] == [e.accepted for e in ref_rep.epochs]
+    assert rep.best_epoch == ref_rep.best_epoch and rep.stopped == ref_rep.stopped
+    kept = sorted(p.name for p in (tmp_path / "ck").iterdir())
+    assert len(kept) == ckpt_mod.KEEP and all(p.startswith("checkpoint-") for p in kept)
+
+
+def test_sigkill_and_resume_through_the_cli(setup, fixtures_dir, tmp_path):
+    """A real SIGKILL in the middle of training; the resumed run writes the same bytes."""
+    import kaldiio
+    _, ft, student, feats = setup
+    student.write(tmp_path / "s.nnet", binary=True)
+    kaldiio.save_ark(str(tmp_path / "f.ark"), _synthetic_feats(ft, 40, 150, seed=6))
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", SVDISTILL_NUM_THREADS="2")
+
+    def cli(out, *extra):
+        return [sys.executable, "-m", "svdistill", "distill", "--teacher", str(fixtures_dir / "dnn.nnet.bin"),
+                "--feature-transform", str(fixtures_dir / "final.feature_transform"), "--max-epochs", "6",
+                "--start-halving-impr", "0", "--end-halving-impr", "0", "--momentum", "0.9",
+                "--minibatch-size", "128", str(tmp_path / "s.nnet"), f"ark:{tmp_path / 'f.ark'}", str(out), *extra]
+
+    subprocess.run(cli(tmp_path / "ref.nnet"), check=True, env=env, capture_output=True, timeout=300)
+    ck = ["--checkpoint-dir", str(tmp_path / "ck"), "--checkpoint-every", "1000"]
+    proc = subprocess.Popen(cli(tmp_path / "out.nnet", *ck), stderr=subprocess.PIPE, env=env, text=True)
+    try:
+        for line in proc.stderr:
+            if "accepted" in line:
+                proc.send_signal(signal.SIGKILL)
+                break
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (tmp_path / "out.nnet").exists()
+    done = subprocess.run(cli(tmp_path / "out.nnet", *ck, "--resume"), env=env, capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr.decode()
+    assert "resuming from" in done.stderr.decode()
+    assert (tmp_path / "out.nnet").read_bytes() == (tmp_path / "ref.nnet").read_bytes()
+    assert not [p for p in (tmp_path / "ck").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_resume_refuses_other_options_or_data(setup, tmp_path):
+    _, _, student, feats = setup
+    kw = _kw(setup, checkpoint_dir=str(tmp_path / "ck"))
+    kw["max_epochs"] = 1
+    distill(student, feats, **kw)
+    with pytest.raises(svdistill.Error, match=r"made with learn_rate = 0\.008, this run has 0\.004"):
+        distill(student, feats, resume=True, **{**kw, "learn_rate": 0.004})
+    other = dict(feats)
+    other[next(iter(other))] = other[next(iter(other))] + 1
+    with pytest.raises(svdistill.Error, match="made with feats = 'dict of 24 utterances"):
+        distill(student, other, resume=True, **kw)
+    with pytest.raises(svdistill.Error, match="made with student"):
+        s2, _ = svdistill.compress(setup[0], rank=8)
+        distill(s2, feats, resume=True, **kw)
+    # --max-epochs may grow: the run goes on where it stopped.
+    _, rep = distill(student, feats, resume=True, **{**kw, "max_epochs": 2})
+    assert len([e for e in rep.epochs if e.epoch]) == 2
+    with pytest.raises(svdistill.Error, match="no checkpoint in"):
+        distill(student, feats, resume=True, **{**kw, "checkpoint_dir": str(tmp_path / "empty")})
+    with pytest.raises(svdistill.Error, match="need --checkpoint-dir"):
+        distill(student, feats, resume=True, max_epochs=1, teachers=setup[0], feature_transform=setup[1])
+
+
+def test_a_corrupt_checkpoint_is_a_clear_error(setup, tmp_path):
+    _, _, student, feats = setup
+    kw = _kw(setup, checkpoint_dir=str(tmp_path / "ck"), max_epochs=1)
+    distill(student, feats, **kw)
+    newest = sorted((tmp_path / "ck").iterdir())[-1]
+    newest.write_bytes(newest.read_bytes()[:100])
+    with pytest.raises(svdistill.Error, match="not a readable svdistill checkpoint"):
+        distill(student, feats, resume=True, **kw)
+
+
+def test_label_training_checkpoints_too(tmp_path):
+    feats, labels, model = _clusters(8, classes=5, utterances=30, hidden=16)
+    kw = dict(labels=labels, minibatch_size=32, max_epochs=3, checkpoint_dir=str(tmp_path / "ck"),
+              optimizer="adam")
+    a, _ = distill(model, feats, **kw)
+    b, _ = distill(model, feats, resume=True, **kw)  # resumes the finished run: nothing left to train
+    _same(a, b, exact=True)
