@@ -32,6 +32,7 @@ from .report import CompressReport, LayerReport
 from .spectrum import spectrum
 from .forward import Network, forward
 from .compare import compare
+from .export import export  # imports torch only when called
 from .distill import DistillReport, EpochReport, distill
 from . import linalg
 
@@ -49,6 +50,7 @@ __all__ = [
     "compare",
     "compress",
     "distill",
+    "export",
     "DistillReport",
     "EpochReport",
     "forward",

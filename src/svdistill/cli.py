@@ -241,7 +241,9 @@ def cmd_distill(a: argparse.Namespace) -> int:
         engine=a.engine, device=a.device, precision=a.precision, checkpoint_dir=a.checkpoint_dir,
         checkpoint_every=a.checkpoint_every, resume=a.resume,
         log=lambda line: print(line, file=sys.stderr, flush=True))
-    if a.report:
+    from .distill.distributed import Dist
+    dist = Dist.from_env()
+    if a.report and (dist is None or dist.is_writer):
         _write_json(a.report, report.to_dict())
     return 0
 

@@ -15,7 +15,7 @@ import numpy as np
 from . import _core
 from .errors import Error
 from .io import PathOrFile, read
-from .model import Component, Model
+from .model import Model
 
 ModelLike = Union[Model, PathOrFile]
 

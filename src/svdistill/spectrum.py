@@ -3,10 +3,9 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence
 
-import numpy as np
 
 from . import _core
-from .io import PathOrFile, iter_components
+from .io import iter_components
 from .model import Model
 from .selection import plan_layers, scan_structure
 

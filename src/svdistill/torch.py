@@ -170,12 +170,14 @@ def _layer(comp: Component, where: str) -> _Layer:
 
 
 def _layers(model: Model, what: str) -> List[_Layer]:
+    """The layers of ``model``; ``what`` ("component" or "feature transform component")
+    names them in errors."""
     out = []
     for i, c in enumerate(model.components):
         if out and out[-1].output_dim != c.input_dim:
-            raise Error(f"{what} component {i + 1} {c.marker}: input dim {c.input_dim} does not match "
+            raise Error(f"{what} {i + 1} {c.marker}: input dim {c.input_dim} does not match "
                         f"the previous output dim {out[-1].output_dim}")
-        out.append(_layer(c, f"{what} component {i + 1}"))
+        out.append(_layer(c, f"{what} {i + 1}"))
     return out
 
 
@@ -234,7 +236,8 @@ def to_module(model: ModelLike, feature_transform: Optional[ModelLike] = None) -
     if not m.components:
         raise Error("the model has no components")
     ft = _load(feature_transform) if feature_transform is not None else None
-    return NnetModule(_layers(m, "component"), _layers(ft, "feature transform") if ft is not None else ())
+    transform = _layers(ft, "feature transform component") if ft is not None else ()
+    return NnetModule(_layers(m, "component"), transform)
 
 
 def update_model(model: Model, module: NnetModule) -> Model:
@@ -244,15 +247,31 @@ def update_model(model: Model, module: NnetModule) -> Model:
     (:func:`to_module`); structure, markers and coefficients of ``model`` are
     kept, only the float parameters change.
     """
+    if not isinstance(model, Model):
+        raise Error(f"update_model writes into a svdistill.Model, got {type(model).__name__}")
+    if not isinstance(module, NnetModule):
+        raise Error(f"update_model reads a module made by to_module, got {type(module).__name__}")
     if len(model.components) != len(module.layers):
         raise Error(f"the module has {len(module.layers)} layers, the model {len(model.components)} components")
+    # Everything is checked before anything is written: an error leaves the model as it was.
+    updates = []
     with torch.no_grad():
         for i, (c, layer) in enumerate(zip(model.components, module.layers)):
             if c.kind != layer.kind or c.input_dim != layer.input_dim or c.output_dim != layer.output_dim:
                 raise Error(f"component {i + 1}: the model has {c.marker} {c.input_dim} -> {c.output_dim}, "
                             f"the module {layer.marker} {layer.input_dim} -> {layer.output_dim}")
+            params = c.params
             for name, value in _named_params(layer):
-                c.params[name][...] = value.detach().to("cpu", torch.float32).numpy()
+                v = value.detach().to("cpu", torch.float32).numpy()
+                if v.shape != params[name].shape:
+                    raise Error(f"component {i + 1} {c.marker}: the module's {name} has shape "
+                                f"{tuple(v.shape)}, the model's {params[name].shape}")
+                if not np.all(np.isfinite(v)):
+                    raise Error(f"component {i + 1} {c.marker}: the module's {name} is not finite "
+                                "(nan or inf; Kaldi rejects such a model)")
+                updates.append((params[name], v))
+    for dst, v in updates:
+        dst[...] = v
     return model
 
 

@@ -33,6 +33,7 @@ from ..io import PathOrFile, write
 from ..model import Model
 from .checkpoint import Checkpoints, data_fingerprint, model_fingerprint
 from .data import Data, FeatsLike, LabelsLike, Source, load_labels
+from .distributed import Dist
 from .engine import CoreEngine, LossOptions, core_trainer
 from .report import DistillReport, EpochReport, _Progress
 from .schedule import ScheduleOptions, run
@@ -155,6 +156,9 @@ def distill(student: ModelLike, feats: FeatsLike, *,
     teacher_list = [] if teachers is None else (
         list(teachers) if isinstance(teachers, (list, tuple)) else [teachers])
     engine = _choose_engine(engine, device, precision)
+    dist = Dist.from_env()
+    if dist is not None and engine != "torch":
+        raise Error(f"WORLD_SIZE is {dist.world} (torchrun): several processes train with --engine torch only")
     if not teacher_list and labels is None:
         raise Error("nothing to learn from: give at least one teacher, or labels")
     if hard_weight is None:
@@ -195,67 +199,75 @@ def distill(student: ModelLike, feats: FeatsLike, *,
     opts = LossOptions(temperature=float(temperature), hard_weight=float(hard_weight),
                        average_logits=bool(average_logits), optimizer=optimizer, momentum=float(momentum),
                        l2=float(l2))
-    if engine == "core":
-        eng = CoreEngine(comps, teacher_models, ft_model, opts)
-    else:
-        from .engine_torch import TorchEngine
-        eng = TorchEngine(comps, teacher_models, ft_model, opts, device=device, precision=precision)
-    if not core_trainer(comps, []).slots:
-        raise Error("nothing to train: every learn-rate coefficient of the student is 0")
-    student_in = comps[0].input_dim
-    if ft_model is not None and ft_model.output_dim != student_in:
-        raise Error(f"the feature transform outputs {ft_model.output_dim} dims but the student expects "
-                    f"{student_in}")
+    if dist is not None:
+        dist.start(dist.device(device))
+    try:
+        if engine == "core":
+            eng = CoreEngine(comps, teacher_models, ft_model, opts)
+        else:
+            from .engine_torch import TorchEngine
+            eng = TorchEngine(comps, teacher_models, ft_model, opts, device=device, precision=precision, dist=dist)
+        # Only one rank (rank 0 under torchrun) writes the table, checkpoints and the model.
+        writer = dist is None or dist.is_writer
+        emit = (log or (lambda s: None)) if writer else (lambda s: None)
+        if not core_trainer(comps, []).slots:
+            raise Error("nothing to train: every learn-rate coefficient of the student is 0")
+        student_in = comps[0].input_dim
+        if ft_model is not None and ft_model.output_dim != student_in:
+            raise Error(f"the feature transform outputs {ft_model.output_dim} dims but the student expects "
+                        f"{student_in}")
 
-    lab = load_labels(labels, "labels")
-    cv_lab = load_labels(cv_labels, "cv labels") if cv_labels is not None else lab
-    data = Data(Source(feats, "features"), Source(cv_feats, "cv-feats") if cv_feats is not None else None,
-                cv_fraction, student_in, ft_model.input_dim if ft_model is not None else None,
-                comps[-1].output_dim, lab, cv_lab, need_labels=not teacher_list, host=eng.host,
-                read_ahead=int(read_ahead))
-    sched = ScheduleOptions(learn_rate=float(learn_rate), minibatch_size=int(minibatch_size),
-                            randomizer_size=int(randomizer_size), max_epochs=int(max_epochs),
-                            min_epochs=int(min_epochs), keep_lr_epochs=int(keep_lr_epochs),
-                            start_halving_impr=float(start_halving_impr), end_halving_impr=float(end_halving_impr),
-                            halving_factor=float(halving_factor), seed=int(seed), has_teachers=bool(teacher_list))
-    ckpt = None
-    if checkpoint_dir is not None:
-        fingerprint = dict(
-            engine=eng.name, precision=eng.precision, temperature=float(temperature),
-            hard_weight=float(hard_weight), average_logits=bool(average_logits), optimizer=optimizer,
-            learn_rate=float(learn_rate), momentum=float(momentum), l2=float(l2),
-            minibatch_size=int(minibatch_size), randomizer_size=int(randomizer_size), min_epochs=int(min_epochs),
-            keep_lr_epochs=int(keep_lr_epochs), start_halving_impr=float(start_halving_impr),
-            end_halving_impr=float(end_halving_impr), halving_factor=float(halving_factor),
-            cv_fraction=float(cv_fraction), seed=int(seed),
-            student=model_fingerprint(t_model), teachers=[model_fingerprint(t) for t in teacher_models],
-            feature_transform=None if ft_model is None else model_fingerprint(ft_model),
-            feats=data_fingerprint(feats), cv_feats=None if cv_feats is None else data_fingerprint(cv_feats),
-            labels=None if labels is None else data_fingerprint(labels),
-            cv_labels=None if cv_labels is None else data_fingerprint(cv_labels))
-        ckpt = Checkpoints(str(checkpoint_dir), fingerprint)
-    out = run(eng, data, sched, _Progress(progress), log or (lambda s: None), checkpoints=ckpt,
-              resume=bool(resume), checkpoint_every=int(checkpoint_every))
-    emit = log or (lambda s: None)
+        lab = load_labels(labels, "labels")
+        cv_lab = load_labels(cv_labels, "cv labels") if cv_labels is not None else lab
+        data = Data(Source(feats, "features"), Source(cv_feats, "cv-feats") if cv_feats is not None else None,
+                    cv_fraction, student_in, ft_model.input_dim if ft_model is not None else None,
+                    comps[-1].output_dim, lab, cv_lab, need_labels=not teacher_list, host=eng.host,
+                    read_ahead=int(read_ahead), rank=dist.rank if dist else 0, world=dist.world if dist else 1)
+        sched = ScheduleOptions(learn_rate=float(learn_rate), minibatch_size=int(minibatch_size),
+                                randomizer_size=int(randomizer_size), max_epochs=int(max_epochs),
+                                min_epochs=int(min_epochs), keep_lr_epochs=int(keep_lr_epochs),
+                                start_halving_impr=float(start_halving_impr), end_halving_impr=float(end_halving_impr),
+                                halving_factor=float(halving_factor), seed=int(seed), has_teachers=bool(teacher_list))
+        ckpt = None
+        if checkpoint_dir is not None:
+            fingerprint = dict(
+                engine=eng.name, precision=eng.precision, ranks=eng.world, temperature=float(temperature),
+                hard_weight=float(hard_weight), average_logits=bool(average_logits), optimizer=optimizer,
+                learn_rate=float(learn_rate), momentum=float(momentum), l2=float(l2),
+                minibatch_size=int(minibatch_size), randomizer_size=int(randomizer_size), min_epochs=int(min_epochs),
+                keep_lr_epochs=int(keep_lr_epochs), start_halving_impr=float(start_halving_impr),
+                end_halving_impr=float(end_halving_impr), halving_factor=float(halving_factor),
+                cv_fraction=float(cv_fraction), seed=int(seed),
+                student=model_fingerprint(t_model), teachers=[model_fingerprint(t) for t in teacher_models],
+                feature_transform=None if ft_model is None else model_fingerprint(ft_model),
+                feats=data_fingerprint(feats), cv_feats=None if cv_feats is None else data_fingerprint(cv_feats),
+                labels=None if labels is None else data_fingerprint(labels),
+                cv_labels=None if cv_labels is None else data_fingerprint(cv_labels))
+            ckpt = Checkpoints(str(checkpoint_dir), fingerprint, writer=writer)
+        out = run(eng, data, sched, _Progress(progress if writer else False), emit, checkpoints=ckpt,
+                  resume=bool(resume), checkpoint_every=int(checkpoint_every))
 
-    result = Model(eng.result(), binary=t_model.binary, dialect=t_model.dialect, source=t_model.source)
-    report = DistillReport(epochs=out.epochs, best_epoch=out.best_epoch, stopped=out.stopped,
-                           temperature=float(temperature), hard_weight=float(hard_weight),
-                           teachers=len(teacher_list), cv_frames=out.cv_frames,
-                           cv_source={"cv-feats": "--cv-feats", "hash": f"{cv_fraction:g} of the utterances",
-                                      "tail": f"last {cv_fraction:g} of each utterance"}[data.split],
-                           skipped_utterances=len(data.skipped), unlabelled_utterances=len(data.unlabelled),
-                           engine=eng.name, device=eng.device, precision=eng.precision)
-    emit(report.summary())
-    if output is not None and (out.best_epoch > 0 or not out.interrupted):
-        write(result, output, binary=t_model.binary if binary is None else binary,
-              dialect=t_model.dialect if dialect is None else dialect, digits=digits)
-    if out.interrupted:
-        if output is not None:
-            emit(f"interrupted: the best model so far (epoch {out.best_epoch}) was written to {output}"
-                 if out.best_epoch > 0 else f"interrupted before an epoch improved: {output} not written")
-        raise KeyboardInterrupt
-    return result, report
+        result = Model(eng.result(), binary=t_model.binary, dialect=t_model.dialect, source=t_model.source)
+        report = DistillReport(epochs=out.epochs, best_epoch=out.best_epoch, stopped=out.stopped,
+                               temperature=float(temperature), hard_weight=float(hard_weight),
+                               teachers=len(teacher_list), cv_frames=out.cv_frames,
+                               cv_source={"cv-feats": "--cv-feats", "hash": f"{cv_fraction:g} of the utterances",
+                                          "tail": f"last {cv_fraction:g} of each utterance"}[data.split],
+                               skipped_utterances=len(data.skipped), unlabelled_utterances=len(data.unlabelled),
+                               engine=eng.name, device=eng.device, precision=eng.precision, ranks=eng.world)
+        emit(report.summary())
+        if writer and output is not None and (out.best_epoch > 0 or not out.interrupted):
+            write(result, output, binary=t_model.binary if binary is None else binary,
+                  dialect=t_model.dialect if dialect is None else dialect, digits=digits)
+        if out.interrupted:
+            if output is not None:
+                emit(f"interrupted: the best model so far (epoch {out.best_epoch}) was written to {output}"
+                     if out.best_epoch > 0 else f"interrupted before an epoch improved: {output} not written")
+            raise KeyboardInterrupt
+        return result, report
+    finally:
+        if dist is not None:
+            dist.stop()
 
 
 def _choose_engine(engine: Optional[str], device: Optional[str], precision: str) -> str:

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import Error
 from ..forward import iter_archive
+from .distributed import shard_of
 from .report import LENGTH_TOLERANCE
 
 FeatsLike = Union[str, Mapping[str, np.ndarray], np.ndarray]
@@ -155,11 +156,12 @@ class Data:
                  ft_input_dim: Optional[int], output_dim: int,
                  labels: Optional[Dict[str, np.ndarray]], cv_labels: Optional[Dict[str, np.ndarray]],
                  need_labels: bool, host: Callable[[np.ndarray], Any] = lambda a: a,
-                 read_ahead: int = 32) -> None:
+                 read_ahead: int = 32, rank: int = 0, world: int = 1) -> None:
         self.train, self.cv, self.cv_fraction = train, cv, cv_fraction
         self.input_dim, self.ft_input_dim, self.output_dim = input_dim, ft_input_dim, output_dim
         self.labels, self.cv_labels, self.need_labels = labels, cv_labels, need_labels
         self.host, self.read_ahead = host, read_ahead
+        self.rank, self.world = rank, world
         # "hash": whole utterances by key; "tail": the last cv_fraction of every
         # utterance (when hashing leaves either side empty).
         self.split = "cv-feats" if cv is not None else "hash"
@@ -192,9 +194,15 @@ class Data:
                         f"student's {self.output_dim} outputs")
         return ali[:n].astype(np.int32), n
 
-    def _raw(self, part: str) -> Iterator[Utterance]:
+    def _mine(self, key: str, part: str, epoch: int) -> bool:
+        """With several ranks: whether this rank reads ``key`` (training: a new shard every epoch)."""
+        return self.world == 1 or shard_of(key, epoch if part == "train" else 0, self.world) == self.rank
+
+    def _raw(self, part: str, epoch: int) -> Iterator[Utterance]:
         if part == "cv" and self.split == "cv-feats":
             for key, mat in self.cv:
+                if not self._mine(key, part, epoch):
+                    continue
                 got = self._check(key, mat, self.cv_labels, "cv-feats")
                 if got is not None and got[1]:
                     yield key, self.host(mat), got[0], got[1], slice(0, got[1])
@@ -208,6 +216,8 @@ class Data:
                 self.keys[in_cv] += 1
                 if in_cv != (part == "cv"):
                     continue
+            if not self._mine(key, part, epoch):
+                continue
             mat = load()
             got = self._check(key, mat, self.labels, "features")
             if got is None:
@@ -220,10 +230,11 @@ class Data:
             if part_slice.stop > part_slice.start:
                 yield key, self.host(mat), lab, n, part_slice
 
-    def utterances(self, part: str) -> Iterator[Utterance]:
-        """The ``part`` ("train" or "cv") in file order, read ahead on a background thread."""
+    def utterances(self, part: str, epoch: int = 0) -> Iterator[Utterance]:
+        """The ``part`` ("train" or "cv") in file order, read ahead on a background thread
+        (this rank's shard of it, with several ranks)."""
         self.wait = 0.0
-        return _read_ahead(self._raw(part), self.read_ahead, self)
+        return _read_ahead(self._raw(part, epoch), self.read_ahead, self)
 
     def check_split(self) -> bool:
         """After a full pass: falls back to the per-utterance tail split when hashing left

@@ -9,6 +9,8 @@ implements:
 - ``concat``, ``take``, ``length``, ``labels``: the randomizer's array operations;
 - ``train(x, labels, learn_rate)`` and ``evaluate(x, labels)``: one minibatch,
   returning statistics (summed over its frames) in the engine's own form;
+  ``steps(minibatches, learn_rate, skip)`` trains an epoch's minibatches (the
+  torch engine across ranks); ``reduce`` sums CV statistics over ranks;
   ``zero_stats``, ``add``, ``read`` and ``objectives`` turn them into numbers
   (an engine on a GPU reads them back only every ``check_every`` minibatches);
 - ``snapshot``/``restore``/``reset_optimizer``: the rejected-epoch and
@@ -27,6 +29,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from .. import _core
+from ..errors import Error
 from ..forward import Network
 from ..model import Component, Model
 
@@ -54,6 +57,19 @@ def core_trainer(comps: Sequence[Component], teachers: Sequence[Network]) -> "_c
     return _core.Trainer([c._c for c in comps], [t._net for t in teachers])
 
 
+def local_steps(engine, batches, learn_rate: float, skip: int):
+    """(step, statistics, frames) for each minibatch of ``batches`` from step ``skip`` on:
+    the steps before it were trained before a checkpoint, and are read and shuffled
+    again but not trained."""
+    b = -1
+    for b, (x, y, frames) in enumerate(batches):
+        if b >= skip:
+            yield b, engine.train(x, y, learn_rate), frames
+    if skip and b + 1 < skip:
+        raise Error(f"--resume: the checkpoint is {skip} minibatches into the epoch, but the data now give "
+                    f"only {b + 1}")
+
+
 class CoreEngine:
     """The C++ trainer: numpy arrays, one minibatch per call with the GIL released."""
 
@@ -61,6 +77,7 @@ class CoreEngine:
     device = "cpu"
     precision = "fp32"
     check_every = 1
+    world = 1
 
     def __init__(self, comps: List[Component], teachers: Sequence[Model], feature_transform: Optional[Model],
                  opts: LossOptions) -> None:
@@ -101,6 +118,13 @@ class CoreEngine:
 
     def evaluate(self, x: np.ndarray, y: Optional[np.ndarray]) -> Dict[str, float]:
         return self.trainer.evaluate(x, y, **self.loss_kw)
+
+    def steps(self, batches, learn_rate: float, skip: int = 0):
+        return local_steps(self, batches, learn_rate, skip)
+
+    @staticmethod
+    def reduce(total: Dict[str, float]) -> Dict[str, float]:
+        return total
 
     @staticmethod
     def zero_stats() -> Dict[str, float]:

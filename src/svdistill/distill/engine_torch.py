@@ -58,11 +58,14 @@ class TorchEngine:
     name = "torch"
 
     def __init__(self, comps: List[Component], teachers: Sequence[Model], feature_transform: Optional[Model],
-                 opts: LossOptions, *, device: Optional[str] = None, precision: str = "fp32") -> None:
+                 opts: LossOptions, *, device: Optional[str] = None, precision: str = "fp32",
+                 dist=None) -> None:
         torch = _import_torch()
         from ..torch import _named_params, to_module
         self.torch = torch
-        self.device = resolve_device(device)
+        self.dist = dist
+        self.world = dist.world if dist is not None else 1
+        self.device = resolve_device(dist.device(device) if dist is not None else device)
         self.cuda = self.device.startswith("cuda")
         if precision not in ("fp32", "tf32", "bf16"):
             raise Error(f"precision must be fp32, tf32 or bf16, got {precision!r}")
@@ -200,16 +203,63 @@ class TorchEngine:
     def train(self, x: Any, y: Optional[Any], learn_rate: float) -> Any:
         torch = self.torch
         stats, loss = self._stats(x, y, want_grad=bool(self.slots), want_kl1=False)
+        grads = torch.autograd.grad(loss, self.params) if self.slots else ()
+        frames = int(x.shape[0])
+        if self.dist is not None:
+            grads, stats, frames, _ = self._combine(grads, stats.detach(), have_data=True)
         if self.slots:
-            grads = torch.autograd.grad(loss, self.params)
-            self._update(grads, int(x.shape[0]), float(learn_rate))
+            self._update(grads, frames, float(learn_rate))
         return stats.detach()
+
+    def _combine(self, grads, stats, have_data: bool):
+        """Sums gradients and statistics over the ranks: (grads, stats, frames, ranks with data)."""
+        torch = self.torch
+        flat = torch.cat([g.reshape(-1) for g in grads]) if grads else None
+        if flat is not None:
+            self.dist.all_reduce(flat)
+        meta = torch.cat([stats, torch.ones(1, dtype=torch.float64, device=stats.device) * float(have_data)])
+        self.dist.all_reduce(meta)
+        stats, ranks = meta[:-1], meta[-1]
+        out, k = [], 0
+        for g in grads:
+            out.append(flat[k:k + g.numel()].view_as(g))
+            k += g.numel()
+        # The frame count enters the update (L2, Adam's mean) as a tensor: no read-back per step.
+        return out, stats, stats[0].float(), ranks
+
+    def steps(self, batches, learn_rate: float, skip: int = 0):
+        from .engine import local_steps
+        if self.dist is None:
+            yield from local_steps(self, batches, learn_rate, skip)
+            return
+        b = -1
+        for b, (x, y, frames) in enumerate(batches):
+            if b >= skip:
+                yield b, self.train(x, y, learn_rate), frames
+        # This rank's shard is done: zero gradients, the others' update, until every rank is done.
+        b = max(b + 1, skip)
+        torch = self.torch
+        while True:
+            zeros = [torch.zeros_like(p) for p in self.params]
+            grads, stats, frames, ranks = self._combine(zeros, self.zero_stats(), have_data=False)
+            if ranks.item() == 0:
+                return
+            if self.slots:
+                self._update(grads, frames, float(learn_rate))
+            yield b, stats, 0
+            b += 1
+
+    def reduce(self, total: Any) -> Any:
+        if self.dist is not None:
+            self.dist.all_reduce(total)
+        return total
 
     def evaluate(self, x: Any, y: Optional[Any]) -> Any:
         with self.torch.no_grad():
             return self._stats(x, y, want_grad=False, want_kl1=True)[0]
 
-    def _update(self, grads, frames: int, lr: float) -> None:
+    def _update(self, grads, frames, lr: float) -> None:
+        """``frames``: the minibatch's frames over all ranks (an int, or a 0-dim tensor)."""
         torch = self.torch
         o = self.opts
         with torch.no_grad():

@@ -67,6 +67,7 @@ class DistillReport:
     engine: str = "core"
     device: str = "cpu"
     precision: str = "fp32"
+    ranks: int = 1            # processes that trained together (torchrun)
 
     @property
     def initial(self) -> EpochReport:

@@ -62,9 +62,9 @@ class _Diverged(Exception):
     """The training objective blew up in the middle of an epoch."""
 
 
-def _frames(engine, data: Data, part: str):
+def _frames(engine, data: Data, part: str, epoch: int = 0):
     """(x, labels) of each utterance of ``part``, feature-transformed by the engine."""
-    for _key, host, lab, n, part_slice in data.utterances(part):
+    for _key, host, lab, n, part_slice in data.utterances(part, epoch):
         x = engine.prepare(host)
         if n != engine.length(x):
             x = x[:n]
@@ -143,7 +143,7 @@ def run(engine, data: Data, o: ScheduleOptions, bar: _Progress, emit: Callable[[
                 n = 0
         if pending:
             flush()
-        result = engine.read(total)
+        result = engine.read(engine.reduce(total))
         if result["frames"] == 0 and not allow_empty:
             raise Error(NO_CV_FRAMES)
         return result
@@ -158,24 +158,22 @@ def run(engine, data: Data, o: ScheduleOptions, bar: _Progress, emit: Callable[[
 
     def train_epoch(st: State, best, pos: Optional[Position]) -> Tuple[Dict[str, float], float, float]:
         epoch, lr = st.epoch + 1, st.lr  # the epoch under way
-        rng = np.random.default_rng([o.seed, epoch])
+        # Each rank shuffles its own shard; one process keeps the seed's sequence of old.
+        rng = np.random.default_rng([o.seed, epoch] + ([data.rank] if data.world > 1 else []))
         total = engine.zero_stats()
         recent: deque = deque(pos.recent if pos else (), maxlen=DIVERGE_WINDOW)
         pending: List[Any] = []  # statistics not yet read back (engines with check_every > 1)
         skip = pos.batches if pos else 0
-        done = skip * o.minibatch_size
+        step_frames = o.minibatch_size * engine.world
         secs0, wait0 = (pos.seconds, pos.wait) if pos else (0.0, 0.0)
-        next_save = done + checkpoint_every if checkpoint_every else None
+        next_save = skip * step_frames + checkpoint_every if checkpoint_every else None
         t0 = time.perf_counter()
-        batches = minibatches(engine, _frames(engine, data, "train"), o.minibatch_size, o.randomizer_size, rng)
-        b = -1
-        for b, (x, y, frames) in enumerate(batches):
-            if b < skip:  # trained before the checkpoint: the same shuffle, skipped
-                continue
-            st_b = engine.train(x, y, lr)
+        batches = minibatches(engine, _frames(engine, data, "train", epoch), o.minibatch_size,
+                              o.randomizer_size, rng)
+        for b, st_b, _frames_b in engine.steps(batches, lr, skip):
             engine.add(total, st_b)
             pending.append(st_b)
-            done += frames
+            done = (b + 1) * step_frames  # over all ranks
             if len(pending) >= engine.check_every:
                 recent.extend(engine.objectives(pending))
                 pending.clear()
@@ -193,9 +191,6 @@ def run(engine, data: Data, o: ScheduleOptions, bar: _Progress, emit: Callable[[
                 save(st, best, Position(batches=b + 1, stats=so_far, recent=list(recent),
                                         seconds=secs0 + time.perf_counter() - t0, wait=wait0 + data.wait))
                 next_save = done + checkpoint_every
-        if skip and b + 1 < skip:
-            raise Error(f"--resume: the checkpoint is {skip} minibatches into epoch {epoch}, but the data "
-                        f"now give only {b + 1}")
         result = engine.read(total)
         if pos:
             result = {k: result[k] + pos.stats[k] for k in result}
