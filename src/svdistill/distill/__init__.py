@@ -201,6 +201,7 @@ def distill(student: ModelLike, feats: FeatsLike, *,
                        l2=float(l2))
     if dist is not None:
         dist.start(dist.device(device))
+    eng = None
     try:
         if engine == "core":
             eng = CoreEngine(comps, teacher_models, ft_model, opts)
@@ -266,6 +267,8 @@ def distill(student: ModelLike, feats: FeatsLike, *,
             raise KeyboardInterrupt
         return result, report
     finally:
+        if eng is not None:
+            eng.close()
         if dist is not None:
             dist.stop()
 

@@ -158,6 +158,9 @@ class CoreEngine:
     def result(self) -> List[Component]:
         return self.comps
 
+    def close(self) -> None:
+        pass
+
     # -- checkpoints ---------------------------------------------------------
     def state_arrays(self, best: List[Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]:
         """Current and best parameters and the optimizer's state, by name."""

@@ -95,10 +95,15 @@ class TorchEngine:
         self.params = [p for p, _ in self.slots]
         last = comps[-1]
         self.blocks = [int(b) for b in last.ints] if last.kind == "BlockSoftmax" else [last.output_dim]
+        self._tf32_was = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
         if precision == "tf32":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         self.reset_optimizer()
+
+    def close(self) -> None:
+        """Puts back the process-wide matmul settings --precision tf32 changed."""
+        self.torch.backends.cuda.matmul.allow_tf32, self.torch.backends.cudnn.allow_tf32 = self._tf32_was
 
     # -- arrays --------------------------------------------------------------
     def host(self, raw: np.ndarray) -> Any:

@@ -149,7 +149,7 @@ def run(engine, data: Data, o: ScheduleOptions, bar: _Progress, emit: Callable[[
         return result
 
     def save(st: State, best, pos: Optional[Position]) -> None:
-        if checkpoints is None:
+        if checkpoints is None or not checkpoints.writer:
             return
         meta = {"state": st.to_json(), "split": data.split,
                 "position": None if pos is None else dataclasses.asdict(pos)}
@@ -158,7 +158,7 @@ def run(engine, data: Data, o: ScheduleOptions, bar: _Progress, emit: Callable[[
 
     def train_epoch(st: State, best, pos: Optional[Position]) -> Tuple[Dict[str, float], float, float]:
         epoch, lr = st.epoch + 1, st.lr  # the epoch under way
-        # Each rank shuffles its own shard; one process keeps the seed's sequence of old.
+        # Seeded by (seed, epoch): a resumed epoch shuffles as it did; each rank its own shard.
         rng = np.random.default_rng([o.seed, epoch] + ([data.rank] if data.world > 1 else []))
         total = engine.zero_stats()
         recent: deque = deque(pos.recent if pos else (), maxlen=DIVERGE_WINDOW)
@@ -170,7 +170,7 @@ def run(engine, data: Data, o: ScheduleOptions, bar: _Progress, emit: Callable[[
         t0 = time.perf_counter()
         batches = minibatches(engine, _frames(engine, data, "train", epoch), o.minibatch_size,
                               o.randomizer_size, rng)
-        for b, st_b, _frames_b in engine.steps(batches, lr, skip):
+        for b, st_b, _ in engine.steps(batches, lr, skip):
             engine.add(total, st_b)
             pending.append(st_b)
             done = (b + 1) * step_frames  # over all ranks
