@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import pytest
 
@@ -35,6 +35,22 @@ def fixtures_dir() -> Path:
     if not (d / "MANIFEST.md").is_file():
         pytest.skip(f"Kaldi nnet1 reference fixtures not found at {d} "
                     f"(clone ../shared beside the checkout or set {FIXTURES_ENV})")
+    return d
+
+
+@pytest.fixture(scope="session")
+def fx(fixtures_dir: Path) -> Path:
+    """Short name of fixtures_dir, for tests that read many fixture files."""
+    return fixtures_dir
+
+
+@pytest.fixture(scope="session")
+def feats(fixtures_dir: Path) -> Dict[str, Any]:
+    """feats.ark (Kaldi-written, three 50 x 40 utterances) as an ordered {key: matrix} dict."""
+    import kaldiio
+    import numpy as np
+    d = {k: np.asarray(v) for k, v in kaldiio.load_ark(str(fixtures_dir / "feats.ark"))}
+    assert list(d) == ["utt1", "utt2", "utt3"] and all(v.shape == (50, 40) for v in d.values())
     return d
 
 

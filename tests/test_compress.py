@@ -5,7 +5,6 @@ SVD of the input weights; the factors are checked by multiplying them back.
 """
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import sys

@@ -4,7 +4,6 @@ A model file is either absent, the previous file, or complete: never partial.
 """
 from __future__ import annotations
 
-import os
 import resource
 import signal
 import subprocess

@@ -18,31 +18,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import kaldiio  # noqa: E402
 
 import svdistill  # noqa: E402
 from conftest import assert_clean_cli_error  # noqa: E402
-
-REL = 1e-5  # per utterance: max |diff| <= REL x max |ref|
+from test_torch_module import OPTIONS, _options, assert_close, counts_for, load_ark  # noqa: E402
 
 # ------------------------------------------------------------------ helpers
-
-
-def load_ark(path) -> Dict[str, np.ndarray]:
-    return {k: np.asarray(v) for k, v in kaldiio.load_ark(str(path))}
-
-
-def rel_err(ours, ref) -> float:
-    r = np.asarray(ref, dtype=np.float64)
-    return float(np.abs(np.asarray(ours, dtype=np.float64) - r).max() / np.abs(r).max())
-
-
-def assert_close(ours: np.ndarray, ref: np.ndarray, where: str, rel: float = REL) -> None:
-    assert ours.shape == ref.shape, (where, ours.shape, ref.shape)
-    assert ours.dtype == np.float32, (where, ours.dtype)
-    assert np.all(np.isfinite(ours)), where
-    e = rel_err(ours, ref)
-    assert e <= rel, f"{where}: max |diff| / max |ref| = {e:.3g} > {rel}"
 
 
 def onnx_runner(path):
@@ -67,28 +48,12 @@ def torchscript_runner(path):
 RUNNERS = {"onnx": onnx_runner, "torchscript": torchscript_runner}
 
 
-def counts_for(dim: int, seed: int = 7) -> np.ndarray:
-    return np.random.default_rng(seed).integers(1, 5000, size=dim).astype(np.float64)
-
-
 def write_counts(path: Path, counts: np.ndarray) -> Path:
     path.write_text("[ " + " ".join("%d" % c for c in counts) + " ]\n")  # analyze-counts' format
     return path
 
 
 # ------------------------------------------------------------------ fixtures
-
-
-@pytest.fixture(scope="module")
-def fx(fixtures_dir) -> Path:
-    return fixtures_dir
-
-
-@pytest.fixture(scope="module")
-def feats(fx) -> Dict[str, np.ndarray]:
-    d = load_ark(fx / "feats.ark")
-    assert list(d) == ["utt1", "utt2", "utt3"] and all(v.shape == (50, 40) for v in d.values())
-    return d
 
 
 @pytest.fixture(scope="module")
@@ -124,14 +89,6 @@ MODELS = [
 ]
 MODEL_IDS = [m[0] for m in MODELS]
 
-OPTIONS = {
-    "default": {},
-    "no_softmax": {"no_softmax": True},
-    "apply_log": {"apply_log": True},
-    "priors": {"priors": 0.7},
-    "apply_log-priors": {"apply_log": True, "priors": 1.0},
-}
-
 # Kaldi's nnet-forward outputs on feats.ark: (model id, option) -> archive
 KALDI = {
     ("tiny_mlp", "default"): "tiny_mlp.fwd.ark",
@@ -145,14 +102,6 @@ KALDI = {
     ("lrcoef", "default"): "lrcoef.fwd.ark",
     ("extras", "default"): "extras.fwd.ark",
 }
-
-
-def _options(opts: dict, out_dim: int) -> dict:
-    o = dict(opts)
-    if "priors" in o:
-        o["prior_scale"] = o.pop("priors")
-        o["class_frame_counts"] = counts_for(out_dim)
-    return o
 
 
 @pytest.mark.filterwarnings("ignore:--no-softmax")  # extras ends in HiddenSoftmax: kept, with a warning

@@ -124,18 +124,6 @@ def write_text(path: Path, text: str) -> Path:
 # ------------------------------------------------------------------ fixtures
 
 
-@pytest.fixture(scope="module")
-def fx(fixtures_dir) -> Path:
-    return fixtures_dir
-
-
-@pytest.fixture(scope="module")
-def feats(fx) -> Dict[str, np.ndarray]:
-    d = load_ark(fx / "feats.ark")
-    assert list(d) == ["utt1", "utt2", "utt3"] and all(v.shape == (50, 40) for v in d.values())
-    return d
-
-
 # (id, model file, API options, CLI options, reference archive)
 CASES = [
     ("tiny_mlp", "tiny_mlp.nnet.bin", {}, [], "tiny_mlp.fwd.ark"),

@@ -3,7 +3,6 @@ checked against numpy's float64 SVD of the same float32 matrix."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest

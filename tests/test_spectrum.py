@@ -3,8 +3,6 @@ they imply, checked against numpy's float64 SVD."""
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest

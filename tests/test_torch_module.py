@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
-from pathlib import Path
 from typing import Dict
 
 import numpy as np
@@ -17,19 +16,16 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import kaldiio  # noqa: E402
 
 import svdistill  # noqa: E402
 from svdistill import Component, Model  # noqa: E402
 from svdistill.torch import NnetModule, forward_module, to_module, update_model  # noqa: E402
 
+from test_forward import load_ark  # noqa: E402
+
 REL = 1e-5  # module vs svdistill.forward / nnet-forward: max |diff| <= REL x max |ref| per utterance
 
 # ------------------------------------------------------------------ helpers
-
-
-def load_ark(path) -> Dict[str, np.ndarray]:
-    return {k: np.asarray(v) for k, v in kaldiio.load_ark(str(path))}
 
 
 def rel_err(ours, ref) -> float:
@@ -57,18 +53,6 @@ def counts_for(dim: int, seed: int = 7) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ fixtures
-
-
-@pytest.fixture(scope="module")
-def fx(fixtures_dir) -> Path:
-    return fixtures_dir
-
-
-@pytest.fixture(scope="module")
-def feats(fx) -> Dict[str, np.ndarray]:
-    d = load_ark(fx / "feats.ark")
-    assert list(d) == ["utt1", "utt2", "utt3"] and all(v.shape == (50, 40) for v in d.values())
-    return d
 
 
 @pytest.fixture(scope="module")

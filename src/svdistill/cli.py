@@ -228,6 +228,9 @@ def cmd_distill(a: argparse.Namespace) -> int:
             raise Error(f"STUDENT_OUT {a.output} is the teacher {t}: refusing to overwrite it")
     if a.threads:
         linalg.set_num_threads(a.threads)
+        if a.engine == "torch":
+            import torch
+            torch.set_num_threads(a.threads)
     _, report = distill(
         a.student, a.feats, teachers=a.teacher or [], feature_transform=a.feature_transform,
         temperature=a.temperature, labels=a.labels, hard_weight=a.hard_weight,
