@@ -66,6 +66,13 @@ py::dict stats_dict(const svd::BatchStats& s) {
   return d;
 }
 
+// Float blocks as a list of 1-D float32 arrays (copies).
+py::list float_arrays(const std::vector<std::vector<float>>& blocks) {
+  py::list out;
+  for (const auto& v : blocks) out.append(py::array_t<float>(static_cast<py::ssize_t>(v.size()), v.data()));
+  return out;
+}
+
 svd::LossOptions loss_options(float temperature, float hard_weight, bool average_logits) {
   if (!(temperature > 0.f)) throw svd::Error("temperature must be > 0");
   if (!(hard_weight >= 0.f && hard_weight <= 1.f)) throw svd::Error("hard_weight must be in [0, 1]");
@@ -124,8 +131,7 @@ void BindTrainer(py::module_& m) {
                py::gil_scoped_release nogil;
                s = t.gradients(b.x.data(), b.frames(), b.labels, lo, &grads, &dx);
              }
-             py::list g;
-             for (const auto& v : grads) g.append(py::array_t<float>(static_cast<py::ssize_t>(v.size()), v.data()));
+             py::list g = float_arrays(grads);
              py::array_t<float> dxa({static_cast<py::ssize_t>(dx.rows()), static_cast<py::ssize_t>(dx.cols())});
              std::copy(dx.data(), dx.data() + dx.size(), dxa.mutable_data());
              return py::make_tuple(g, dxa, stats_dict(s));
@@ -138,12 +144,7 @@ void BindTrainer(py::module_& m) {
       .def("optimizer_state",
            [](const svd::Trainer& t) {
              const svd::Trainer::OptimizerState st = t.optimizer_state();
-             auto arrays = [](const std::vector<std::vector<float>>& vs) {
-               py::list out;
-               for (const auto& v : vs) out.append(py::array_t<float>(static_cast<py::ssize_t>(v.size()), v.data()));
-               return out;
-             };
-             return py::make_tuple(arrays(st.first), arrays(st.second), st.step);
+             return py::make_tuple(float_arrays(st.first), float_arrays(st.second), st.step);
            },
            "(first moments, second moments, Adam step): per slot a float32 array, empty before its first update.")
       .def("set_optimizer_state",

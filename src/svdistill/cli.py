@@ -32,6 +32,16 @@ def _add_bool(p: argparse.ArgumentParser, name: str, help: str, default=None) ->
     p.add_argument("--no-" + name.lstrip("-"), dest=dest, action="store_false", help=argparse.SUPPRESS)
 
 
+def _add_forward_options(p: argparse.ArgumentParser) -> None:
+    """nnet-forward's options, shared by forward and export (which writes forward as a file)."""
+    p.add_argument("--feature-transform", metavar="FT", help="feature transform run first (frozen)")
+    _add_bool(p, "--no-softmax", "drop a final Softmax/BlockSoftmax (pre-softmax outputs)", default=False)
+    _add_bool(p, "--apply-log", "write log(posterior + 1e-20)", default=False)
+    p.add_argument("--class-frame-counts", metavar="FILE",
+                   help="subtract prior-scale x log priors from these counts (pseudo log-likelihoods)")
+    p.add_argument("--prior-scale", type=float, default=1.0)
+
+
 def normalize_bools(argv: List[str]) -> List[str]:
     """Rewrites ``--flag=false`` / ``--flag false`` into the forms argparse knows."""
     out: List[str] = []
@@ -375,12 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     pf.add_argument("model", metavar="MODEL")
     pf.add_argument("feats", metavar="FEATS_RSPECIFIER")
     pf.add_argument("output", metavar="OUT_WSPECIFIER")
-    pf.add_argument("--feature-transform", metavar="FT", help="feature transform run first (frozen)")
-    _add_bool(pf, "--no-softmax", "drop a final Softmax/BlockSoftmax (pre-softmax outputs)", default=False)
-    _add_bool(pf, "--apply-log", "write log(posterior + 1e-20)", default=False)
-    pf.add_argument("--class-frame-counts", metavar="FILE",
-                    help="subtract prior-scale x log priors from these counts (pseudo log-likelihoods)")
-    pf.add_argument("--prior-scale", type=float, default=1.0)
+    _add_forward_options(pf)
     pf.add_argument("--threads", type=int, default=0)
     pf.set_defaults(func=cmd_forward)
 
@@ -491,12 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "(torch.jit.load reads it)")
     px.add_argument("--opset", type=int, default=None, metavar="N",
                     help="ONNX opset version (default: PyTorch's)")
-    px.add_argument("--feature-transform", metavar="FT", help="feature transform run first (frozen)")
-    _add_bool(px, "--no-softmax", "drop a final Softmax/BlockSoftmax (pre-softmax outputs)", default=False)
-    _add_bool(px, "--apply-log", "write log(posterior + 1e-20)", default=False)
-    px.add_argument("--class-frame-counts", metavar="FILE",
-                    help="subtract prior-scale x log priors from these counts (pseudo log-likelihoods)")
-    px.add_argument("--prior-scale", type=float, default=1.0)
+    _add_forward_options(px)
     px.set_defaults(func=cmd_export)
     return p
 
