@@ -17,6 +17,7 @@ coefficients, is the core trainer's ``slots``.
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import Any, List, Optional, Sequence
 
 import numpy as np
@@ -73,6 +74,7 @@ class TorchEngine:
             raise Error(f"--precision {precision} needs a CUDA device: on the CPU the torch engine trains in fp32")
         self.precision = precision
         self.check_every = 16 if self.cuda else 1
+        self._thread = threading.local()
         self.comps = comps
         self.opts = opts
         # The core's trainer checks the student and teachers (same refusals, same words as
@@ -111,7 +113,14 @@ class TorchEngine:
         if not a.flags.writeable:  # e.g. a view of kaldiio's read buffer; torch wants to own writable memory
             a = a.copy()
         t = self.torch.from_numpy(a)
-        return t.pin_memory() if self.cuda else t
+        if not self.cuda:
+            return t
+        if not getattr(self._thread, "device_set", False):
+            # Pinning needs a CUDA context on the reading thread: this rank's device, not device 0
+            # (as PyTorch's own DataLoader pin-memory thread does).
+            self.torch.cuda.set_device(self.torch.device(self.device))
+            self._thread.device_set = True
+        return t.pin_memory()
 
     def prepare(self, host: Any) -> Any:
         x = host.to(self.device, non_blocking=True)
