@@ -149,7 +149,11 @@ class TorchEngine:
         return contextlib.nullcontext()
 
     def _stats(self, x: Any, y: Optional[Any], want_grad: bool, want_kl1: bool):
-        """(statistics as a float64 tensor in STAT_KEYS order, the summed objective to differentiate)."""
+        """(statistics as a float64 tensor in STAT_KEYS order, the summed objective to differentiate).
+
+        Per minibatch the sums are float32 (at most a few thousand frames), made into one
+        float64 vector at the end: few small kernels, none that waits for the device.
+        """
         torch = self.torch
         o = self.opts
         with self._autocast():
@@ -163,46 +167,59 @@ class TorchEngine:
         a = o.hard_weight if soft else 1.0
         hard = y is not None and a > 0
         frames = z.shape[0]
-        zero = torch.zeros((), dtype=torch.float64, device=z.device)
-        objective = kl_t = kl1 = hard_ce = zero
-        agree = blocks = correct = zero
-        loss = z.new_zeros(())
+        f32 = torch.float32
+        objective: List[Any] = []
+        kl_t: List[Any] = []
+        kl1: List[Any] = []
+        hard_ce: List[Any] = []
+        agree: List[Any] = []
+        correct: List[Any] = []
+        loss = None
         mix = len(tz) > 1 and o.average_logits
         c0 = 0
         for w in self.blocks:
             zb = z[:, c0:c0 + w]
             smax = zb.argmax(dim=1)
+            log_p1 = None
             if soft:
                 tb = [t[:, c0:c0 + w] for t in tz]
                 q = self._targets(tb, temp, mix)
                 log_p = torch.log_softmax(zb / temp, dim=1)
-                rows = (torch.special.xlogy(q, q) - q * log_p).sum(dim=1)
-                kl_t = kl_t + rows.clamp_min(0).sum().double()
-                objective = objective + (1 - a) * temp * temp * rows.clamp_min(0).sum().double()
-                if want_grad:
-                    loss = loss - (1 - a) * temp * temp * (q * log_p).sum()
-                agree = agree + (q.argmax(dim=1) == smax).sum().double()
-                blocks = blocks + frames
+                rows = (torch.special.xlogy(q, q) - q * log_p).sum(dim=1)  # KL(q || p_T) per frame
+                kl = rows.clamp_min(0).sum()
+                kl_t.append(kl)
+                objective.append((1 - a) * temp * temp * kl)
+                if want_grad:  # the same gradient as the cross-entropy: q's entropy is a constant
+                    term = (1 - a) * temp * temp * rows.sum()
+                    loss = term if loss is None else loss + term
+                agree.append((q.argmax(dim=1) == smax).sum(dtype=f32))
                 if want_kl1:
                     q1 = q if temp == 1 else self._targets(tb, 1.0, mix)
                     log_p1 = torch.log_softmax(zb, dim=1)
-                    kl1 = kl1 + (torch.special.xlogy(q1, q1) - q1 * log_p1).sum(dim=1).clamp_min(0).sum().double()
+                    kl1.append((torch.special.xlogy(q1, q1) - q1 * log_p1).sum(dim=1).clamp_min(0).sum())
             if y is not None:
                 inside = (y >= c0) & (y < c0 + w)
                 lab = (y - c0).clamp(0, w - 1)
-                log_p1 = torch.log_softmax(zb, dim=1)
-                ce = -log_p1.gather(1, lab.unsqueeze(1)).squeeze(1)
-                ce = torch.where(inside, ce, torch.zeros_like(ce))
-                hard_ce = hard_ce + ce.sum().double()
-                correct = correct + ((smax == lab) & inside).sum().double()
+                if log_p1 is None:
+                    log_p1 = torch.log_softmax(zb, dim=1)
+                ce = torch.where(inside, -log_p1.gather(1, lab.unsqueeze(1)).squeeze(1), 0.0).sum()
+                hard_ce.append(ce)
+                correct.append(((smax == lab) & inside).sum(dtype=f32))
                 if hard:
-                    objective = objective + a * ce.sum().double()
+                    objective.append(a * ce)
                     if want_grad:
-                        loss = loss + a * ce.sum()
+                        loss = a * ce if loss is None else loss + a * ce
             c0 += w
-        labelled = (y >= 0).sum().double() if y is not None else zero
-        stats = torch.stack([zero + frames, objective, kl_t, kl1, hard_ce, agree, blocks, correct, labelled])
-        return stats, loss
+        zero = z.new_zeros(())
+
+        def total(parts: List[Any]) -> Any:
+            return zero if not parts else parts[0] if len(parts) == 1 else torch.stack(parts).sum()
+
+        labelled = (y >= 0).sum(dtype=f32) if y is not None else zero
+        n_blocks = frames * len(self.blocks) if soft else 0
+        stats = torch.stack([zero + frames, total(objective), total(kl_t), total(kl1), total(hard_ce), total(agree),
+                             zero + n_blocks, total(correct), labelled]).double()
+        return stats, (loss if loss is not None else zero)
 
     def _targets(self, tb: List[Any], temp: float, mix: bool) -> Any:
         torch = self.torch
@@ -277,23 +294,27 @@ class TorchEngine:
         torch = self.torch
         o = self.opts
         with torch.no_grad():
-            if o.adam:
+            if not o.adam:
+                # Kaldi's SGD: acc = momentum x acc + grad (momentum only where Kaldi applies it;
+                # a fresh accumulator is the gradient), w = w x (1 - rate x l2 x frames) - rate x acc.
+                steps = []
+                for i, ((p, s), g) in enumerate(zip(self.slots, grads)):
+                    acc = self.acc[i]
+                    if acc is not None and s["momentum"] and o.momentum != 0:
+                        acc.mul_(o.momentum).add_(g)
+                    else:
+                        acc = g  # autograd's (or the all-reduce's) fresh tensor: no copy needed
+                    self.acc[i] = acc
+                    steps.append(acc)
+                    if s["decay"] and o.l2 != 0:
+                        p.mul_(1.0 - lr * s["coef"] * o.l2 * frames)
+                torch._foreach_add_(self.params, torch._foreach_mul(steps, [-lr * s["coef"] for _, s in self.slots]))
+            else:
                 self.step += 1
                 c1 = 1.0 / (1.0 - 0.9 ** self.step)
                 c2 = 1.0 / (1.0 - 0.999 ** self.step)
-            for i, ((p, s), g) in enumerate(zip(self.slots, grads)):
-                rate = lr * s["coef"]
-                if not o.adam:
-                    acc = self.acc[i]
-                    if acc is None or not s["momentum"] or o.momentum == 0:
-                        acc = g.clone()
-                    else:
-                        acc.mul_(o.momentum).add_(g)
-                    self.acc[i] = acc
-                    if s["decay"] and o.l2 != 0:
-                        p.mul_(1.0 - rate * o.l2 * frames)
-                    p.sub_(rate * acc)
-                else:
+                for i, ((p, s), g) in enumerate(zip(self.slots, grads)):
+                    rate = lr * s["coef"]
                     if self.acc[i] is None:
                         self.acc[i] = torch.zeros_like(p)
                         self.sq[i] = torch.zeros_like(p)
@@ -304,9 +325,10 @@ class TorchEngine:
                     if s["decay"] and o.l2 != 0:
                         p.mul_(1.0 - rate * o.l2)
                     p.sub_(rate * (m * c1) / ((v * c2).sqrt() + 1e-8))
-                if s["max_norm"] > 0 and p.dim() == 2:
+            for p, s in self.slots:
+                if s["max_norm"] > 0 and p.dim() == 2:  # Kaldi's MaxNorm: rows onto the sphere
                     norms = p.norm(dim=1, keepdim=True)
-                    p.mul_(torch.where(norms > s["max_norm"], s["max_norm"] / norms, torch.ones_like(norms)))
+                    p.mul_(torch.where(norms > s["max_norm"], s["max_norm"] / norms, 1.0))
 
     # -- statistics ----------------------------------------------------------
     def zero_stats(self) -> Any:
