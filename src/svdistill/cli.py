@@ -14,7 +14,7 @@ from typing import List, Optional
 from . import __version__
 from ._core import Error
 from .info import format_info, info
-from .io import ConversionWarning, iter_components, write
+from .io import ConversionWarning, iter_components, same_file, write
 from . import linalg
 
 
@@ -221,20 +221,12 @@ def _check_output_path(opt: str, path: Optional[str]) -> None:
             raise Error(f"{opt} {path}: the folder {folder} is not writable")
 
 
-def _same_file(a: str, b: str) -> bool:
-    import os
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
 def cmd_distill(a: argparse.Namespace) -> int:
     from .distill import distill
     _check_output_path("STUDENT_OUT", a.output)
     _check_output_path("--report", a.report)
     for t in a.teacher or []:
-        if a.output != "-" and _same_file(a.output, t):
+        if a.output != "-" and same_file(a.output, t):
             raise Error(f"STUDENT_OUT {a.output} is the teacher {t}: refusing to overwrite it")
     if a.threads:
         linalg.set_num_threads(a.threads)

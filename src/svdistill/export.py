@@ -25,6 +25,7 @@ import numpy as np
 
 from .errors import Error
 from .forward import ModelLike
+from .io import same_file
 
 __all__ = ["FORMATS", "export"]
 
@@ -41,13 +42,6 @@ def _is_path(x: Any) -> bool:
     return isinstance(x, (str, os.PathLike))
 
 
-def _same_file(a: str, b: str) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
 def _check_output(output: Any, model: Any, feature_transform: Any) -> str:
     if not _is_path(output):
         raise Error(f"export: the output must be a file name, got {type(output).__name__}")
@@ -60,7 +54,7 @@ def _check_output(output: Any, model: Any, feature_transform: Any) -> str:
     if not os.path.isdir(folder):
         raise Error(f"{path}: cannot write the export: the folder {folder} does not exist")
     for what, src in (("the model", model), ("the feature transform", feature_transform)):
-        if _is_path(src) and os.fspath(src) != "-" and _same_file(path, os.fspath(src)):
+        if _is_path(src) and os.fspath(src) != "-" and same_file(path, os.fspath(src)):
             raise Error(f"{path} is {what}: refusing to overwrite it")
     return path
 

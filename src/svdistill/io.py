@@ -16,6 +16,15 @@ class ConversionWarning(UserWarning):
     """Emitted when writing changes a model's form (e.g. PDNN ``<relu>`` to Kaldi's ``<ParametricRelu>``)."""
 
 
+def same_file(a: str, b: str) -> bool:
+    """Whether two paths name one file (False if either does not exist): outputs that
+    would overwrite an input are refused with it."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def _is_gzip(path: str) -> bool:
     try:
         with open(path, "rb") as f:
