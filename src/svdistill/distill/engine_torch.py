@@ -95,6 +95,14 @@ class TorchEngine:
             p.requires_grad_(True)
             self.slots.append((p, s))
         self.params = [p for p, _ in self.slots]
+        self.by_coef = []  # (coefficient, slot indices)
+        for i, (_, sl) in enumerate(self.slots):
+            for coef, idx in self.by_coef:
+                if coef == sl["coef"]:
+                    idx.append(i)
+                    break
+            else:
+                self.by_coef.append((sl["coef"], [i]))
         last = comps[-1]
         self.blocks = [int(b) for b in last.ints] if last.kind == "BlockSoftmax" else [last.output_dim]
         self._tf32_was = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
@@ -149,24 +157,24 @@ class TorchEngine:
         return contextlib.nullcontext()
 
     def _stats(self, x: Any, y: Optional[Any], want_grad: bool, want_kl1: bool):
-        """(statistics as a float64 tensor in STAT_KEYS order, the summed objective to differentiate).
+        """(statistics as a float64 tensor in STAT_KEYS order, the student's logits, and the
+        gradient of the summed objective with respect to them, or None).
 
-        Per minibatch the sums are float32 (at most a few thousand frames), made into one
-        float64 vector at the end: few small kernels, none that waits for the device.
+        As in the core, the loss is not differentiated by autograd: its gradient with
+        respect to the logits is (1 - a) T (p_T - q_T) + a (p_1 - onehot(label)), written
+        directly; autograd takes it from the logits down. Per minibatch the sums are
+        float32 (at most a few thousand frames), made into one float64 vector at the end.
         """
         torch = self.torch
         o = self.opts
         with self._autocast():
-            z = self.student.logits(x)
+            logits = self.student.logits(x)
             with torch.no_grad():
                 tz = [t.logits(x) for t in self.teachers]
-        z = z.float()
-        tz = [t.float() for t in tz]
         soft = bool(tz)
         temp = o.temperature
         a = o.hard_weight if soft else 1.0
         hard = y is not None and a > 0
-        frames = z.shape[0]
         f32 = torch.float32
         objective: List[Any] = []
         kl_t: List[Any] = []
@@ -174,52 +182,63 @@ class TorchEngine:
         hard_ce: List[Any] = []
         agree: List[Any] = []
         correct: List[Any] = []
-        loss = None
         mix = len(tz) > 1 and o.average_logits
-        c0 = 0
-        for w in self.blocks:
-            zb = z[:, c0:c0 + w]
-            smax = zb.argmax(dim=1)
-            log_p1 = None
-            if soft:
-                tb = [t[:, c0:c0 + w] for t in tz]
-                q = self._targets(tb, temp, mix)
-                log_p = torch.log_softmax(zb / temp, dim=1)
-                rows = (torch.special.xlogy(q, q) - q * log_p).sum(dim=1)  # KL(q || p_T) per frame
-                kl = rows.clamp_min(0).sum()
-                kl_t.append(kl)
-                objective.append((1 - a) * temp * temp * kl)
-                if want_grad:  # the same gradient as the cross-entropy: q's entropy is a constant
-                    term = (1 - a) * temp * temp * rows.sum()
-                    loss = term if loss is None else loss + term
-                agree.append((q.argmax(dim=1) == smax).sum(dtype=f32))
-                if want_kl1:
-                    q1 = q if temp == 1 else self._targets(tb, 1.0, mix)
-                    log_p1 = torch.log_softmax(zb, dim=1)
-                    kl1.append((torch.special.xlogy(q1, q1) - q1 * log_p1).sum(dim=1).clamp_min(0).sum())
-            if y is not None:
-                inside = (y >= c0) & (y < c0 + w)
-                lab = (y - c0).clamp(0, w - 1)
-                if log_p1 is None:
-                    log_p1 = torch.log_softmax(zb, dim=1)
-                ce = torch.where(inside, -log_p1.gather(1, lab.unsqueeze(1)).squeeze(1), 0.0).sum()
-                hard_ce.append(ce)
-                correct.append(((smax == lab) & inside).sum(dtype=f32))
-                if hard:
-                    objective.append(a * ce)
+        with torch.no_grad():
+            z = logits.detach().float()
+            tz = [t.float() for t in tz]
+            frames = z.shape[0]
+            grads: List[Any] = []
+            c0 = 0
+            for w in self.blocks:
+                zb = z[:, c0:c0 + w]
+                smax = zb.argmax(dim=1)
+                log_p1 = None
+                g = None
+                if soft:
+                    tb = [t[:, c0:c0 + w] for t in tz]
+                    q = self._targets(tb, temp, mix)
+                    log_p = torch.log_softmax(zb / temp, dim=1)
+                    kl = (torch.special.xlogy(q, q) - q * log_p).sum(dim=1).clamp_min(0).sum()  # KL(q || p_T)
+                    kl_t.append(kl)
+                    objective.append((1 - a) * temp * temp * kl)
+                    agree.append((q.argmax(dim=1) == smax).sum(dtype=f32))
                     if want_grad:
-                        loss = a * ce if loss is None else loss + a * ce
-            c0 += w
-        zero = z.new_zeros(())
+                        g = log_p.exp_().sub_(q).mul_((1 - a) * temp)
+                    if want_kl1:
+                        q1 = q if temp == 1 else self._targets(tb, 1.0, mix)
+                        log_p1 = torch.log_softmax(zb, dim=1)
+                        kl1.append((torch.special.xlogy(q1, q1) - q1 * log_p1).sum(dim=1).clamp_min(0).sum())
+                if y is not None:
+                    inside = (y >= c0) & (y < c0 + w)
+                    lab = (y - c0).clamp(0, w - 1)
+                    if log_p1 is None:
+                        log_p1 = torch.log_softmax(zb, dim=1)
+                    ce = torch.where(inside, -log_p1.gather(1, lab.unsqueeze(1)).squeeze(1), 0.0).sum()
+                    hard_ce.append(ce)
+                    correct.append(((smax == lab) & inside).sum(dtype=f32))
+                    if hard:
+                        objective.append(a * ce)
+                        if want_grad:
+                            weight = inside.to(f32).mul_(a).unsqueeze(1)  # a on labelled frames of this block
+                            gh = log_p1.exp().mul_(weight)
+                            gh.scatter_add_(1, lab.unsqueeze(1), -weight)
+                            g = gh if g is None else g.add_(gh)
+                if want_grad:
+                    grads.append(g if g is not None else torch.zeros_like(zb))
+                c0 += w
+            zero = z.new_zeros(())
 
-        def total(parts: List[Any]) -> Any:
-            return zero if not parts else parts[0] if len(parts) == 1 else torch.stack(parts).sum()
+            def total(parts: List[Any]) -> Any:
+                return zero if not parts else parts[0] if len(parts) == 1 else torch.stack(parts).sum()
 
-        labelled = (y >= 0).sum(dtype=f32) if y is not None else zero
-        n_blocks = frames * len(self.blocks) if soft else 0
-        stats = torch.stack([zero + frames, total(objective), total(kl_t), total(kl1), total(hard_ce), total(agree),
-                             zero + n_blocks, total(correct), labelled]).double()
-        return stats, (loss if loss is not None else zero)
+            labelled = (y >= 0).sum(dtype=f32) if y is not None else zero
+            n_blocks = frames * len(self.blocks) if soft else 0
+            stats = torch.stack([zero + frames, total(objective), total(kl_t), total(kl1), total(hard_ce),
+                                 total(agree), zero + n_blocks, total(correct), labelled]).double()
+            grad = None
+            if want_grad:
+                grad = (grads[0] if len(grads) == 1 else torch.cat(grads, dim=1)).to(logits.dtype)
+        return stats, logits, grad
 
     def _targets(self, tb: List[Any], temp: float, mix: bool) -> Any:
         torch = self.torch
@@ -233,8 +252,8 @@ class TorchEngine:
     # -- minibatches ---------------------------------------------------------
     def train(self, x: Any, y: Optional[Any], learn_rate: float) -> Any:
         torch = self.torch
-        stats, loss = self._stats(x, y, want_grad=bool(self.slots), want_kl1=False)
-        grads = torch.autograd.grad(loss, self.params) if self.slots else ()
+        stats, logits, dz = self._stats(x, y, want_grad=bool(self.slots), want_kl1=False)
+        grads = torch.autograd.grad(logits, self.params, grad_outputs=dz) if self.slots else ()
         frames = int(x.shape[0])
         if self.dist is not None:
             grads, stats, frames, _ = self._combine(grads, stats.detach(), have_data=True)
@@ -308,7 +327,8 @@ class TorchEngine:
                     steps.append(acc)
                     if s["decay"] and o.l2 != 0:
                         p.mul_(1.0 - lr * s["coef"] * o.l2 * frames)
-                torch._foreach_add_(self.params, torch._foreach_mul(steps, [-lr * s["coef"] for _, s in self.slots]))
+                for coef, idx in self.by_coef:  # one fused call per learn-rate coefficient, no temporaries
+                    torch._foreach_add_([self.params[i] for i in idx], [steps[i] for i in idx], alpha=-lr * coef)
             else:
                 self.step += 1
                 c1 = 1.0 / (1.0 - 0.9 ** self.step)
