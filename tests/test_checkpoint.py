@@ -143,14 +143,44 @@ def test_resume_refuses_other_options_or_data(setup, tmp_path):
         distill(student, feats, resume=True, max_epochs=1, teachers=setup[0], feature_transform=setup[1])
 
 
-def test_a_corrupt_checkpoint_is_a_clear_error(setup, tmp_path):
+def test_a_corrupt_checkpoint_falls_back_then_is_a_clear_error(setup, tmp_path):
+    _, _, student, feats = setup
+    kw = _kw(setup, checkpoint_dir=str(tmp_path / "ck"), max_epochs=2)
+    ref, _ = distill(student, feats, **kw)
+    older, newest = sorted((tmp_path / "ck").iterdir())
+    newest.write_bytes(newest.read_bytes()[:100])
+    lines = []
+    out, _ = distill(student, feats, resume=True, log=lines.append, **kw)  # from the one before
+    assert lines[0].startswith("skipped") and "not a readable svdistill checkpoint" in lines[0]
+    assert older.name in lines[1]
+    _same(ref, out, exact=True)
+    for p in (tmp_path / "ck").iterdir():
+        p.write_bytes(b"junk")
+    with pytest.raises(svdistill.Error, match="not a readable svdistill checkpoint"):
+        distill(student, feats, resume=True, **kw)
+
+
+def test_a_used_folder_is_not_taken_over_by_a_fresh_run(setup, tmp_path):
     _, _, student, feats = setup
     kw = _kw(setup, checkpoint_dir=str(tmp_path / "ck"), max_epochs=1)
     distill(student, feats, **kw)
-    newest = sorted((tmp_path / "ck").iterdir())[-1]
-    newest.write_bytes(newest.read_bytes()[:100])
-    with pytest.raises(svdistill.Error, match="not a readable svdistill checkpoint"):
-        distill(student, feats, resume=True, **kw)
+    with pytest.raises(svdistill.Error, match="already holds checkpoints of a run: --resume"):
+        distill(student, feats, **{**kw, "seed": 2})
+
+
+def test_the_fingerprint_sees_coefficients_and_splice_offsets(setup):
+    teacher, ft, student, _ = setup
+    base = ckpt_mod.model_fingerprint(student)
+    s2 = svdistill.Model([c.copy() for c in student.components])
+    s2.components[0].learn_rate_coef = 0.5
+    assert ckpt_mod.model_fingerprint(s2) != base
+    s3 = svdistill.Model([c.copy() for c in student.components])
+    s3.components[-2].max_norm = 2.0
+    assert ckpt_mod.model_fingerprint(s3) != base
+    import io
+    a = svdistill.read(io.BytesIO(b"<Nnet>\n<Splice> 6 2\n[ -1 0 1 ]\n</Nnet>\n"))
+    b = svdistill.read(io.BytesIO(b"<Nnet>\n<Splice> 6 2\n[ -2 0 2 ]\n</Nnet>\n"))
+    assert ckpt_mod.model_fingerprint(a) != ckpt_mod.model_fingerprint(b)
 
 
 def test_label_training_checkpoints_too(tmp_path):

@@ -230,7 +230,7 @@ def cmd_distill(a: argparse.Namespace) -> int:
             raise Error(f"STUDENT_OUT {a.output} is the teacher {t}: refusing to overwrite it")
     if a.threads:
         linalg.set_num_threads(a.threads)
-        if a.engine == "torch":
+        if a.engine == "torch" or (a.device or "").startswith("cuda"):
             import torch
             torch.set_num_threads(a.threads)
     _, report = distill(

@@ -232,7 +232,8 @@ def distill(student: ModelLike, feats: FeatsLike, *,
         ckpt = None
         if checkpoint_dir is not None:
             fingerprint = dict(
-                engine=eng.name, precision=eng.precision, ranks=eng.world, temperature=float(temperature),
+                engine=eng.name, device=eng.device.split(":")[0], precision=eng.precision, ranks=eng.world,
+                temperature=float(temperature),
                 hard_weight=float(hard_weight), average_logits=bool(average_logits), optimizer=optimizer,
                 learn_rate=float(learn_rate), momentum=float(momentum), l2=float(l2),
                 minibatch_size=int(minibatch_size), randomizer_size=int(randomizer_size), min_epochs=int(min_epochs),
@@ -245,6 +246,9 @@ def distill(student: ModelLike, feats: FeatsLike, *,
                 labels=None if labels is None else data_fingerprint(labels),
                 cv_labels=None if cv_labels is None else data_fingerprint(cv_labels))
             ckpt = Checkpoints(str(checkpoint_dir), fingerprint, writer=writer)
+            if not resume and ckpt.any():
+                raise Error(f"--checkpoint-dir {checkpoint_dir} already holds checkpoints of a run: --resume "
+                            "to continue it, or give another (or an empty) folder")
         out = run(eng, data, sched, _Progress(progress if writer else False), emit, checkpoints=ckpt,
                   resume=bool(resume), checkpoint_every=int(checkpoint_every))
 

@@ -44,17 +44,22 @@ def _crc_arrays(arrays) -> str:
 
 
 def model_fingerprint(model) -> str:
-    """crc32 over every parameter block of a model (structure and values)."""
+    """crc32 over a model's structure (kinds, dims, coefficients such as LearnRateCoef and
+    MaxNorm, integer data such as Splice offsets) and every parameter block."""
     blocks = []
     for c in model.components:
-        blocks.append(np.frombuffer(c.marker.encode(), np.uint8))
+        head = f"{c.marker} {c.input_dim} {c.output_dim} {sorted(c.coefs.items())}"
+        blocks.append(np.frombuffer(head.encode(), np.uint8))
+        if c.ints is not None:
+            blocks.append(np.asarray(c.ints))
         blocks.extend(c.params.values())
     return _crc_arrays(blocks)
 
 
 def data_fingerprint(feats: Any) -> str:
     """What identifies training data: an rspecifier (and its file's size and mtime), or a
-    crc32 of the arrays given in memory."""
+    crc32 of the arrays given in memory. A command (``ark:cmd |``) is known by its text
+    alone, and an scp by its own file, not by the archives it points to."""
     if isinstance(feats, str):
         spec = feats.split(":", 1)[1] if ":" in feats else feats
         path = spec.strip()
@@ -91,6 +96,10 @@ class Checkpoints:
                     except OSError:
                         pass
 
+    def any(self) -> bool:
+        """Whether the folder holds checkpoints (of this run or another)."""
+        return bool(self._existing())
+
     def _existing(self) -> List[Tuple[int, int, str]]:
         try:
             names = os.listdir(self.folder)
@@ -108,18 +117,22 @@ class Checkpoints:
             return None
         meta = dict(meta, format=FORMAT, fingerprint=self.fingerprint)
         path = os.path.join(self.folder, f"checkpoint-{epoch:04d}-{batch:08d}.npz")
-        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=".tmp", dir=self.folder)
+        tmp = None
         try:
+            fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=".tmp", dir=self.folder)
             with os.fdopen(fd, "wb") as f:
                 np.savez(f, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+        except BaseException as e:
+            if tmp is not None:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+            if isinstance(e, OSError):
+                raise Error(f"{path}: cannot write the checkpoint: {e.strerror or e}") from None
             raise
         try:
             dfd = os.open(self.folder, os.O_RDONLY)
@@ -137,16 +150,23 @@ class Checkpoints:
         return path
 
     def load_newest(self) -> Tuple[Dict[str, Any], Dict[str, np.ndarray], str]:
+        """The newest readable checkpoint (an unreadable newest one, e.g. a damaged disk,
+        falls back to the one before), checked against this run's fingerprint."""
         found = self._existing()
         if not found:
             raise Error(f"--resume: no checkpoint in {self.folder}")
-        path = found[-1][2]
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-            meta = json.loads(bytes(arrays.pop("__meta__")).decode())
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-            raise Error(f"{path}: not a readable svdistill checkpoint: {e}") from None
+        problems = []
+        for _, _, path in reversed(found):
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    arrays = {k: z[k] for k in z.files}
+                meta = json.loads(bytes(arrays.pop("__meta__")).decode())
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+                problems.append(f"{path}: not a readable svdistill checkpoint: {e}")
+                continue
+            break
+        else:
+            raise Error("; ".join(problems))
         if meta.get("format") != FORMAT:
             raise Error(f"{path}: checkpoint format {meta.get('format')}, this svdistill reads {FORMAT}")
         theirs = meta.get("fingerprint", {})
@@ -155,4 +175,5 @@ class Checkpoints:
             if a != b:
                 raise Error(f"{path}: the checkpoint was made with {key} = {a!r}, this run has {b!r}: "
                             "resume with the same options and data, or start afresh in another --checkpoint-dir")
+        meta["skipped"] = problems
         return meta, arrays, path

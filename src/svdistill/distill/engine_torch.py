@@ -407,11 +407,12 @@ class TorchEngine:
                 p.copy_(torch.from_numpy(np.array(cur, dtype=np.float32)))
                 best.append(torch.from_numpy(np.array(b, dtype=np.float32)).to(self.device))
         self.reset_optimizer()
-        for k in range(len(self.slots)):
-            if f"m1/{k}" in arrays:
-                self.acc[k] = torch.from_numpy(np.array(arrays[f"m1/{k}"], dtype=np.float32)).to(self.device)
-            if f"m2/{k}" in arrays:
-                self.sq[k] = torch.from_numpy(np.array(arrays[f"m2/{k}"], dtype=np.float32)).to(self.device)
+        for k, (p, _) in enumerate(self.slots):
+            for key, dst in ((f"m1/{k}", self.acc), (f"m2/{k}", self.sq)):
+                if key in arrays:
+                    if tuple(arrays[key].shape) != tuple(p.shape):
+                        raise KeyError(key)
+                    dst[k] = torch.from_numpy(np.array(arrays[key], dtype=np.float32)).to(self.device)
         self.step = int(arrays["adam_step"])
         return best
 

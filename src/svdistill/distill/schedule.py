@@ -167,6 +167,18 @@ def run(engine, data: Data, o: ScheduleOptions, bar: _Progress, emit: Callable[[
         step_frames = o.minibatch_size * engine.world
         secs0, wait0 = (pos.seconds, pos.wait) if pos else (0.0, 0.0)
         next_save = skip * step_frames + checkpoint_every if checkpoint_every else None
+        def check(pending: List[Any]) -> None:
+            """Reads back the minibatches' objectives: any not finite, or the last
+            DIVERGE_WINDOW above the limit on average, abandon the epoch."""
+            if not pending:
+                return
+            values = engine.objectives(pending)
+            pending.clear()
+            recent.extend(values)
+            if not all(math.isfinite(v) for v in values) or (
+                    len(recent) == DIVERGE_WINDOW and sum(recent) / DIVERGE_WINDOW > st.limit):
+                raise _Diverged()
+
         t0 = time.perf_counter()
         batches = minibatches(engine, _frames(engine, data, "train", epoch), o.minibatch_size,
                               o.randomizer_size, rng)
@@ -175,16 +187,11 @@ def run(engine, data: Data, o: ScheduleOptions, bar: _Progress, emit: Callable[[
             pending.append(st_b)
             done = (b + 1) * step_frames  # over all ranks
             if len(pending) >= engine.check_every:
-                recent.extend(engine.objectives(pending))
-                pending.clear()
-                if not math.isfinite(recent[-1]) or (len(recent) == DIVERGE_WINDOW and
-                                                     sum(recent) / DIVERGE_WINDOW > st.limit):
-                    raise _Diverged()
+                check(pending)
             if b % 16 == 0:
                 bar.update(f"epoch {epoch}", done, t0)
             if next_save is not None and done >= next_save:
-                recent.extend(engine.objectives(pending))
-                pending.clear()
+                check(pending)
                 so_far = engine.read(total)
                 if pos:
                     so_far = {k: so_far[k] + pos.stats[k] for k in so_far}
@@ -222,6 +229,8 @@ def run(engine, data: Data, o: ScheduleOptions, bar: _Progress, emit: Callable[[
             pos = Position(**meta["position"]) if meta["position"] else None
         except (KeyError, TypeError, ValueError, Error) as e:
             raise Error(f"{path}: the checkpoint does not fit this student ({e})") from None
+        for problem in meta.get("skipped", []):
+            emit(f"skipped {problem}")
         emit(f"resuming from {path}" + (f" ({pos.batches} minibatches into epoch {st.epoch + 1})" if pos else ""))
         emit(_header())
         for e in st.epochs:
@@ -245,10 +254,13 @@ def run(engine, data: Data, o: ScheduleOptions, bar: _Progress, emit: Callable[[
         best = engine.snapshot()
         save(st, best, None)
     if not st.done:  # a run stopped by --max-epochs may resume with a larger one
-        st.stopped = f"stopped after max epochs ({o.max_epochs})"
+        st.stopped = (f"stopped after max epochs ({o.max_epochs})" if st.completed <= o.max_epochs else
+                      f"stopped: the checkpoint had {st.completed} epochs, more than max epochs ({o.max_epochs})")
     interrupted = False
+    under_way = st.epoch + 1
     try:
         while not st.done and st.completed < o.max_epochs:  # diverged epochs do not count
+            under_way = st.epoch + 1
             try:
                 tr, secs, wait = train_epoch(st, best, pos)
             except _Diverged:
@@ -297,7 +309,7 @@ def run(engine, data: Data, o: ScheduleOptions, bar: _Progress, emit: Callable[[
     except KeyboardInterrupt:  # keep what the finished epochs achieved
         interrupted = True
         bar.close()
-        st.stopped = f"interrupted in epoch {st.epoch + 1}"
+        st.stopped = f"interrupted in epoch {under_way}"
     engine.restore(best)
     return Outcome(epochs=st.epochs, best_epoch=st.best_epoch, stopped=st.stopped, interrupted=interrupted,
                    cv_frames=st.cv_frames)
