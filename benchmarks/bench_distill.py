@@ -65,7 +65,7 @@ ENV_STATE = common.clean_env_reexec()  # before numpy is imported
 import numpy as np  # noqa: E402
 
 import svdistill  # noqa: E402
-from common import goal, log, md_table, median  # noqa: E402
+from common import random_mlp, torch_sequential, goal, log, md_table, median  # noqa: E402
 
 T = 2.0
 LEARN_RATE = 0.008  # Kaldi's default, per frame (gradients summed over the minibatch) ...
@@ -86,39 +86,8 @@ def learn_rate(mb: int) -> float:
 # --------------------------------------------------------------------------
 # Models
 # --------------------------------------------------------------------------
-def build(dims, seed=0) -> svdistill.Model:
-    """As bench_train.build: random affine layers, Sigmoid hidden, Softmax out."""
-    rng = np.random.default_rng(seed)
-    comps = []
-    for i in range(len(dims) - 1):
-        w = (rng.standard_normal((dims[i + 1], dims[i]), dtype=np.float32) / np.float32(np.sqrt(dims[i])))
-        b = (rng.standard_normal(dims[i + 1], dtype=np.float32) * np.float32(0.1))
-        comps.append(svdistill.Component.affine(w, b))
-        comps.append(svdistill.Component.activation("Sigmoid" if i < len(dims) - 2 else "Softmax", dims[i + 1]))
-    return svdistill.Model(comps)
-
-
 def weights(model: svdistill.Model) -> int:
     return sum(c.weight.size for c in model.components if c.weight is not None)
-
-
-def torch_net(model: svdistill.Model):
-    """The model without its final softmax (logits) as nn.Sequential, same weights."""
-    import torch
-    layers = []
-    for c in model.components[:-1]:
-        if c.kind in ("AffineTransform", "LinearTransform"):
-            lin = torch.nn.Linear(c.input_dim, c.output_dim, bias=c.kind == "AffineTransform")
-            with torch.no_grad():
-                lin.weight.copy_(torch.from_numpy(c.weight))
-                if c.bias is not None:
-                    lin.bias.copy_(torch.from_numpy(c.bias))
-            layers.append(lin)
-        elif c.kind == "Sigmoid":
-            layers.append(torch.nn.Sigmoid())
-        else:
-            raise ValueError(f"the plain loop has no {c.kind}")
-    return torch.nn.Sequential(*layers)
 
 
 def feature_transform(workdir: Path):
@@ -258,8 +227,8 @@ def run_plain(device, precision, mb, frames, x_all, teacher, student, seed) -> d
     dev = torch.device(device)
     cuda = dev.type == "cuda"
     set_tf32(torch, precision == "tf32")
-    tnet = torch_net(teacher).to(dev).eval().requires_grad_(False)
-    snet = torch_net(student).to(dev)
+    tnet = torch_sequential(teacher).to(dev).eval().requires_grad_(False)
+    snet = torch_sequential(student).to(dev)
     opt = torch.optim.SGD(snet.parameters(), lr=learn_rate(mb))
     gen = torch.Generator(device=dev)
     gen.manual_seed(seed)
@@ -370,7 +339,7 @@ def main() -> int:
     load0 = os.getloadavg()
     log(f"load average at the start: {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}")
     log(f"building the teacher {'-'.join(map(str, dims))} and its rank-{rank} student ...")
-    teacher = build(dims)
+    teacher = random_mlp(dims)
     student, _ = svdistill.compress(teacher, rank=rank)
     ft, ft_source = feature_transform(a.workdir)
     if ft.output_dim != dims[0] or ft.input_dim != 40:

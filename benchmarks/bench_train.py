@@ -35,39 +35,9 @@ import numpy as np  # noqa: E402
 
 import svdistill  # noqa: E402
 from svdistill import _core  # noqa: E402
-from common import goal, md_table, median  # noqa: E402
+from common import random_mlp, torch_sequential, goal, md_table, median  # noqa: E402
 
 T = 2.0
-
-
-def build(dims, seed=0) -> svdistill.Model:
-    rng = np.random.default_rng(seed)
-    comps = []
-    for i in range(len(dims) - 1):
-        w = (rng.standard_normal((dims[i + 1], dims[i])) / np.sqrt(dims[i])).astype(np.float32)
-        b = (rng.standard_normal(dims[i + 1]) * 0.1).astype(np.float32)
-        comps.append(svdistill.Component.affine(w, b))
-        comps.append(svdistill.Component.activation("Sigmoid" if i < len(dims) - 2 else "Softmax", dims[i + 1]))
-    return svdistill.Model(comps)
-
-
-def torch_net(model: svdistill.Model):
-    """The model without its final softmax (logits), as torch modules with the same weights."""
-    import torch
-    layers = []
-    for c in model.components[:-1]:
-        if c.kind in ("AffineTransform", "LinearTransform"):
-            lin = torch.nn.Linear(c.input_dim, c.output_dim, bias=c.kind == "AffineTransform")
-            with torch.no_grad():
-                lin.weight.copy_(torch.from_numpy(c.weight))
-                if c.bias is not None:
-                    lin.bias.copy_(torch.from_numpy(c.bias))
-            layers.append(lin)
-        elif c.kind == "Sigmoid":
-            layers.append(torch.nn.Sigmoid())
-        else:
-            raise ValueError(c.kind)
-    return torch.nn.Sequential(*layers)
 
 
 def weights(model: svdistill.Model) -> int:
@@ -84,8 +54,8 @@ def setup(job, teacher, student, lr, momentum, batch, rng):
     comps = [c.copy() for c in trained.components]
     teachers = [] if job == "labels" else [svdistill.Network(teacher)._net]
     tr = _core.Trainer([c._c for c in comps], teachers)
-    net = torch_net(trained)
-    tnet = torch_net(teacher).eval() if job == "distill" else None
+    net = torch_sequential(trained)
+    tnet = torch_sequential(teacher).eval() if job == "distill" else None
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum)
 
     if job == "labels":
@@ -155,7 +125,7 @@ def main() -> int:
     iters = a.iters or (4 if a.quick else 8)
 
     import torch
-    teacher = build(dims)
+    teacher = random_mlp(dims)
     student, _ = svdistill.compress(teacher, rank=rank)
     env = common.environment(ENV_STATE, {"extra_torch threads": torch.get_num_threads()})
     rng = np.random.default_rng(1)

@@ -419,3 +419,41 @@ def _json_default(o):
     except ImportError:
         pass
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+# --------------------------------------------------------------------------
+# Networks shared by the training benchmarks (numpy, svdistill and torch are
+# imported when called: this module loads before them)
+# --------------------------------------------------------------------------
+def random_mlp(dims, seed=0):
+    """An svdistill.Model of random affine layers (scaled 1/sqrt(in)), Sigmoid hidden, Softmax out."""
+    import numpy as np
+    import svdistill
+    rng = np.random.default_rng(seed)
+    comps = []
+    for i in range(len(dims) - 1):
+        w = (rng.standard_normal((dims[i + 1], dims[i])) / np.sqrt(dims[i])).astype(np.float32)
+        b = (rng.standard_normal(dims[i + 1]) * 0.1).astype(np.float32)
+        comps.append(svdistill.Component.affine(w, b))
+        comps.append(svdistill.Component.activation("Sigmoid" if i < len(dims) - 2 else "Softmax", dims[i + 1]))
+    return svdistill.Model(comps)
+
+
+def torch_sequential(model):
+    """The model without its final softmax (logits) as torch.nn.Sequential, same weights:
+    what a user writes by hand (Linear and Sigmoid only)."""
+    import torch
+    layers = []
+    for c in model.components[:-1]:
+        if c.kind in ("AffineTransform", "LinearTransform"):
+            lin = torch.nn.Linear(c.input_dim, c.output_dim, bias=c.kind == "AffineTransform")
+            with torch.no_grad():
+                lin.weight.copy_(torch.from_numpy(c.weight))
+                if c.bias is not None:
+                    lin.bias.copy_(torch.from_numpy(c.bias))
+            layers.append(lin)
+        elif c.kind == "Sigmoid":
+            layers.append(torch.nn.Sigmoid())
+        else:
+            raise ValueError(f"torch_sequential has no {c.kind}")
+    return torch.nn.Sequential(*layers)
