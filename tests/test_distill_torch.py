@@ -34,11 +34,21 @@ def _student(rng) -> List[Component]:
             _affine(rng, 8, 6, scale=2.0, max_norm=1.0), Component.activation("Softmax", 6)]
 
 
-def _engines(student, teachers, **opts):
+def _step_case(frames: int):
+    """(student, teacher, features, labels with some -1) for the update-rule comparisons."""
+    rng = np.random.default_rng(0)
+    student = _student(rng)
+    teacher = Model([_affine(rng, 5, 6), Component.activation("Softmax", 6)])
+    x = rng.normal(size=(frames, 5)).astype(np.float32)
+    y = rng.integers(-1, 6, frames).astype(np.int32)
+    return student, teacher, x, y
+
+
+def _engines(student, teachers, device=None, **opts):
     o = LossOptions(**{**dict(temperature=2.0, hard_weight=0.3, average_logits=False, optimizer="sgd",
                               momentum=0.0, l2=0.0), **opts})
     ca, cb = [c.copy() for c in student], [c.copy() for c in student]
-    return ca, CoreEngine(ca, teachers, None, o), cb, TorchEngine(cb, teachers, None, o)
+    return ca, CoreEngine(ca, teachers, None, o), cb, TorchEngine(cb, teachers, None, o, device=device)
 
 
 def _assert_same_update(before, core_comps, torch_comps, rel=1e-5):
@@ -58,11 +68,7 @@ def _assert_same_update(before, core_comps, torch_comps, rel=1e-5):
 
 @pytest.mark.parametrize("optimizer, momentum, l2", [("sgd", 0.0, 0.0), ("sgd", 0.7, 1e-3), ("adam", 0.0, 1e-2)])
 def test_one_step_equals_the_core_update(optimizer, momentum, l2):
-    rng = np.random.default_rng(0)
-    student = _student(rng)
-    teacher = Model([_affine(rng, 5, 6), Component.activation("Softmax", 6)])
-    x = rng.normal(size=(32, 5)).astype(np.float32)
-    y = rng.integers(-1, 6, 32).astype(np.int32)
+    student, teacher, x, y = _step_case(32)
     before = [{k: v.astype(np.float64) for k, v in c.params.items()} for c in student]
     ca, core, cb, tor = _engines(student, [teacher], optimizer=optimizer, momentum=momentum, l2=l2)
     for _ in range(3):  # momentum and Adam's moments need more than one step to show
@@ -186,16 +192,9 @@ def test_cuda_engine_trains(dnn, precision):
 
 @pytest.mark.skipif(not CUDA, reason="no CUDA device")
 def test_cuda_step_equals_the_core_update():
-    rng = np.random.default_rng(0)
-    student = _student(rng)
-    teacher = Model([_affine(rng, 5, 6), Component.activation("Softmax", 6)])
-    x = rng.normal(size=(64, 5)).astype(np.float32)
-    y = rng.integers(-1, 6, 64).astype(np.int32)
+    student, teacher, x, y = _step_case(64)
     before = [{k: v.astype(np.float64) for k, v in c.params.items()} for c in student]
-    o = LossOptions(temperature=2.0, hard_weight=0.3, average_logits=False, optimizer="sgd", momentum=0.5, l2=1e-3)
-    ca, cb = [c.copy() for c in student], [c.copy() for c in student]
-    core = CoreEngine(ca, [teacher], None, o)
-    tor = TorchEngine(cb, [teacher], None, o, device="cuda")
+    ca, core, cb, tor = _engines(student, [teacher], device="cuda", momentum=0.5, l2=1e-3)
     torch.backends.cuda.matmul.allow_tf32 = False
     for _ in range(2):
         core.train(x, y, 0.05)

@@ -18,7 +18,7 @@ from svdistill import Component, Model  # noqa: E402
 from svdistill.distill.engine import CoreEngine, LossOptions  # noqa: E402
 
 from test_distill import _fidelity, _synthetic_feats  # noqa: E402
-from test_distill_torch import _student  # noqa: E402
+from test_distill_torch import _step_case  # noqa: E402
 
 
 def _torchrun(args, tmp_path, nproc=2, timeout=300):
@@ -32,19 +32,12 @@ def _torchrun(args, tmp_path, nproc=2, timeout=300):
 STEP_SCRIPT = textwrap.dedent('''
     import sys
     import numpy as np
-    import svdistill
-    from svdistill import Component, Model
     from svdistill.distill.distributed import Dist
     from svdistill.distill.engine import LossOptions
     from svdistill.distill.engine_torch import TorchEngine
-    from test_distill_torch import _student
-    from test_distill import _affine
+    from test_distill_torch import _step_case
     optimizer, out = sys.argv[1], sys.argv[2]
-    rng = np.random.default_rng(0)
-    student = _student(rng)
-    teacher = Model([_affine(rng, 5, 6), Component.activation("Softmax", 6)])
-    x = rng.normal(size=(96, 5)).astype(np.float32)
-    y = rng.integers(-1, 6, 96).astype(np.int32)
+    student, teacher, x, y = _step_case(96)
     dist = Dist.from_env()
     dist.start("cpu")
     o = LossOptions(temperature=2.0, hard_weight=0.3, average_logits=False, optimizer=optimizer,
@@ -71,12 +64,7 @@ def test_two_ranks_make_the_update_of_one_process_on_the_same_frames(tmp_path, o
     got = np.load(tmp_path / "out.npz")
     stats = json.loads((tmp_path / "out.npz.json").read_text())
     # One process: step 1 on rank 0's first minibatch + rank 1's, step 2 on rank 0's second.
-    rng = np.random.default_rng(0)
-    student = _student(rng)
-    from test_distill import _affine
-    teacher = Model([_affine(rng, 5, 6), Component.activation("Softmax", 6)])
-    x = rng.normal(size=(96, 5)).astype(np.float32)
-    y = rng.integers(-1, 6, 96).astype(np.int32)
+    student, teacher, x, y = _step_case(96)
     o = LossOptions(temperature=2.0, hard_weight=0.3, average_logits=False, optimizer=optimizer,
                     momentum=0.7 if optimizer == "sgd" else 0.0, l2=1e-3)
     comps = [c.copy() for c in student]

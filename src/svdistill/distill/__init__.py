@@ -24,6 +24,7 @@ on the fly for each minibatch, never stored.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Callable, Optional, Sequence, Tuple, Union
 
@@ -34,7 +35,7 @@ from ..model import Model
 from .checkpoint import Checkpoints, data_fingerprint, model_fingerprint
 from .data import Data, FeatsLike, LabelsLike, Source, load_labels
 from .distributed import Dist
-from .engine import CoreEngine, LossOptions, core_trainer
+from .engine import CoreEngine, LossOptions
 from .report import DistillReport, EpochReport, _Progress
 from .schedule import ScheduleOptions, run
 
@@ -211,7 +212,7 @@ def distill(student: ModelLike, feats: FeatsLike, *,
         # Only one rank (rank 0 under torchrun) writes the table, checkpoints and the model.
         writer = dist is None or dist.is_writer
         emit = (log or (lambda s: None)) if writer else (lambda s: None)
-        if not core_trainer(comps, []).slots:
+        if not eng.slots:
             raise Error("nothing to train: every learn-rate coefficient of the student is 0")
         student_in = comps[0].input_dim
         if ft_model is not None and ft_model.output_dim != student_in:
@@ -231,15 +232,11 @@ def distill(student: ModelLike, feats: FeatsLike, *,
                                 halving_factor=float(halving_factor), seed=int(seed), has_teachers=bool(teacher_list))
         ckpt = None
         if checkpoint_dir is not None:
+            # Everything that decides the trained model, save --max-epochs (a run may go on).
+            options = {k: v for k, v in dataclasses.asdict(sched).items() if k not in ("max_epochs", "has_teachers")}
             fingerprint = dict(
-                engine=eng.name, device=eng.device.split(":")[0], precision=eng.precision, ranks=eng.world,
-                temperature=float(temperature),
-                hard_weight=float(hard_weight), average_logits=bool(average_logits), optimizer=optimizer,
-                learn_rate=float(learn_rate), momentum=float(momentum), l2=float(l2),
-                minibatch_size=int(minibatch_size), randomizer_size=int(randomizer_size), min_epochs=int(min_epochs),
-                keep_lr_epochs=int(keep_lr_epochs), start_halving_impr=float(start_halving_impr),
-                end_halving_impr=float(end_halving_impr), halving_factor=float(halving_factor),
-                cv_fraction=float(cv_fraction), seed=int(seed),
+                options, **vars(opts), engine=eng.name, device=eng.device.split(":")[0], precision=eng.precision,
+                ranks=eng.world, cv_fraction=float(cv_fraction),
                 student=model_fingerprint(t_model), teachers=[model_fingerprint(t) for t in teacher_models],
                 feature_transform=None if ft_model is None else model_fingerprint(ft_model),
                 feats=data_fingerprint(feats), cv_feats=None if cv_feats is None else data_fingerprint(cv_feats),

@@ -28,6 +28,7 @@ from .report import LENGTH_TOLERANCE
 FeatsLike = Union[str, Mapping[str, np.ndarray], np.ndarray]
 LabelsLike = Union[str, Mapping[str, np.ndarray], np.ndarray]
 
+
 def _is_stdin(rspecifier: str) -> bool:
     spec = rspecifier.split(":", 1)[1] if ":" in rspecifier else rspecifier
     return spec.strip() == "-"
@@ -136,6 +137,14 @@ def load_labels(labels: Optional[LabelsLike], what: str) -> Optional[Dict[str, n
 def cv_by_hash(key: str, fraction: float) -> bool:
     return zlib.crc32(key.encode("utf-8", "replace")) / 2.0 ** 32 < fraction
 
+
+def concat_labels(engine, xs: List[Any], ys: List[Optional[np.ndarray]]) -> Optional[np.ndarray]:
+    """The labels of the frames ``engine.concat(xs)`` holds: -1 for the frames of a part
+    without labels; None when no part has any."""
+    if all(y is None for y in ys):
+        return None
+    return np.concatenate([y if y is not None else np.full(engine.length(x), -1, np.int32)
+                           for x, y in zip(xs, ys)])
 
 
 # One utterance as the reader hands it over: key, raw features (as the engine's
@@ -313,11 +322,8 @@ def minibatches(engine, utterances: Iterable[Tuple[Any, Optional[Any]]], minibat
 
     def run(final: bool) -> Iterator[Tuple[Any, Optional[Any], int]]:
         nonlocal buf_x, buf_y, n
+        y = concat_labels(engine, buf_x, buf_y)
         x = engine.concat(buf_x)
-        y = None
-        if any(b is not None for b in buf_y):
-            y = np.concatenate([b if b is not None else np.full(engine.length(bx), -1, np.int32)
-                                for b, bx in zip(buf_y, buf_x)])
         total = engine.length(x)
         perm = rng.permutation(total)
         nb = total // minibatch_size

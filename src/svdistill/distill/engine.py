@@ -84,6 +84,7 @@ class CoreEngine:
         self.comps = comps
         self.teachers = [Network(t) for t in teachers]
         self.trainer = core_trainer(comps, self.teachers)
+        self.slots = self.trainer.slots  # the trainable blocks; distill() refuses a student without any
         self.ft = Network(feature_transform) if feature_transform is not None else None
         self.opts = opts
         self.loss_kw = opts.loss_kw()
@@ -184,7 +185,7 @@ class CoreEngine:
                 v[...] = arrays[f"cur/{i}/{k}"]
                 snap[k] = np.array(arrays[f"best/{i}/{k}"], dtype=np.float32)
             best.append(snap)
-        n = len(self.trainer.slots)
+        n = len(self.slots)
         self.trainer.set_optimizer_state([arrays[f"m1/{k}"] for k in range(n)],
                                          [arrays[f"m2/{k}"] for k in range(n)], int(arrays["adam_step"]))
         return best

@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from ..errors import Error
-from .data import Data, minibatches
+from .data import Data, concat_labels, minibatches
 from .report import EpochReport, _header, _Progress, _row
 
 #: An epoch is abandoned when the training objective per frame, averaged over the last
@@ -124,12 +124,9 @@ def run(engine, data: Data, o: ScheduleOptions, bar: _Progress, emit: Callable[[
         n = done = 0
 
         def flush() -> None:
-            x = engine.concat([p[0] for p in pending])
-            y = None
-            if any(p[1] is not None for p in pending):
-                y = engine.labels(np.concatenate([p[1] if p[1] is not None else
-                                                  np.full(engine.length(p[0]), -1, np.int32) for p in pending]))
-            engine.add(total, engine.evaluate(x, y))
+            xs, ys = [p[0] for p in pending], [p[1] for p in pending]
+            y = concat_labels(engine, xs, ys)
+            engine.add(total, engine.evaluate(engine.concat(xs), None if y is None else engine.labels(y)))
             pending.clear()
 
         t0 = time.perf_counter()
