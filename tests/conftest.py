@@ -1,9 +1,8 @@
 """Shared fixtures for the svdistill test suite.
 
-The Kaldi reference data live OUTSIDE the repository and are read in place:
-``<checkout>/../shared/fixtures/kaldi-nnet1`` (the CI clones the repository
-with ``../shared`` beside it), or the directory named by ``SVDISTILL_FIXTURES``.
-Tests that need them are skipped, with the reason, when they are absent.
+The Kaldi reference data travel with the repository: ``tests/data/kaldi-nnet1``
+(files written by Kaldi's own tools, bytes unchanged; its MANIFEST.md gives the
+exact commands), or the directory named by ``SVDISTILL_FIXTURES``.
 """
 from __future__ import annotations
 
@@ -25,16 +24,16 @@ def fixtures_root() -> Path:
     env = os.environ.get(FIXTURES_ENV)
     if env:
         return Path(env).expanduser().resolve()
-    return Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "kaldi-nnet1"
+    return Path(__file__).resolve().parent / "data" / "kaldi-nnet1"
 
 
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     """The Kaldi nnet1 reference data directory (read in place, never copied)."""
     d = fixtures_root()
-    if not (d / "MANIFEST.md").is_file():
-        pytest.skip(f"Kaldi nnet1 reference fixtures not found at {d} "
-                    f"(clone ../shared beside the checkout or set {FIXTURES_ENV})")
+    if not (d / "MANIFEST.md").is_file():  # part of the repository: missing means a broken checkout
+        pytest.fail(f"Kaldi nnet1 reference fixtures not found at {d} (tests/data/kaldi-nnet1 of the "
+                    f"repository, or {FIXTURES_ENV})")
     return d
 
 
@@ -280,7 +279,9 @@ def models_equal():
     return assert_models_equal
 
 
-BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench"
+#: Where gen_nnet.py (the project's generator of models with realistic spectra, a copy of
+#: ../shared/bench/gen_nnet.py, bytes unchanged; see tests/data/README.md) lies.
+BENCH = Path(__file__).resolve().parent / "data"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -303,12 +304,10 @@ def _numpy_blas_one_thread():
 
 @pytest.fixture(scope="session")
 def lowrank():
-    """gen_nnet.random_lowrank_matrix (realistic DNN weight spectra) from ../shared/bench, or skip."""
-    bench = Path(os.environ.get("SVDISTILL_SHARED", BENCH.parent)) / "bench"
-    if not (bench / "gen_nnet.py").is_file():
-        pytest.skip(f"{bench}/gen_nnet.py not found (clone ../shared beside the checkout)")
-    if str(bench) not in sys.path:
-        sys.path.insert(0, str(bench))
+    """gen_nnet.random_lowrank_matrix (realistic DNN weight spectra)."""
+    bench = str(BENCH)
+    if bench not in sys.path:
+        sys.path.insert(0, bench)
     from gen_nnet import random_lowrank_matrix
     return random_lowrank_matrix
 

@@ -624,7 +624,7 @@ def test_scp_ark_and_dict_inputs_train_the_same_model(dnn, tmp_path):
 
 @pytest.mark.slow
 def test_distill_a_large_generated_model(tmp_path, run_cli):
-    """A 440-1024x3-3000 model from ../shared/bench/gen_nnet.py (realistic spectra, Kaldi
+    """A 440-1024x3-3000 model from gen_nnet.py (realistic spectra, Kaldi
     text), compressed to rank 128 and distilled for two epochs through the CLI."""
     import subprocess
     import sys
@@ -632,8 +632,6 @@ def test_distill_a_large_generated_model(tmp_path, run_cli):
     import kaldiio
     from conftest import BENCH
     gen = BENCH / "gen_nnet.py"
-    if not gen.is_file():
-        pytest.skip(f"{gen} not found (clone ../shared beside the checkout)")
     model = tmp_path / "big.nnet"
     subprocess.run([sys.executable, str(gen), "--dims", "440,1024,1024,1024,3000", "--style", "kaldi",
                     "--seed", "3", "--out", str(model)], check=True, capture_output=True)

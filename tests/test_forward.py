@@ -1,6 +1,6 @@
 """svdistill forward: nnet-forward-exact inference (issue 5).
 
-References: Kaldi's own ``nnet-forward`` outputs in ``../shared/fixtures/kaldi-nnet1/*.fwd*.ark``
+References: Kaldi's own ``nnet-forward`` outputs in ``tests/data/kaldi-nnet1/*.fwd*.ark``
 (MANIFEST.md gives the exact commands), and a plain numpy implementation of every component
 kind written here, independent of svdistill (only the parameters are taken from the models).
 """

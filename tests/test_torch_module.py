@@ -2,7 +2,7 @@
 
 The module's outputs are compared with ``svdistill.forward`` (the C++ core, itself
 checked against Kaldi's ``nnet-forward`` in test_forward.py) and directly with
-Kaldi's own ``nnet-forward`` outputs in ``../shared/fixtures/kaldi-nnet1/*.fwd*.ark``.
+Kaldi's own ``nnet-forward`` outputs in ``tests/data/kaldi-nnet1/*.fwd*.ark``.
 """
 from __future__ import annotations
 
