@@ -493,6 +493,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# API keywords whose flag has another name (the CLI passes l2=a.l2_penalty, ...).
+_API_TO_DEST = {"l2": "l2_penalty", "n_oversamples": "oversamples", "random_state": "seed",
+                "teachers": "teacher", "feats": "feats", "model": "model"}
+
+
+def _flag_of(parser: argparse.ArgumentParser, command: str, keyword: str) -> str:
+    """The flag (or argument name) of ``command`` that sets the API keyword ``keyword``."""
+    dest = _API_TO_DEST.get(keyword, keyword)
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for action in sub.choices[command]._actions:
+        if action.dest == dest and action.help != argparse.SUPPRESS:
+            if action.option_strings:
+                return action.option_strings[0]
+            return action.metavar or dest.upper()
+    return keyword
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     a = parser.parse_args(normalize_bools(list(sys.argv[1:] if argv is None else argv)))
@@ -509,7 +526,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         try:
             return a.func(a)
         except Error as e:
-            one_line = "; ".join(part.strip() for part in str(e).splitlines() if part.strip())
+            text = str(e)
+            if getattr(e, "option", None):  # an API keyword: say it as this command's flag
+                text = f"{_flag_of(parser, a.command, e.option)} {e.detail}"
+            one_line = "; ".join(part.strip() for part in text.splitlines() if part.strip())
             print(f"svdistill: error: {one_line}", file=sys.stderr)
             return 2
         except BrokenPipeError:

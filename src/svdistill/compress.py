@@ -18,7 +18,7 @@ import numpy as np
 from . import _core
 from .io import PathOrFile, iter_components, write
 from .linalg import _choose_method, _seed
-from .errors import RankError
+from .errors import RankError, option_error
 from .model import Component, Model
 from .report import CompressReport, LayerReport
 from .selection import LayerPlan, plan_layers, scan_structure
@@ -203,9 +203,9 @@ def compress(model: Union[Model, PathOrFile], *,
     if split not in ("sqrt", "left", "right"):
         raise RankError(f"split must be sqrt, left or right, got {split!r}")
     if not 0 <= min_gain < 1:
-        raise RankError(f"min_gain must lie in [0, 1), got {min_gain!r}")
+        raise option_error("min_gain", f"must lie in [0, 1), got {min_gain!r}", RankError)
     if int(round_to) < 1:
-        raise RankError(f"round_to must be a positive integer, got {round_to!r}")
+        raise option_error("round_to", f"must be a positive integer, got {round_to!r}", RankError)
     if dialect not in (None, "kaldi", "pdnn"):
         raise RankError(f"dialect must be 'kaldi' or 'pdnn', got {dialect!r}")
     t_start = time.perf_counter()
