@@ -336,7 +336,7 @@ def test_empty_archive(fx, tmp_path):
     ark = tmp_path / "empty.ark"
     ark.write_bytes(b"")
     t = str(fx / "tiny_mlp.nnet.bin")
-    with pytest.raises(svdistill.Error, match="no frames"):
+    with pytest.raises(svdistill.Error, match="no utterances"):
         svdistill.compare(t, t, f"ark:{ark}")
 
 

@@ -150,7 +150,7 @@ def test_read_text_mode_file_object_is_an_error(fixtures_dir):
 
 
 def test_read_wrong_type():
-    with pytest.raises(TypeError):
+    with pytest.raises(svdistill.Error, match="expected a model: a path, '-' .* got int"):
         svdistill.read(12345)
 
 

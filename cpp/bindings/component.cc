@@ -23,7 +23,11 @@ py::array block_view(svd::FloatBlock& b, py::handle owner) {
 
 void assign_block(svd::FloatBlock& b, const py::array& value, const char* what) {
   auto a = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(value);
-  if (!a) throw py::type_error(std::string(what) + " must be an array of numbers");
+  if (!a) {
+    PyErr_Clear();
+    throw svd::Error(std::string(what) + " must be an array of numbers, got an array of dtype " +
+                     py::str(value.attr("dtype")).cast<std::string>());
+  }
   std::vector<int64_t> want = b.is_matrix() ? std::vector<int64_t>{b.rows, b.cols}
                                             : std::vector<int64_t>{static_cast<int64_t>(b.data.size())};
   std::vector<int64_t> got(a.shape(), a.shape() + a.ndim());

@@ -4,6 +4,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <unistd.h>
+
 #include <cstring>
 
 #include "bindings/bindings.h"
@@ -48,7 +50,15 @@ class PyFileSink : public svd::ByteSink {
   }
   void write(const char* data, size_t n) override {
     py::gil_scoped_acquire gil;
-    file_.attr("write")(py::bytes(data, n));
+    try {
+      file_.attr("write")(py::bytes(data, n));
+    } catch (py::error_already_set& e) {
+      // A text-mode file refuses bytes; anything else (an interrupt, a full
+      // disk) goes on as it is.
+      if (e.matches(PyExc_TypeError))
+        throw svd::Error(name() + ": file object must be opened in binary mode ('wb'): " + e.what());
+      throw;
+    }
   }
   void commit() override {
     py::gil_scoped_acquire gil;
@@ -101,6 +111,30 @@ void BindIo(py::module_& m) {
         return py::cast(c);
       });
 
+  // Outputs that Python code writes by path (JSON reports, plots, exports) go
+  // through the same temporaries, symlink handling and cleanup as models.
+  m.def("output_target", [](const std::string& path) {
+    py::gil_scoped_release nogil;
+    return svd::output_target(path);
+  }, py::arg("path"), "The file an output path stands for: symbolic links followed; Error for a loop,\n"
+                      "a directory or a missing folder.");
+  m.def("prepare_output", [](const std::string& path) -> py::tuple {
+    std::string target, tmp;
+    {
+      py::gil_scoped_release nogil;
+      target = svd::output_target(path);
+      if (!svd::is_special_file(target)) ::close(svd::create_temp_beside(target, path, &tmp));
+    }
+    return py::make_tuple(target, tmp.empty() ? py::object(py::none()) : py::object(py::str(tmp)));
+  }, py::arg("path"),
+        "(target, tmp): the file `path` stands for (links followed) and a new empty temporary\n"
+        "beside it, or tmp None when the target is a device or FIFO to write in place.");
+  m.def("commit_output", [](const std::string& tmp, const std::string& target, const std::string& name) {
+    py::gil_scoped_release nogil;
+    svd::commit_temp(-1, tmp, target, name);
+  }, py::arg("tmp"), py::arg("target"), py::arg("name"),
+        "Renames the finished temporary onto target (fsync first with SVDISTILL_FSYNC); removes it on failure.");
+
   py::class_<Writer>(m, "Writer")
       .def(py::init([](py::object target, const std::string& name, bool binary, const std::string& dialect,
                        const std::string& digits) {
@@ -113,7 +147,7 @@ void BindIo(py::module_& m) {
              else if (digits == "kaldi") o.digits = svd::Digits::Kaldi;
              else throw svd::Error("digits must be 'shortest' or 'kaldi', got '" + digits + "'");
              if (o.dialect == svd::Dialect::Pdnn && binary)
-               throw svd::Error("the PDNN dialect is text only; use binary=False or dialect='kaldi'");
+               throw svd::Error("the PDNN dialect is text only: it cannot be written binary");
              std::unique_ptr<svd::ByteSink> sink;
              if (py::isinstance<py::str>(target)) {
                std::string path = target.cast<std::string>();

@@ -115,16 +115,19 @@ void BindLinalg(py::module_& m) {
   m.def("nuclear_rank", &svd::nuclear_rank, py::arg("s"), py::arg("fraction"));
   m.def("round_rank", &svd::round_rank, py::arg("k"), py::arg("multiple"), py::arg("out"), py::arg("in"));
   m.def("worth_factoring", &svd::worth_factoring, py::arg("k"), py::arg("out"), py::arg("in"),
-        py::arg("min_gain"));
+        py::arg("min_gain"), py::arg("per_rank") = 0);
+  m.def("factored_params", &svd::factored_params, py::arg("k"), py::arg("out"), py::arg("in"),
+        py::arg("per_rank") = 0);
   m.def("budget_ranks",
         [](const std::vector<std::tuple<int64_t, int64_t, std::vector<double>>>& layers, double budget,
-           double min_gain, int64_t round_to) {
+           double min_gain, int64_t round_to, int64_t per_rank) {
           std::vector<svd::LayerSpectrum> specs;
           for (const auto& [out, in, s] : layers) specs.push_back({out, in, s, -1});
           py::gil_scoped_release nogil;
-          return svd::budget_ranks(specs, budget, min_gain, round_to);
+          return svd::budget_ranks(specs, budget, min_gain, round_to, per_rank);
         },
-        py::arg("layers"), py::arg("budget_params"), py::arg("min_gain"), py::arg("round_to"));
+        py::arg("layers"), py::arg("budget_params"), py::arg("min_gain"), py::arg("round_to"),
+        py::arg("per_rank") = 0);
 
   m.def("set_num_threads", [](int n) {
     svd::set_num_threads(n);

@@ -67,7 +67,7 @@ std::vector<Option> lower_hull(const std::vector<Option>& pts) {
 }  // namespace
 
 std::vector<int64_t> budget_ranks(const std::vector<LayerSpectrum>& layers, double budget_params,
-                                  double min_gain, int64_t round_to) {
+                                  double min_gain, int64_t round_to, int64_t per_rank) {
   const int64_t step = std::max<int64_t>(1, round_to);
   const size_t n = layers.size();
   // Every option of every layer: ranks on the rounding grid that save
@@ -80,8 +80,8 @@ std::vector<int64_t> budget_ranks(const std::vector<LayerSpectrum>& layers, doub
     for (size_t i = L.s.size(); i-- > 0;) tail[i] = tail[i + 1] + L.s[i] * L.s[i];
     auto err_at = [&](int64_t k) { return tail[static_cast<size_t>(std::min<int64_t>(k, L.s.size()))]; };
     for (int64_t k = std::min(step, cap);; k = std::min(cap, k + step)) {
-      if (!worth_factoring(k, L.out, L.in, min_gain)) break;
-      options[l].push_back({static_cast<double>(factored_params(k, L.out, L.in)), err_at(k), k});
+      if (!worth_factoring(k, L.out, L.in, min_gain, per_rank)) break;
+      options[l].push_back({static_cast<double>(factored_params(k, L.out, L.in, per_rank)), err_at(k), k});
       if (k == cap) break;
     }
     options[l].push_back({static_cast<double>(L.out * L.in), 0.0, -1});

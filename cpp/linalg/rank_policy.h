@@ -14,15 +14,20 @@ int64_t energy_rank(const std::vector<double>& s, double fraction, double total_
 // Smallest k whose top-k sum of s_i reaches `fraction` of the sum of all s_i.
 int64_t nuclear_rank(const std::vector<double>& s, double fraction);
 
-// Parameters of a rank-k pair replacing an out x in weight matrix (bias not counted).
-inline int64_t factored_params(int64_t k, int64_t out, int64_t in) { return k * (out + in); }
+// Parameters of a rank-k factorisation replacing an out x in weight matrix
+// (the layer's bias not counted): the two factors, plus `per_rank` more for
+// each unit of rank where the output dialect adds them (PDNN's first factor
+// is an <affinetransform> with a zero bias of length k).
+inline int64_t factored_params(int64_t k, int64_t out, int64_t in, int64_t per_rank = 0) {
+  return k * (out + in + per_rank);
+}
 
 // True if factoring at rank k keeps at most (1 - min_gain) of the weights.
 // (A relative slack of 1e-12 keeps exact boundaries such as 70% of 2880 exact.)
-inline bool worth_factoring(int64_t k, int64_t out, int64_t in, double min_gain) {
+inline bool worth_factoring(int64_t k, int64_t out, int64_t in, double min_gain, int64_t per_rank = 0) {
   const double full = static_cast<double>(out * in);
-  return static_cast<double>(factored_params(k, out, in)) <= (1.0 - min_gain) * full * (1 + 1e-12) &&
-         factored_params(k, out, in) < out * in;
+  const int64_t factored = factored_params(k, out, in, per_rank);
+  return static_cast<double>(factored) <= (1.0 - min_gain) * full * (1 + 1e-12) && factored < out * in;
 }
 
 // Rounds k up to a multiple of m, capped at min(out, in).
@@ -42,8 +47,9 @@ struct LayerSpectrum {
 // parameter while they fit, which is optimal for this separable problem at the
 // hull vertices, and the remaining budget then buys the best affordable
 // non-vertex step. Every layer gets at least its cheapest option; the caller
-// checks that this minimum fits. Returns, per layer, the rank, or -1 for "whole".
+// checks that this minimum fits. `per_rank` as in factored_params. Returns,
+// per layer, the rank, or -1 for "whole".
 std::vector<int64_t> budget_ranks(const std::vector<LayerSpectrum>& layers, double budget_params,
-                                  double min_gain, int64_t round_to);
+                                  double min_gain, int64_t round_to, int64_t per_rank = 0);
 
 }  // namespace svd

@@ -1,13 +1,18 @@
 #include "nnet1/byte_sink.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <vector>
 
 #include "nnet1/errors.h"
@@ -27,6 +32,94 @@ void write_all(int fd, const char* data, size_t n, const std::string& name) {
   }
 }
 
+// "a/b/c" -> ("a/b", "c"); "c" -> (".", "c"); "/c" -> ("/", "c").
+void split_path(const std::string& path, std::string* dir, std::string* base) {
+  size_t slash = path.rfind('/');
+  if (slash == std::string::npos) {
+    *dir = ".";
+    *base = path;
+  } else {
+    *dir = slash == 0 ? "/" : path.substr(0, slash);
+    *base = path.substr(slash + 1);
+  }
+}
+
+bool durable_outputs() {
+  // The rename alone makes an output atomic for every process crash; an fsync
+  // first also survives power loss, at the price of waiting for the disk.
+  static const bool durable = [] {
+    const char* e = std::getenv("SVDISTILL_FSYNC");
+    return e && *e && std::string(e) != "0";
+  }();
+  return durable;
+}
+
+// The process's umask without changing it: umask() can only be read by
+// setting it, which races with files other threads create meanwhile.
+mode_t current_umask() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.compare(0, 6, "Umask:") == 0) return static_cast<mode_t>(std::strtoul(line.c_str() + 6, nullptr, 8));
+  }
+  mode_t mask = ::umask(0);
+  ::umask(mask);
+  return mask;
+}
+
+// This host's name as it goes into temporary names: a shared (NFS) folder may
+// hold another host's temporaries, whose writers this host cannot see.
+const std::string& host_tag() {
+  static const std::string tag = [] {
+    char buf[256] = {0};
+    if (::gethostname(buf, sizeof buf - 1) != 0 || !buf[0]) return std::string("host");
+    std::string t;
+    for (const char* p = buf; *p && t.size() < 32; ++p) {
+      const char c = *p;
+      const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
+      t += ok ? c : '_';
+    }
+    return t;
+  }();
+  return tag;
+}
+
+constexpr char kTag[] = ".svdistill-";
+constexpr size_t kRandom = 6;  // mkstemp's XXXXXX
+
+// ".<base>.svdistill-": every temporary for `base` starts so. A base too long
+// for a file name with the rest appended is shortened (the same way each time).
+std::string temp_prefix(const std::string& base) {
+  const size_t rest = std::strlen(kTag) + host_tag().size() + 1 + 10 + 1 + kRandom;
+  const size_t room = NAME_MAX > rest + 1 ? NAME_MAX - rest - 1 : 1;
+  return "." + base.substr(0, std::min(base.size(), room)) + kTag;
+}
+
+// Removes "<prefix><host>.<pid>-XXXXXX" in `dir` whose writer, a process of
+// this host, has died: what a SIGKILL or a power cut left behind.
+void remove_stale_temps(const std::string& dir, const std::string& prefix) {
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return;
+  const std::string& host = host_tag();
+  const pid_t self = ::getpid();
+  while (struct dirent* e = ::readdir(d)) {
+    const std::string n = e->d_name;
+    if (n.size() <= prefix.size() + host.size() + 2 + kRandom || n.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string rest = n.substr(prefix.size());
+    if (rest.compare(0, host.size(), host) != 0 || rest[host.size()] != '.') continue;
+    const size_t dash = rest.size() - kRandom - 1;
+    if (rest[dash] != '-' || dash <= host.size() + 1) continue;
+    const std::string digits = rest.substr(host.size() + 1, dash - host.size() - 1);
+    if (digits.size() > 10 || !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
+      continue;
+    const long pid = std::strtol(digits.c_str(), nullptr, 10);
+    if (pid <= 0 || pid == self) continue;
+    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;  // alive (or not ours to judge)
+    ::unlinkat(::dirfd(d), n.c_str(), 0);
+  }
+  ::closedir(d);
+}
+
 class StdoutSink : public ByteSink {
  public:
   StdoutSink() : ByteSink("<stdout>") {}
@@ -35,39 +128,41 @@ class StdoutSink : public ByteSink {
   void abort() noexcept override {}
 };
 
+// A device, FIFO or socket: written in place (renaming a file over /dev/null
+// would replace the device).
+class SpecialFileSink : public ByteSink {
+ public:
+  SpecialFileSink(const std::string& target, const std::string& name) : ByteSink(name) {
+    do fd_ = ::open(target.c_str(), O_WRONLY | O_CLOEXEC);
+    while (fd_ < 0 && errno == EINTR);
+    if (fd_ < 0) throw Error(name + ": cannot open for writing: " + std::strerror(errno));
+  }
+  ~SpecialFileSink() override { abort(); }
+  void write(const char* data, size_t n) override { write_all(fd_, data, n, name()); }
+  void commit() override {
+    if (fd_ < 0) throw Error(name() + ": output already closed");
+    const int fd = fd_;
+    fd_ = -1;
+    if (::close(fd) != 0 && errno != EINTR) throw Error(name() + ": close failed: " + std::strerror(errno));
+  }
+  void abort() noexcept override {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
 class AtomicFileSink : public ByteSink {
  public:
-  explicit AtomicFileSink(const std::string& path) : ByteSink(path) {
-    struct stat st;
-    if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
-      throw Error(path + ": is a directory; give a file name for the output");
-    std::string dir = ".", base = path;
-    size_t slash = path.rfind('/');
-    if (slash != std::string::npos) {
-      dir = slash == 0 ? "/" : path.substr(0, slash);
-      base = path.substr(slash + 1);
-    }
-    std::string tmpl = (dir == "/" ? "" : dir) + "/." + base + ".svdistill-XXXXXX";
-    std::vector<char> buf(tmpl.begin(), tmpl.end());
-    buf.push_back('\0');
-    fd_ = ::mkstemp(buf.data());
-    if (fd_ < 0)
-      throw Error(path + ": cannot create a temporary file in " + dir + ": " + std::strerror(errno));
-    tmp_ = buf.data();
-    // A new file gets the usual 0666 & ~umask; an existing target keeps its mode.
-    mode_t mode;
-    if (::stat(path.c_str(), &st) == 0) {
-      mode = st.st_mode & 07777;
-    } else {
-      mode_t mask = ::umask(0);
-      ::umask(mask);
-      mode = 0666 & ~mask;
-    }
-    ::fchmod(fd_, mode);
+  AtomicFileSink(const std::string& target, const std::string& name) : ByteSink(name), target_(target) {
+    fd_ = create_temp_beside(target_, name, &tmp_);
   }
   ~AtomicFileSink() override { abort(); }
 
   void write(const char* data, size_t n) override {
+    if (fd_ < 0) throw Error(name() + ": output already closed");
     try {
       write_all(fd_, data, n, name());
     } catch (...) {
@@ -77,30 +172,11 @@ class AtomicFileSink : public ByteSink {
   }
   void commit() override {
     if (fd_ < 0) throw Error(name() + ": output already closed");
-    // The rename alone makes the output atomic for every process crash; an
-    // fsync first also survives power loss, at the price of waiting for the disk.
-    static const bool durable = [] {
-      const char* e = std::getenv("SVDISTILL_FSYNC");
-      return e && *e && std::string(e) != "0";
-    }();
-    if (durable && ::fsync(fd_) != 0 && errno != EINVAL) {
-      std::string e = std::strerror(errno);
-      abort();
-      throw Error(name() + ": cannot flush to disk: " + e);
-    }
-    if (::close(fd_) != 0) {
-      std::string e = std::strerror(errno);
-      fd_ = -1;
-      abort();
-      throw Error(name() + ": close failed: " + e);
-    }
+    const int fd = fd_;
+    const std::string tmp = tmp_;
     fd_ = -1;
-    if (::rename(tmp_.c_str(), name().c_str()) != 0) {
-      std::string e = std::strerror(errno);
-      abort();
-      throw Error(name() + ": cannot rename the finished output into place: " + e);
-    }
     tmp_.clear();
+    commit_temp(fd, tmp, target_, name());  // removes tmp itself on failure
   }
   void abort() noexcept override {
     if (fd_ >= 0) ::close(fd_);
@@ -110,15 +186,104 @@ class AtomicFileSink : public ByteSink {
   }
 
  private:
+  std::string target_;
   int fd_ = -1;
   std::string tmp_;
 };
 
 }  // namespace
 
+std::string output_target(const std::string& path) {
+  if (path.empty()) throw Error("the output path is empty");
+  std::string p = path;
+  for (int hops = 0; hops <= 40; ++hops) {
+    if (p.back() == '/') throw Error(path + ": is a directory name; give a file name for the output");
+    struct stat st;
+    if (::lstat(p.c_str(), &st) != 0) {
+      const int err = errno;
+      const std::string via = p == path ? path : path + " (a symbolic link to " + p + ")";
+      if (err != ENOENT) throw Error(via + ": " + std::strerror(err));
+      std::string dir, base;
+      split_path(p, &dir, &base);
+      struct stat ds;
+      if (::stat(dir.c_str(), &ds) != 0 || !S_ISDIR(ds.st_mode))
+        throw Error(via + ": the folder " + dir + " does not exist");
+      return p;  // a new file (through a dangling link, the file it names)
+    }
+    if (S_ISLNK(st.st_mode)) {
+      std::vector<char> buf(static_cast<size_t>(st.st_size > 0 ? st.st_size : PATH_MAX) + 1);
+      const ssize_t len = ::readlink(p.c_str(), buf.data(), buf.size());
+      if (len < 0) throw Error(path + ": cannot read the symbolic link " + p + ": " + std::strerror(errno));
+      std::string link(buf.data(), static_cast<size_t>(len));
+      if (link.empty()) throw Error(path + ": the symbolic link " + p + " is empty");
+      if (link[0] != '/') {
+        std::string dir, base;
+        split_path(p, &dir, &base);
+        link = (dir == "/" ? "" : dir) + "/" + link;
+      }
+      p = link;
+      continue;
+    }
+    if (S_ISDIR(st.st_mode))
+      throw Error((p == path ? path : path + " (a symbolic link to " + p + ")") +
+                  ": is a directory; give a file name for the output");
+    return p;
+  }
+  throw Error(path + ": too many levels of symbolic links (a loop?)");
+}
+
+bool is_special_file(const std::string& target) {
+  struct stat st;
+  return ::stat(target.c_str(), &st) == 0 && !S_ISREG(st.st_mode);
+}
+
+int create_temp_beside(const std::string& target, const std::string& name, std::string* tmp) {
+  std::string dir, base;
+  split_path(target, &dir, &base);
+  const std::string prefix = temp_prefix(base);
+  remove_stale_temps(dir, prefix);
+  const std::string tmpl = (dir == "/" ? "" : dir) + "/" + prefix + host_tag() + "." +
+                           std::to_string(::getpid()) + "-" + std::string(kRandom, 'X');
+  std::vector<char> buf(tmpl.begin(), tmpl.end());
+  buf.push_back('\0');
+  const int fd = ::mkostemp(buf.data(), O_CLOEXEC);
+  if (fd < 0) throw Error(name + ": cannot create a temporary file in " + dir + ": " + std::strerror(errno));
+  // The output gets the mode any new file gets (0666 & ~umask), or an existing
+  // target's: mkstemp's 0600 would hide a model from the group that reads it.
+  struct stat st;
+  const mode_t mode = ::stat(target.c_str(), &st) == 0 ? (st.st_mode & 07777) : (0666 & ~current_umask());
+  ::fchmod(fd, mode);
+  *tmp = buf.data();
+  return fd;
+}
+
+void commit_temp(int fd, const std::string& tmp, const std::string& target, const std::string& name) {
+  auto fail = [&](const std::string& what) {
+    const std::string e = std::strerror(errno);
+    if (fd >= 0) ::close(fd);
+    ::unlink(tmp.c_str());
+    throw Error(name + ": " + what + ": " + e);
+  };
+  if (durable_outputs()) {
+    if (fd < 0) {
+      fd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) fail("cannot flush to disk");
+    }
+    if (::fsync(fd) != 0 && errno != EINVAL) fail("cannot flush to disk");
+  }
+  if (fd >= 0) {
+    const int f = fd;
+    fd = -1;
+    if (::close(f) != 0 && errno != EINTR) fail("close failed");
+  }
+  if (::rename(tmp.c_str(), target.c_str()) != 0) fail("cannot rename the finished output into place");
+}
+
 std::unique_ptr<ByteSink> open_sink(const std::string& path) {
   if (path == "-") return std::make_unique<StdoutSink>();
-  return std::make_unique<AtomicFileSink>(path);
+  const std::string target = output_target(path);
+  if (is_special_file(target)) return std::make_unique<SpecialFileSink>(target, path);
+  return std::make_unique<AtomicFileSink>(target, path);
 }
 
 }  // namespace svd

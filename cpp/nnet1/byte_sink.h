@@ -25,8 +25,32 @@ class ByteSink {
   std::string name_;
 };
 
-// "-" is stdout (written through, nothing to rename); any other path is written
-// atomically as described above.
+// "-" is stdout (written through, nothing to rename); an existing device, FIFO
+// or socket (/dev/null, a named pipe) is written in place, as cp does; any
+// other path is written atomically as described above, through symbolic links.
 std::unique_ptr<ByteSink> open_sink(const std::string& path);
+
+// The file an output path stands for: symbolic links are followed, however
+// deep (a link's relative target is relative to the link's folder), as cp and
+// a shell's '>' write through them; a dangling link gives the path it points
+// to. Throws Error for a link loop, a directory, or a folder that does not exist.
+std::string output_target(const std::string& path);
+
+// Whether `target` exists and is not a regular file (device, FIFO, socket):
+// such an output is written in place, never replaced by a renamed file.
+bool is_special_file(const std::string& target);
+
+// A temporary file for `target`, beside it (so the rename is atomic):
+// ".<base>.svdistill-<host>.<pid>-XXXXXX", with the mode the target will end up
+// with (an existing target's, else 0666 & ~umask). Temporaries for the same
+// target left by processes of this host that no longer run (SIGKILL, power
+// loss) are removed first, so they cannot pile up. `name` is the output as the
+// user gave it, for messages. Returns the open descriptor; the path in *tmp.
+int create_temp_beside(const std::string& target, const std::string& name, std::string* tmp);
+
+// Makes the finished temporary `tmp` the file `target` (flushed to disk first
+// when SVDISTILL_FSYNC is set). `fd`, if >= 0, is tmp's open descriptor and is
+// closed. On failure tmp is removed and Error is thrown.
+void commit_temp(int fd, const std::string& tmp, const std::string& target, const std::string& name);
 
 }  // namespace svd

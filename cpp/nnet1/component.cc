@@ -223,6 +223,17 @@ void Component::set_coef(const std::string& token, float value) {
 }
 
 int64_t Component::num_params() const {
+  // Kaldi counts only updatable components; these raw kinds are not updatable,
+  // so nnet-info's total holds 0 for them although svdistill keeps their bytes.
+  switch (kind) {
+    case Kind::AveragePoolingComponent:
+    case Kind::MaxPoolingComponent:
+    case Kind::SimpleSentenceAveragingComponent:
+    case Kind::KlHmm:
+      return 0;
+    default:
+      break;
+  }
   if (!is_modelled(kind)) return -1;
   int64_t n = 0;
   for (const FloatBlock& p : params) n += p.size();

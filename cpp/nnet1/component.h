@@ -156,7 +156,8 @@ struct Component {
 
   float coef(const std::string& token, float fallback) const;
   void set_coef(const std::string& token, float value);
-  // Parameter count as nnet-info counts it; -1 when unknown (raw kinds).
+  // Parameter count as nnet-info counts it (0 for kinds Kaldi does not update);
+  // -1 when unknown (updatable kinds kept as raw bytes, unknown markers).
   int64_t num_params() const;
   // Kaldi-compatible structural checks (dims of params match the header, ...).
   // Returns an empty string when fine, else what is wrong.

@@ -91,7 +91,7 @@ void ModelReader::read_data(Component* c) {
   auto matrix = [&](FloatBlock* b, const char* what) {
     check_alloc(static_cast<int64_t>(c->output_dim) * c->input_dim, bin ? 4 : 2, what);
     if (bin) bin_block(b, true, c->output_dim, c->input_dim, what);
-    else text_matrix(b, c->output_dim, c->input_dim);
+    else text_matrix(b, c->output_dim, c->input_dim, what);
   };
   auto vector = [&](FloatBlock* b, int64_t dim, const char* what) {
     if (bin) bin_block(b, false, -1, dim, what);

@@ -44,7 +44,7 @@ class ModelReader {
   bool text_peek_is(char c);
   int32_t text_int(const char* what);
   float text_float_scalar(const std::string& token);
-  void text_matrix(FloatBlock* m, int64_t rows, int64_t cols);
+  void text_matrix(FloatBlock* m, int64_t rows, int64_t cols, const char* what);
   int64_t text_rows_bulk(FloatBlock* m, int64_t row, int64_t rows, int64_t cols);
   void text_vector(FloatBlock* v, int64_t dim, const char* what);
   void text_int_vector(std::vector<int32_t>* v);

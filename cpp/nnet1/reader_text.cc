@@ -27,7 +27,7 @@ bool ModelReader::text_peek_is(char c) {
 
 int32_t ModelReader::text_int(const char* what) {
   scanner_.skip_ws();
-  if (scanner_.at_eof()) fail(std::string("expected ") + what + " (an integer), got the end of the input");
+  if (scanner_.at_eof()) fail(std::string("the input ends where ") + what + " (an integer) was expected");
   scanner_.line_length();  // an int never spans lines; buffer the line
   const char* p = scanner_.cur();
   const char* e = scanner_.end();
@@ -49,7 +49,7 @@ int32_t ModelReader::text_int(const char* what) {
 
 float ModelReader::text_float_scalar(const std::string& token) {
   scanner_.skip_ws();
-  if (scanner_.at_eof()) fail("expected a number after " + token + ", got the end of the input");
+  if (scanner_.at_eof()) fail("the input ends where a number after " + token + " was expected");
   scanner_.line_length();
   const char* p = scanner_.cur();
   const char* e = scanner_.end();
@@ -71,8 +71,8 @@ float ModelReader::text_float_scalar(const std::string& token) {
 void ModelReader::check_alloc(int64_t count, int64_t min_bytes_each, const char* what) {
   int64_t rem = scanner_.remaining_hint();
   if (rem >= 0 && count > 0 && count > (rem + min_bytes_each) / min_bytes_each)
-    fail(std::string(what) + " declares " + std::to_string(count) + " values but only " +
-         std::to_string(rem) + " bytes of input remain (truncated file or absurd dims?)");
+    fail("the input ends inside the " + std::string(what) + ": it declares " + std::to_string(count) +
+         " values but only " + std::to_string(rem) + " bytes of input remain (truncated file or absurd dims?)");
 }
 
 namespace {
@@ -240,12 +240,12 @@ void ModelReader::text_skip_block(const char* what) {
   }
 }
 
-void ModelReader::text_matrix(FloatBlock* m, int64_t rows, int64_t cols) {
+void ModelReader::text_matrix(FloatBlock* m, int64_t rows, int64_t cols, const char* what) {
   std::string open = text_token();
   if (skip_data_ && open == "[") {
     m->rows = rows;
     m->cols = cols;
-    text_skip_block("matrix");
+    text_skip_block(what);
     return;
   }
   if (open == "[]") {
@@ -254,11 +254,11 @@ void ModelReader::text_matrix(FloatBlock* m, int64_t rows, int64_t cols) {
     return;
   }
   if (open != "[") {
-    if (open.empty()) fail("expected '[' to open the matrix, got the end of the input");
+    if (open.empty()) fail("the input ends where '[' opening the " + std::string(what) + " was expected");
     fail("expected '[' to open the matrix, got " + quote(open));
   }
   // Two bytes per value ("0 ") is the least text can spend.
-  check_alloc(rows * cols, 2, "matrix");
+  check_alloc(rows * cols, 2, what);
   const int64_t total = rows * cols;
   const bool known_size = scanner_.remaining_hint() >= 0;
   m->rows = rows;
@@ -287,7 +287,12 @@ void ModelReader::text_matrix(FloatBlock* m, int64_t rows, int64_t cols) {
     const char* p = scanner_.cur();
     const char* e = p + len;
     const bool has_newline = e < scanner_.end();
-    if (len == 0 && !has_newline) fail("the input ends inside the matrix (no closing ']')");
+    // The last line of a truncated input: say so, as the structure scan does,
+    // not what its cut-off row looks like (short, or a number cut in two).
+    if (!has_newline && !std::memchr(p, ']', len)) {
+      scanner_.set_cur(e);
+      fail("the input ends inside the " + std::string(what) + " (no closing ']')");
+    }
     while (p < e) {
       unsigned char c = static_cast<unsigned char>(*p);
       if (c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f') {
@@ -351,7 +356,7 @@ void ModelReader::text_matrix(FloatBlock* m, int64_t rows, int64_t cols) {
     }
     end_row(e);
     scanner_.set_cur(e);
-    if (!has_newline) fail("the input ends inside the matrix (no closing ']')");
+    if (!has_newline) fail("the input ends inside the " + std::string(what) + " (no closing ']')");
     scanner_.advance(1);
   }
 }
@@ -372,7 +377,7 @@ void ModelReader::text_vector(FloatBlock* v, int64_t dim, const char* what) {
     return;
   }
   if (open != "[") {
-    if (open.empty()) fail(std::string("expected '[' to open the ") + what + ", got the end of the input");
+    if (open.empty()) fail(std::string("the input ends where '[' opening the ") + what + " was expected");
     fail(std::string("expected '[' to open the ") + what + ", got " + quote(open));
   }
   check_alloc(dim, 2, what);
@@ -380,6 +385,10 @@ void ModelReader::text_vector(FloatBlock* v, int64_t dim, const char* what) {
   const char* p = scanner_.cur();
   const char* e = p + len;
   bool has_newline = e < scanner_.end();
+  if (!has_newline && !std::memchr(p, ']', len)) {  // truncated: as in text_matrix
+    scanner_.set_cur(e);
+    fail(std::string("the input ends inside the ") + what + " (no closing ']')");
+  }
   v->data.reserve(static_cast<size_t>(std::min<int64_t>(dim, len / 2 + 1)));
   while (p < e) {
     unsigned char c = static_cast<unsigned char>(*p);
@@ -430,8 +439,8 @@ void ModelReader::text_vector(FloatBlock* v, int64_t dim, const char* what) {
 void ModelReader::text_int_vector(std::vector<int32_t>* v) {
   scanner_.skip_ws();
   if (scanner_.peek() != '[') {
-    std::string got = scanner_.at_eof() ? "the end of the input" : quote(text_token());
-    fail("expected '[' to open the integer vector, got " + got);
+    if (scanner_.at_eof()) fail("the input ends where '[' opening the integer vector was expected");
+    fail("expected '[' to open the integer vector, got " + quote(text_token()));
   }
   scanner_.advance(1);
   v->clear();
@@ -443,7 +452,6 @@ void ModelReader::text_int_vector(std::vector<int32_t>* v) {
       scanner_.advance(1);
       return;
     }
-    check_alloc(static_cast<int64_t>(v->size()) + 1, 2, "integer vector");
     scanner_.line_length();
     const char* p = scanner_.cur();
     const char* end = p;

@@ -14,7 +14,7 @@ from typing import List, Optional
 from . import __version__
 from ._core import Error
 from .info import format_info, info
-from .io import ConversionWarning, iter_components, same_file, write
+from .io import ConversionWarning, atomic_output, iter_components, output_target, same_file, write
 from . import linalg
 
 
@@ -97,22 +97,11 @@ def _ints(text: str) -> List[int]:
 
 
 def _write_json(path: str, obj) -> None:
-    """Atomic JSON file (temp beside it, then rename)."""
-    import os
-    import tempfile
-    d = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(d):
-        raise Error(f"{path}: cannot write the report: the folder {d} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".json", dir=d)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_json_safe(obj), f, indent=1)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """A JSON file, written as models are (atomically, through symbolic links, the usual mode)."""
+    text = json.dumps(_json_safe(obj), indent=1) + "\n"
+    with atomic_output(path) as tmp:
+        with open(tmp, "w") as f:
+            f.write(text)
 
 
 def cmd_compress(a: argparse.Namespace) -> int:
@@ -188,13 +177,15 @@ def cmd_forward(a: argparse.Namespace) -> int:
             sys.stderr.write(f"\rforward: {utts} utterances, {frames} frames")
             sys.stderr.flush()
 
-    n_utt, n_frames = forward_archive(
-        a.model, a.feats, a.output, feature_transform=a.feature_transform, no_softmax=a.no_softmax,
-        apply_log=a.apply_log, class_frame_counts=a.class_frame_counts, prior_scale=a.prior_scale,
-        progress=progress)
-    if tty:
-        sys.stderr.write("\r")
-    print(f"svdistill forward: {n_utt} utterances, {n_frames} frames", file=sys.stderr)
+    try:
+        n_utt, n_frames = forward_archive(
+            a.model, a.feats, a.output, feature_transform=a.feature_transform, no_softmax=a.no_softmax,
+            apply_log=a.apply_log, class_frame_counts=a.class_frame_counts, prior_scale=a.prior_scale,
+            progress=progress)
+    finally:
+        if tty:  # an error message must not run on after the progress line
+            sys.stderr.write("\r\033[K")
+    print(f"svdistill forward: {n_utt} utterance{'s' if n_utt != 1 else ''}, {n_frames} frames", file=sys.stderr)
     return 0
 
 
@@ -211,44 +202,52 @@ def cmd_compare(a: argparse.Namespace) -> int:
 
 
 def _check_output_path(opt: str, path: Optional[str]) -> None:
-    """Fail before hours of work, not after: the output's folder must exist."""
-    import os
+    """Fail before hours of work, not after: the output's folder must exist and be writable,
+    the output must not be a folder or a symbolic-link loop."""
     if path and path != "-":
-        folder = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(folder):
-            raise Error(f"{opt} {path}: the folder {folder} does not exist")
-        if not os.access(folder, os.W_OK):
-            raise Error(f"{opt} {path}: the folder {folder} is not writable")
+        try:
+            output_target(path)
+        except Error as e:
+            raise Error(f"{opt} {e}") from None
+
+
+#: The exit status of a distill that stopped early but wrote the best model of the epochs before.
+DISTILL_STOPPED_EARLY = 3
 
 
 def cmd_distill(a: argparse.Namespace) -> int:
-    from .distill import distill
-    _check_output_path("STUDENT_OUT", a.output)
-    _check_output_path("--report", a.report)
-    for t in a.teacher or []:
-        if a.output != "-" and same_file(a.output, t):
-            raise Error(f"STUDENT_OUT {a.output} is the teacher {t}: refusing to overwrite it")
+    from .distill import TrainingStopped, distill
+    # STUDENT_OUT and --report were checked by _check_outputs (writable, not an input).
     if a.threads:
         linalg.set_num_threads(a.threads)
         if a.engine == "torch" or (a.device or "").startswith("cuda"):
             import torch
             torch.set_num_threads(a.threads)
-    _, report = distill(
-        a.student, a.feats, teachers=a.teacher or [], feature_transform=a.feature_transform,
-        temperature=a.temperature, labels=a.labels, hard_weight=a.hard_weight,
-        average_logits=a.average_logits, optimizer=a.optimizer, learn_rate=a.learn_rate,
-        momentum=a.momentum, l2=a.l2_penalty, minibatch_size=a.minibatch_size,
-        randomizer_size=a.randomizer_size, max_epochs=a.max_epochs, min_epochs=a.min_epochs,
-        keep_lr_epochs=a.keep_lr_epochs, start_halving_impr=a.start_halving_impr,
-        end_halving_impr=a.end_halving_impr, halving_factor=a.halving_factor, cv_feats=a.cv_feats,
-        cv_labels=a.cv_labels, cv_fraction=a.cv_fraction, seed=a.seed, output=a.output,
-        binary=a.binary, dialect=a.dialect, digits=a.digits,
-        engine=a.engine, device=a.device, precision=a.precision, checkpoint_dir=a.checkpoint_dir,
-        checkpoint_every=a.checkpoint_every, resume=a.resume,
-        log=lambda line: print(line, file=sys.stderr, flush=True))
     from .distill.distributed import Dist
     dist = Dist.from_env()
-    if a.report and (dist is None or dist.is_writer):
+    writer = dist is None or dist.is_writer
+    try:
+        _, report = distill(
+            a.student, a.feats, teachers=a.teacher or [], feature_transform=a.feature_transform,
+            temperature=a.temperature, labels=a.labels, hard_weight=a.hard_weight,
+            average_logits=a.average_logits, optimizer=a.optimizer, learn_rate=a.learn_rate,
+            momentum=a.momentum, l2=a.l2_penalty, minibatch_size=a.minibatch_size,
+            randomizer_size=a.randomizer_size, max_epochs=a.max_epochs, min_epochs=a.min_epochs,
+            keep_lr_epochs=a.keep_lr_epochs, start_halving_impr=a.start_halving_impr,
+            end_halving_impr=a.end_halving_impr, halving_factor=a.halving_factor, cv_feats=a.cv_feats,
+            cv_labels=a.cv_labels, cv_fraction=a.cv_fraction, seed=a.seed, output=a.output,
+            binary=a.binary, dialect=a.dialect, digits=a.digits,
+            engine=a.engine, device=a.device, precision=a.precision, checkpoint_dir=a.checkpoint_dir,
+            checkpoint_every=a.checkpoint_every, resume=a.resume,
+            log=lambda line: print(line, file=sys.stderr, flush=True))
+    except TrainingStopped as e:  # the best model so far is written: say so, with its own exit status
+        if a.report and writer:
+            _write_json(a.report, e.report.to_dict())
+        text = f"{_flag_of(build_parser(), 'distill', e.option)} {e.detail}" if getattr(e, "option", None) \
+            else str(e)
+        print(f"svdistill: error: {text}", file=sys.stderr)
+        return DISTILL_STOPPED_EARLY
+    if a.report and writer:
         _write_json(a.report, report.to_dict())
     return 0
 
@@ -319,8 +318,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ranks", type=_ints, metavar="K1,K2,...", help="one rank per selected layer")
     g.add_argument("--rank-fraction", type=float, metavar="F", help="rank = round(F x min(out, in))")
     g.add_argument("--energy", type=float, metavar="E",
-                   help="smallest rank keeping E of sum(s^2) (guaranteed: adaptive randomized SVD)")
-    g.add_argument("--nuclear", type=float, metavar="N", help="smallest rank keeping N of sum(s)")
+                   help="smallest rank whose best approximation keeps E of sum(s^2), from the "
+                        "layer's full spectrum (as 'svdistill spectrum' shows it)")
+    g.add_argument("--nuclear", type=float, metavar="N",
+                   help="smallest rank keeping N of sum(s), from the full spectrum")
     g.add_argument("--param-budget", type=float, metavar="F",
                    help="whole model <= F x its parameters, ranks minimising the total squared "
                         "Frobenius error (two passes)")
@@ -330,7 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "any saving)")
     g.add_argument("--round-to", type=int, default=1, metavar="M", help="round ranks up to a multiple of M")
     g.add_argument("--layers", metavar="SPEC",
-                   help="1-based component indices as nnet-info numbers them, e.g. 2,4-6 "
+                   help="1-based component indices as nnet-info numbers them, e.g. 1,3-6: a single "
+                        "index must name an AffineTransform, a range selects those inside it "
                         "(default: every AffineTransform)")
     _add_bool(g, "--skip-output-layer", "leave the last AffineTransform unchanged", default=False)
     g.add_argument("--split", choices=["sqrt", "left", "right"], default="sqrt",
@@ -366,7 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("model", metavar="MODEL")
     _add_bool(ps, "--json", "JSON with all singular values", default=False)
     ps.add_argument("--plot", metavar="FILE.png", help="plot the spectra (needs svdistill[plot])")
-    ps.add_argument("--layers", metavar="SPEC", help="component indices (default: every affine layer)")
+    ps.add_argument("--layers", metavar="SPEC",
+                    help="component indices as for compress, e.g. 1,3-6 (default: every affine layer)")
     ps.add_argument("--threads", type=int, default=0)
     ps.set_defaults(func=cmd_spectrum)
 
@@ -404,7 +407,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "written to STUDENT_OUT (atomically; encoding and dialect of STUDENT_IN). The "
                     "per-epoch table goes to stderr.",
         epilog="Example: svdistill distill --teacher final.nnet --feature-transform "
-               "final.feature_transform student.nnet scp:train.scp student.kd.nnet")
+               "final.feature_transform student.nnet scp:train.scp student.kd.nnet. "
+               "Exit status: 0 trained to the end of the schedule, STUDENT_OUT written; 2 an error, "
+               "nothing written; " f"{DISTILL_STOPPED_EARLY}" " training stopped early (it diverged at "
+               "every learning rate tried, or the data failed in a later epoch), the best model so far "
+               "written, the last line says why and which epoch it is; 130 interrupted (Ctrl-C), 143 "
+               "terminated (SIGTERM), the best model of the finished epochs written if one improved.")
     pd.add_argument("student", metavar="STUDENT_IN")
     pd.add_argument("feats", metavar="FEATS_RSPECIFIER",
                     help="training features (read once per epoch: a file, an scp or 'ark:cmd |', not stdin)")
@@ -464,9 +472,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--halving-factor", type=float, default=0.5, help="default 0.5")
     g = pd.add_argument_group("cross-validation")
     g.add_argument("--cv-feats", metavar="RSPECIFIER", help="held-out features (default: a part of the training data)")
-    g.add_argument("--cv-labels", metavar="ALI_RSPECIFIER", help="labels of --cv-feats (default: --labels)")
-    g.add_argument("--cv-fraction", type=float, default=0.1,
-                   help="without --cv-feats: hold out this fraction of the utterances (by key hash; default 0.1)")
+    g.add_argument("--cv-labels", metavar="ALI_RSPECIFIER",
+                   help="labels of --cv-feats (default: --labels); with --teacher and no --labels they "
+                        "give the CV accuracy only")
+    g.add_argument("--cv-fraction", type=float, default=None,
+                   help="without --cv-feats: hold out this fraction of the utterances (by key hash; "
+                        "default 0.1); refused with --cv-feats")
     g = pd.add_argument_group("output")
     _add_bool(g, "--binary", "write Kaldi binary (default: the student's encoding)")
     g.add_argument("--dialect", choices=["kaldi", "pdnn"], default=None)
@@ -510,9 +521,147 @@ def _flag_of(parser: argparse.ArgumentParser, command: str, keyword: str) -> str
     return keyword
 
 
+def _name_of(parser: argparse.ArgumentParser, command: str, dest: str) -> str:
+    """How ``command``'s help names the argument stored in ``dest`` (--flag or METAVAR)."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for action in sub.choices[command]._actions:
+        if action.dest == dest and action.help != argparse.SUPPRESS:
+            return action.option_strings[0] if action.option_strings else (action.metavar or dest.upper())
+    return dest
+
+
+# Arguments naming files a command reads: model paths, and rspecifiers.
+_INPUTS = ("input", "model", "student", "teacher", "teachers", "feature_transform", "class_frame_counts",
+           "feats", "check", "labels", "cv_feats", "cv_labels")
+# Files a command writes (forward's output is a wspecifier: see _files_of).
+_OUTPUTS = ("output", "report", "plot")
+# Model outputs that may be their input: the input is read in full, or streamed
+# from a descriptor that the atomic rename leaves intact ('copy X X').
+_MAY_REPLACE = {"copy": ("input",), "compress": ("input",), "distill": ("student",)}
+# Pairs the API itself refuses (in its own words): not checked twice.
+_API_CHECKED = {"export": ("model", "feature_transform")}
+
+
+def _files_of(value: str, specifier: bool) -> List[str]:
+    """The plain files an argument names: a path, or those of a Kaldi r/wspecifier
+    (``ark,t:f.ark``, ``ark,scp:f.ark,f.scp``); none for pipes and '-'."""
+    if not value or value == "-":
+        return []
+    if specifier:
+        kinds, colon, rest = value.partition(":")
+        if not colon or not {k.strip() for k in kinds.split(",")} & {"ark", "scp"}:
+            return []
+        if rest.rstrip().endswith("|") or rest.lstrip().startswith("|") or rest == "-":
+            return []
+        parts = kinds.split(",")
+        if "ark" in parts and "scp" in parts:  # ark,scp:a.ark,a.scp
+            return [f for f in rest.split(",", 1) if f and f != "-"]
+        return [rest]
+    return [value]
+
+
+def _check_outputs(parser: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+    """Before any work: every output can be written, and none is an input or another output."""
+    import os
+    cmd = a.command
+    outputs = []  # (name, path as given, file)
+    for dest in _OUTPUTS:
+        value = getattr(a, dest, None)
+        if not value:
+            continue
+        name = _name_of(parser, cmd, dest)
+        if cmd == "forward" and dest == "output":  # an archive: its writer checks its folder
+            outputs += [(name, value, f) for f in _files_of(value, True)]
+            continue
+        if value != "-":
+            _check_output_path(name, value)
+            outputs.append((name, value, value))
+    inputs = []
+    for dest in _INPUTS:
+        values = getattr(a, dest, None)
+        for v in ([] if values is None else values if isinstance(values, list) else [values]):
+            spec = dest in ("feats", "check", "labels", "cv_feats", "cv_labels")
+            inputs += [(dest, v, f) for f in _files_of(v, spec)]
+
+    def where(path: str) -> str:
+        try:
+            return os.path.realpath(output_target(path))
+        except Error:
+            return os.path.realpath(path)
+
+    for i, (name, value, f) in enumerate(outputs):
+        for dest, v, g in inputs:
+            if cmd == "forward" and dest == "feats":
+                continue  # output archive = input archive: forward's own writer decides
+            if name == _name_of(parser, cmd, "output") and dest in _API_CHECKED.get(cmd, ()):
+                continue
+            replaceable = dest in _MAY_REPLACE.get(cmd, ()) and name == _name_of(parser, cmd, "output")
+            if replaceable and same_file(f, g) and getattr(a, "check", None):
+                raise Error(f"{name} {value} is {_name_of(parser, cmd, dest)}: --check would compare the "
+                            f"output with itself; write it to another file")
+            if replaceable:
+                continue
+            if same_file(f, g):
+                raise Error(f"{name} {value} is the same file as {_name_of(parser, cmd, dest)} {v}: "
+                            f"refusing to overwrite an input")
+        for other, ovalue, g in outputs[:i]:
+            if where(f) == where(g):
+                raise Error(f"{name} {value} and {other} {ovalue} are the same file: give each output its own")
+
+
+# Signals that end the process the way Ctrl-C does (cleanup, distill's best
+# model), with the exit status a shell reports for them (128 + signal).
+_STOP_SIGNALS = ("SIGTERM", "SIGHUP")
+_caught: List[int] = []
+
+
+def _on_stop_signal(signum, frame) -> None:
+    import os
+    import signal
+    if _caught:  # asked again while cleaning up: stop at once, as the signal's default does
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    _caught.append(signum)
+    raise KeyboardInterrupt
+
+
+def _install_stop_handlers() -> dict:
+    """SIGTERM/SIGHUP raise KeyboardInterrupt in the main thread (signals left ignored,
+    as by nohup, stay ignored). Returns the previous handlers."""
+    import signal
+    _caught.clear()
+    previous = {}
+    for name in _STOP_SIGNALS:
+        sig = getattr(signal, name, None)
+        if sig is None:
+            continue
+        try:
+            if signal.getsignal(sig) == signal.SIG_IGN:
+                continue
+            previous[sig] = signal.signal(sig, _on_stop_signal)
+        except ValueError:  # not the main thread: signals cannot be handled here
+            break
+    return previous
+
+
+def _restore_handlers(previous: dict) -> None:
+    import signal
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     a = parser.parse_args(normalize_bools(list(sys.argv[1:] if argv is None else argv)))
+    previous = _install_stop_handlers()
+    try:
+        return _run(parser, a)
+    finally:
+        _restore_handlers(previous)
+
+
+def _run(parser: argparse.ArgumentParser, a: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
 
@@ -524,6 +673,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         warnings.simplefilter("always", ConversionWarning)
         warnings.filterwarnings("always", category=UserWarning, module=r"svdistill(\..*)?")
         try:
+            _check_outputs(parser, a)
             return a.func(a)
         except Error as e:
             text = str(e)
@@ -546,8 +696,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             print("svdistill: error: out of memory", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
+            if _caught:
+                print("svdistill: terminated", file=sys.stderr)
+                return 128 + int(_caught[0])
             print("svdistill: interrupted", file=sys.stderr)
-            return 130
+            return 128 + 2  # SIGINT
 
 
 if __name__ == "__main__":

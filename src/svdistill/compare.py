@@ -1,56 +1,112 @@
 """How close a student is to its teacher on real features: the fidelity check."""
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+import contextlib
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
+from .archive import check_finite
 from .errors import Error
-from .forward import ModelLike, Network, iter_archive
+from .forward import ModelLike, Network, _load
+
+FeatsLike = Union[str, Mapping[str, np.ndarray], np.ndarray]
 
 
-def compare(teacher: ModelLike, student: ModelLike, feats_rspecifier: str, *,
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z.astype(np.float64)
+    z -= z.max(axis=1, keepdims=True) if z.size else 0.0
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def _logit_network(model: ModelLike, feature_transform: Optional[ModelLike], who: str
+                   ) -> Tuple[Network, List[int]]:
+    """The model without its softmax (logits), and the widths of the distributions it
+    outputs: [D] for a <Softmax>, the block dims of a <BlockSoftmax>. Other outputs are
+    not distributions: refused."""
+    m = _load(model)
+    last = m.components[-1] if len(m.components) else None
+    if last is None or last.kind not in ("Softmax", "BlockSoftmax"):
+        Network(m, feature_transform=feature_transform)  # an unsupported component is named first
+        raise Error(f"the {who} ends in {last.marker if last is not None else 'nothing (an empty model)'}, "
+                    "not a <Softmax> or <BlockSoftmax>: compare needs posteriors")
+    blocks = [last.output_dim] if last.kind == "Softmax" else [int(w) for w in last.ints]
+    return Network(m, feature_transform=feature_transform, no_softmax=True), blocks
+
+
+def compare(teacher: ModelLike, student: ModelLike, feats: FeatsLike, *,
             feature_transform: Optional[ModelLike] = None) -> Dict[str, Any]:
-    """Teacher-vs-student statistics over every frame of an archive.
+    """Teacher-vs-student statistics over every frame of the features.
+
+    Parameters
+    ----------
+    teacher, student : Model or path
+        Both end in a ``<Softmax>`` or the same ``<BlockSoftmax>`` blocks.
+    feats : rspecifier, dict or array
+        As :func:`svdistill.distill` takes them: a Kaldi rspecifier (``ark:``,
+        ``scp:``, ``ark:COMMAND |``, ``ark:-``), a dict {key: frames x dims array}
+        or one 2-D array. Features with NaN/inf are an error naming the utterance
+        and frame; so are non-finite outputs of either model.
+    feature_transform : Model or path, optional
+        Run first for both models.
 
     Returns
     -------
     dict
-        ``frames``, ``utterances``, ``top1_agreement`` (fraction of frames where the
-        arg-max class agrees), ``kl`` (mean KL(teacher || student), nats),
-        ``cross_entropy`` (mean -sum p_teacher log p_student), ``teacher_entropy``,
-        ``max_abs_diff`` (largest |p_teacher - p_student|), ``teacher_params``,
-        ``student_params`` and ``param_ratio``.
+        ``frames``, ``utterances``; ``top1_agreement``: the fraction of (frame,
+        softmax block) pairs where the teacher's and the student's arg-max agree --
+        each block of a ``<BlockSoftmax>`` is its own distribution, so it is compared
+        on its own (a plain ``<Softmax>`` is one block); ``kl``: mean KL(teacher ||
+        student) per frame, nats, the sum of the blocks' KLs; ``cross_entropy`` (mean
+        -sum p_teacher log p_student) and ``teacher_entropy``, summed over blocks the
+        same way; ``max_abs_diff`` (largest |p_teacher - p_student|); ``teacher_params``,
+        ``student_params`` and ``param_ratio``. Agreement and KL are defined as
+        ``distill`` reports them (its ``cv_agreement`` and ``cv_kl``).
     """
-    t = Network(teacher, feature_transform=feature_transform)
-    s = Network(student, feature_transform=feature_transform)
+    from .distill.data import Source  # (distill imports this package's forward module)
+    src = Source(feats, "features", reread=False)
+    # Logits (the softmax left out): exact log-posteriors per block, in float64, as the
+    # trainer computes its KL (no floor under tiny probabilities).
+    t, blocks = _logit_network(teacher, feature_transform, "teacher")
+    s, s_blocks = _logit_network(student, feature_transform, "student")
     if t.output_dim != s.output_dim:
         raise Error(f"teacher outputs {t.output_dim} dims, student {s.output_dim}")
     if t.input_dim != s.input_dim:
         raise Error(f"teacher expects {t.input_dim} input dims, student {s.input_dim}")
+    if s_blocks != blocks:
+        raise Error(f"the teacher's softmax blocks {blocks} differ from the student's {s_blocks}: their "
+                    "outputs are not the same distributions")
+    edges = np.cumsum([0] + blocks)
     frames = utts = agree = 0
     kl = ce = ent = 0.0
     max_diff = 0.0
-    tiny = 1e-20
-    for key, mat in iter_archive(feats_rspecifier):
-        if mat.shape[1] != t.input_dim:
-            raise Error(f"utterance {key}: features have {mat.shape[1]} dims, the networks expect "
-                        f"{t.input_dim}")
-        p = t(mat).astype(np.float64)
-        q = s(mat).astype(np.float64)
-        logp = np.log(p + tiny)
-        logq = np.log(q + tiny)
-        ce += float(-(p * logq).sum())
-        ent += float(-(p * logp).sum())
-        agree += int((p.argmax(1) == q.argmax(1)).sum())
-        max_diff = max(max_diff, float(np.abs(p - q).max()) if p.size else 0.0)
-        frames += mat.shape[0]
-        utts += 1
+    name = src.name if src.name not in ("dict", "array") else src.what
+    with contextlib.closing(iter(src)) as table:
+        for key, mat in table:
+            if mat.shape[1] != t.input_dim:
+                raise Error(f"{name}: utterance {key}: features have {mat.shape[1]} dims, the networks expect "
+                            f"{t.input_dim}")
+            zt = t(mat)
+            zs = s(mat)
+            for out, who in ((zt, "teacher"), (zs, "student")):
+                check_finite(out, f"{name}: utterance {key}", f"{who}'s output",
+                             f"its features are finite: the {who} itself produces NaN or inf")
+            for lo, hi in zip(edges[:-1], edges[1:]):
+                logp, logq = _log_softmax(zt[:, lo:hi]), _log_softmax(zs[:, lo:hi])
+                p, q = np.exp(logp), np.exp(logq)
+                ce += float(-(p * logq).sum())
+                ent += float(-(p * logp).sum())
+                agree += int((zt[:, lo:hi].argmax(1) == zs[:, lo:hi].argmax(1)).sum()) if len(p) else 0
+                max_diff = max(max_diff, float(np.abs(p - q).max()) if p.size else 0.0)
+            frames += mat.shape[0]
+            utts += 1
+    if utts == 0:
+        raise Error(f"{name}: no utterances (an empty archive or scp): nothing to compare")
     if frames == 0:
-        raise Error(f"{feats_rspecifier}: no frames")
+        raise Error(f"{name}: no frames: its {utts} utterance{'s' if utts > 1 else ''} are all empty")
     kl = (ce - ent) / frames
     tp, sp = t.model.num_params, s.model.num_params
-    return {"utterances": utts, "frames": frames, "top1_agreement": agree / frames,
+    return {"utterances": utts, "frames": frames, "top1_agreement": agree / (frames * len(blocks)),
             "kl": max(kl, 0.0), "cross_entropy": ce / frames, "teacher_entropy": ent / frames,
             "max_abs_diff": max_diff, "teacher_params": tp, "student_params": sp,
             "param_ratio": sp / tp if tp else None}

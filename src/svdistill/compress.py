@@ -8,22 +8,24 @@ a first pass for the spectra.
 """
 from __future__ import annotations
 
+import io
 import os
 import sys
 import time
+import warnings
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from . import _core
 from .io import PathOrFile, iter_components, write
-from .linalg import _choose_method, _seed
+from .linalg import _choose_method, _fraction_option, _int_option, _seed, _svd_options
 from .errors import RankError, option_error
 from .model import Component, Model
 from .report import CompressReport, LayerReport
-from .selection import LayerPlan, plan_layers, scan_structure
+from .selection import LayerPlan, LayerSpec, plan_layers, scan_structure
 
-__all__ = ["compress", "factor_layer", "POLICIES", "RankError"]
+__all__ = ["compress", "factor_layer", "factored_params", "POLICIES", "RankError"]
 
 #: The rank policies; exactly one must be given.
 POLICIES = ("rank", "ranks", "rank_fraction", "energy", "nuclear", "param_budget")
@@ -38,19 +40,34 @@ def _check_policy(kw: Dict[str, object]) -> Tuple[str, object]:
         names = ", ".join("--" + k.replace("_", "-") for k, _ in given)
         raise RankError(f"conflicting rank policies {names}: give exactly one")
     name, value = given[0]
-    if isinstance(value, bool) or (name == "ranks" and any(isinstance(v, bool) for v in value)):  # type: ignore
-        raise RankError(f"--{name.replace('_', '-')} must be a number, got {value!r}")
-    if name == "rank" and (not isinstance(value, (int, np.integer)) or value < 1):
-        raise RankError(f"--rank must be a positive integer, got {value!r}")
+    if name == "rank":
+        return name, _int_option("rank", value, 1, cls=RankError)
     if name == "ranks":
-        vals = list(value)  # type: ignore[arg-type]
-        if not vals or any(not isinstance(v, (int, np.integer)) or v < 1 for v in vals):
-            raise RankError(f"--ranks must be positive integers, got {value!r}")
-    if name in ("rank_fraction", "energy", "nuclear") and not (0 < float(value) <= 1):  # type: ignore[arg-type]
-        raise RankError(f"--{name.replace('_', '-')} must lie in (0, 1], got {value!r}")
-    if name == "param_budget" and not (0 < float(value) <= 1):  # type: ignore[arg-type]
-        raise RankError(f"--param-budget must lie in (0, 1], got {value!r}")
-    return name, value
+        try:
+            vals = None if isinstance(value, (str, bytes)) else list(value)  # type: ignore[arg-type]
+        except TypeError:
+            vals = None
+        if not vals:
+            raise option_error("ranks", f"must be a non-empty list of positive integers, got {value!r}",
+                               RankError)
+        return name, [_int_option("ranks", v, 1, cls=RankError) for v in vals]
+    return name, _fraction_option(name, value, RankError)
+
+
+#: Parameters per unit of rank that a factored layer has beyond its two factors,
+#: by output dialect: PDNN's first factor is an <affinetransform> whose zero bias
+#: has length k (its <linear> k x k is the identity, without parameters).
+_PER_RANK = {"kaldi": 0, "pdnn": 1}
+
+
+def factored_params(k: int, out: int, inp: int, dialect: str = "kaldi") -> int:
+    """Parameters of what :func:`factor_layer` writes for an out x in affine layer at
+    rank k in ``dialect``, its bias included. The budget and ``min_gain`` count this."""
+    return int(_core.factored_params(int(k), int(out), int(inp), _PER_RANK[dialect])) + int(out)
+
+
+def _worth(k: int, out: int, inp: int, min_gain: float, dialect: str) -> bool:
+    return bool(_core.worth_factoring(int(k), int(out), int(inp), float(min_gain), _PER_RANK[dialect]))
 
 
 def _split_factors(U: np.ndarray, s: np.ndarray, Vt: np.ndarray, split: str) -> Tuple[np.ndarray, np.ndarray]:
@@ -63,7 +80,7 @@ def _split_factors(U: np.ndarray, s: np.ndarray, Vt: np.ndarray, split: str) -> 
         return Vt.copy(), U * s32[None, :]
     if split == "right":  # the k x in factor carries them (the legacy scripts' choice)
         return Vt * s32[:, None], U.copy()
-    raise RankError(f"--split must be sqrt, left or right, got {split!r}")
+    raise option_error("split", f"must be sqrt, left or right, got {split!r}", RankError)
 
 
 def factor_layer(comp: Component, k: int, *, split: str = "sqrt", dialect: str = "kaldi",
@@ -77,11 +94,15 @@ def factor_layer(comp: Component, k: int, *, split: str = "sqrt", dialect: str =
     PDNN dialect: ``<affinetransform> k in`` with a zero bias, ``<linear> k k``,
     ``<affinetransform> out k`` with the bias: the layout older tools read.
     """
+    if dialect not in _PER_RANK:
+        raise option_error("dialect", f"must be 'kaldi' or 'pdnn', got {dialect!r}", RankError)
+    if comp.kind != "AffineTransform":
+        raise RankError(f"factor_layer needs an <AffineTransform>, got {comp.marker}")
     if factors is None:
         W = comp.weight
+        p, q = _svd_options(n_oversamples, n_iter)
         m = _choose_method(method, k, W.shape[0], W.shape[1], n_oversamples)
-        U, s, Vt, *_ = _core.truncated_svd(W, k, m, -1 if n_oversamples is None else n_oversamples,
-                                             -1 if n_iter is None else n_iter, _seed(random_state))
+        U, s, Vt, *_ = _core.truncated_svd(W, k, m, p, q, _seed(random_state))
     else:
         U, s, Vt = factors
     first, second = _split_factors(U, s, Vt, split)
@@ -106,8 +127,9 @@ def _fixed_rank(plan: LayerPlan, policy: str, value, position: int) -> int:
     else:  # rank_fraction, as the legacy scripts round it
         k = max(1, int(round(float(value) * lim)))
     if k > lim:
-        raise RankError(f"component {plan.index} {plan.marker} ({plan.out}x{plan.inp}): rank {k} "
-                        f"exceeds min(out, in) = {lim}")
+        raise option_error(policy, f"{'value ' if policy == 'ranks' else ''}{k} exceeds min(out, in) = "
+                                   f"{lim} of component {plan.index} {plan.marker} ({plan.out}x{plan.inp})",
+                           RankError)
     return k
 
 
@@ -141,7 +163,7 @@ def compress(model: Union[Model, PathOrFile], *,
              rank: Optional[int] = None, ranks: Optional[Sequence[int]] = None,
              rank_fraction: Optional[float] = None, energy: Optional[float] = None,
              nuclear: Optional[float] = None, param_budget: Optional[float] = None,
-             min_gain: float = 0.0, round_to: int = 1, layers: Optional[str] = None,
+             min_gain: float = 0.0, round_to: int = 1, layers: LayerSpec = None,
              skip_output_layer: bool = False, split: str = "sqrt",
              method: str = "auto", n_oversamples: Optional[int] = None, n_iter: Optional[int] = None,
              random_state=0, output: Optional[PathOrFile] = None, binary: Optional[bool] = None,
@@ -157,19 +179,26 @@ def compress(model: Union[Model, PathOrFile], *,
     rank, ranks, rank_fraction, energy, nuclear, param_budget
         The rank policy; give exactly one. ``rank``: the same k everywhere.
         ``ranks``: one k per selected layer. ``rank_fraction``: round(f x
-        min(out, in)). ``energy``: smallest k keeping that fraction of sum(s^2),
-        found by an adaptive randomized SVD whose retained energy is exact.
-        ``nuclear``: the same with sum(s). ``param_budget``: the whole model's
-        parameters <= f x the original, ranks chosen to minimise the total
+        min(out, in)). ``energy``: the smallest k whose best rank-k
+        approximation keeps that fraction of ||W||_F^2, from the layer's full
+        spectrum (float64 eigenvalues of the Gram matrix, as :func:`spectrum`);
+        the factors are then the ``method``'s rank-k SVD, whose exact retained
+        energy the report gives (``"exact"``: at least the fraction;
+        randomized: within its accuracy of it). ``nuclear``: the same with
+        sum(s). ``param_budget``: the whole model's parameters, as written in the
+        output's dialect, <= f x the input's, ranks chosen to minimise the total
         squared Frobenius error (two passes).
     min_gain : float
-        Factor a layer only if k(out+in) <= (1 - min_gain) x out x in; layers
-        that would not shrink are always left unchanged.
+        Factor a layer only if its factored weights (:func:`factored_params`
+        less the bias) are <= (1 - min_gain) x out x in; layers that would not
+        shrink are always left unchanged.
     round_to : int
         Round ranks up to a multiple of this (GEMM-friendly shapes).
-    layers : str, optional
-        1-based component indices as nnet-info numbers them, e.g. ``"2,4-6"``;
-        default: every AffineTransform.
+    layers : str, int or list of int, optional
+        1-based component indices as nnet-info numbers them: a string such as
+        ``"1,3-6"`` (a single index must name an AffineTransform; a range
+        selects the AffineTransforms inside it) or a list of indices of
+        AffineTransforms; default: every AffineTransform.
     skip_output_layer : bool
         Leave the last AffineTransform alone.
     split : {"sqrt", "left", "right"}
@@ -196,18 +225,22 @@ def compress(model: Union[Model, PathOrFile], *,
     ------
     svdistill.RankError
         Missing or conflicting policies, a rank above min(out, in), a ``ranks``
-        list of the wrong length, selected components that are not affine.
+        list of the wrong length, selected components that are not affine, a
+        budget too small for rank 1 (or ``round_to``) everywhere, and any
+        option value out of its range (the message names the keyword; the SVD
+        settings method, n_oversamples, n_iter and random_state raise
+        :class:`svdistill.Error`, as in :func:`svdistill.linalg.truncated_svd`).
     """
     policy, value = _check_policy(dict(rank=rank, ranks=ranks, rank_fraction=rank_fraction,
                                        energy=energy, nuclear=nuclear, param_budget=param_budget))
     if split not in ("sqrt", "left", "right"):
-        raise RankError(f"split must be sqrt, left or right, got {split!r}")
-    if not 0 <= min_gain < 1:
-        raise option_error("min_gain", f"must lie in [0, 1), got {min_gain!r}", RankError)
-    if int(round_to) < 1:
-        raise option_error("round_to", f"must be a positive integer, got {round_to!r}", RankError)
+        raise option_error("split", f"must be sqrt, left or right, got {split!r}", RankError)
+    min_gain = _fraction_option("min_gain", min_gain, RankError, low_open=False)
+    round_to = _int_option("round_to", round_to, 1, cls=RankError)
     if dialect not in (None, "kaldi", "pdnn"):
-        raise RankError(f"dialect must be 'kaldi' or 'pdnn', got {dialect!r}")
+        raise option_error("dialect", f"must be 'kaldi' or 'pdnn', got {dialect!r}", RankError)
+    _svd_options(n_oversamples, n_iter)
+    _choose_method(method, 1, 1, 1, None)
     t_start = time.perf_counter()
     seed = _seed(random_state)
 
@@ -217,15 +250,16 @@ def compress(model: Union[Model, PathOrFile], *,
         in_memory = True
     structure = scan_structure(model)
     plans = plan_layers(structure, layers, skip_output_layer)
-    if policy == "ranks" and len(list(value)) != len(plans):  # type: ignore[arg-type]
-        raise RankError(f"--ranks has {len(list(value))} values but {len(plans)} layers are "  # type: ignore[arg-type]
-                        f"selected ({', '.join(str(p.index) for p in plans)})")
+    if policy == "ranks" and len(value) != len(plans):  # type: ignore[arg-type]
+        raise option_error("ranks", f"has {len(value)} values but {len(plans)} layers are "  # type: ignore
+                                    f"selected ({', '.join(str(p.index) for p in plans) or 'none'})",
+                           RankError)
     for pos, p in enumerate(plans):
         if policy in ("rank", "ranks", "rank_fraction"):
             p.rank = _round(_fixed_rank(p, policy, value, pos), round_to, p)
 
     if policy == "param_budget":
-        _plan_budget(model, plans, structure, float(value), min_gain, round_to)  # type: ignore[arg-type]
+        _plan_budget(model, plans, float(value), min_gain, round_to, binary, dialect)  # type: ignore[arg-type]
 
     by_index = {p.index: p for p in plans}
     total = len(plans)
@@ -246,14 +280,15 @@ def compress(model: Union[Model, PathOrFile], *,
             params_before += n
             if idx == 1:
                 src.dialect = stream.dialect  # a stream knows it after one component
-            out_dialect = dialect or ("kaldi" if binary else src.dialect)
+            out_dialect = _output_dialect(dialect, binary, src.binary, src.dialect)
             plan = by_index.get(idx)
             if plan is None:
-                params_after += n
+                params_after += _written_params(comp, out_dialect)
                 yield comp
                 continue
             prog.update(len(reports), f"component {idx} {comp.output_dim}x{comp.input_dim}")
-            sv = _core.singular_values(comp.weight) if (spectra or policy == "nuclear") else None
+            needs_spectrum = spectra or policy in ("energy", "nuclear")
+            sv = _core.singular_values(_finite_weight(comp, plan)) if needs_spectrum else None
             if spectra:
                 all_spectra[idx] = sv.tolist()
             rep, new = _compress_one(comp, plan, policy, value, min_gain, round_to, split,
@@ -281,6 +316,33 @@ def compress(model: Union[Model, PathOrFile], *,
                                          skip_output_layer=skip_output_layer, random_state=seed),
                             spectra=all_spectra)
     return result, report
+
+
+def _output_dialect(dialect: Optional[str], binary: Optional[bool], src_binary: bool,
+                    src_dialect: str) -> str:
+    """The dialect write() uses for these arguments and this source."""
+    if dialect is not None:
+        return dialect
+    return "kaldi" if (src_binary if binary is None else binary) else src_dialect
+
+
+def _written_params(comp: Component, dialect: str) -> int:
+    """Parameters of a copied component once written in ``dialect``.
+
+    The writer converts between dialects (PDNN's ``<relu>`` becomes Kaldi's
+    ``<ParametricRelu>`` with alpha and beta vectors, a plain one becomes
+    ``<relu>``; Kaldi drops ``<linear>``), so the small components are counted
+    by writing them; weight matrices and raw kinds are written as they are.
+    """
+    n = comp.num_params or 0
+    if not comp.modelled or comp.kind in ("AffineTransform", "LinearTransform"):
+        return n
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        write([comp], buf, binary=False, dialect=dialect)
+    buf.seek(0)
+    return sum(c.num_params or 0 for c in iter_components(buf))
 
 
 class _SourceInfo:
@@ -321,56 +383,43 @@ def _read_all(src) -> Model:
     return read(src)
 
 
+def _finite_weight(comp: Component, plan: LayerPlan) -> np.ndarray:
+    W = comp.weight
+    if not np.isfinite(W).all():
+        raise _core.Error(f"component {plan.index} {plan.marker}: the weight matrix has nan/inf entries")
+    return W
+
+
 def _compress_one(comp: Component, plan: LayerPlan, policy: str, value, min_gain: float,
                   round_to: int, split: str, dialect: str, method: str,
                   n_oversamples: Optional[int], n_iter: Optional[int],
                   seed: int, sv: Optional[np.ndarray] = None) -> Tuple[LayerReport, List[Component]]:
     t0 = time.perf_counter()
-    W = comp.weight
+    W = _finite_weight(comp, plan)
     out_dim, in_dim = W.shape
-    if not np.isfinite(W).all():
-        raise _core.Error(f"component {plan.index} {plan.marker}: the weight matrix has nan/inf entries")
     before = comp.num_params or 0
-    lim = min(out_dim, in_dim)
-    factors = None
-    used_method = method
-    total_energy = None
+    total_energy = float(_core.frobenius_sq(W))
+    # --energy and --nuclear: the smallest k by the full spectrum (as `spectrum`
+    # reports it), not by a sketch's singular values, which underestimate the
+    # true ones and so can only ask for a larger rank.
     if policy == "energy":
-        if method == "exact":
-            U, s, Vt, total_energy, *_ = _core.truncated_svd(W, lim, "exact", -1, -1, seed)
-            k = int(_core.energy_rank(s.tolist(), float(value), total_energy))
-            factors = (U[:, :k], s[:k], Vt[:k])
-        else:
-            U, s, Vt, total_energy, *_ = _core.adaptive_energy_svd(
-                W, float(value), -1 if n_oversamples is None else n_oversamples,
-                -1 if n_iter is None else n_iter, seed)
-            k = len(s)
-            factors = (U, s, Vt)
-            used_method = "adaptive"
+        k = int(_core.energy_rank(sv.tolist(), float(value), total_energy))
     elif policy == "nuclear":
         k = int(_core.nuclear_rank(sv.tolist(), float(value)))
     else:
         k = int(plan.rank)  # fixed policies and the budget's pass
-    k = max(k, 1)
-    k_rounded = _round(k, round_to, plan)
-    if factors is not None and k_rounded != k:
-        factors = None  # more than the adaptive sketch kept: recompute at the rounded rank
-    k = k_rounded
-    if plan.rank == -1 or not _core.worth_factoring(k, out_dim, in_dim, min_gain):
+    k = _round(max(k, 1), round_to, plan)
+    if plan.rank == -1 or not _worth(k, out_dim, in_dim, min_gain, dialect):
         return LayerReport(index=plan.index, marker=plan.marker, out=out_dim, inp=in_dim, rank=None,
                            params_before=before, params_after=before, retained_energy=1.0,
                            rel_error=0.0, seconds=time.perf_counter() - t0, method="-",
                            note="unchanged: factoring would not reduce parameters"
                            + (f" by {min_gain:.0%}" if min_gain > 0 else "")), [comp]
-    if factors is None:
-        used_method = _choose_method(method, k, out_dim, in_dim, n_oversamples)
-        U, s, Vt, total_energy, *_ = _core.truncated_svd(
-            W, k, used_method, -1 if n_oversamples is None else n_oversamples,
-            -1 if n_iter is None else n_iter, seed)
-        factors = (U, s, Vt)
-    U, s, Vt = factors
-    if total_energy is None:
-        total_energy = float(_core.frobenius_sq(W))
+    used_method = _choose_method(method, k, out_dim, in_dim, n_oversamples)
+    p, q = _svd_options(n_oversamples, n_iter)
+    U, s, Vt, *_ = _core.truncated_svd(W, k, used_method, p, q, seed)
+    factors = (U, s, Vt)
+    # The factors are an orthogonal projection of W, so this is their exact energy.
     kept = float(np.sum(np.square(s, dtype=np.float64)))
     retained = kept / total_energy if total_energy > 0 else 1.0
     new = factor_layer(comp, k, split=split, dialect=dialect, factors=factors)
@@ -381,29 +430,50 @@ def _compress_one(comp: Component, plan: LayerPlan, policy: str, value, min_gain
                        seconds=time.perf_counter() - t0, method=used_method), new
 
 
-def _plan_budget(model, plans: List[LayerPlan], structure, fraction: float, min_gain: float,
-                 round_to: int) -> None:
-    """Pass 1 of --param-budget: spectra of the selected layers, then greedy ranks."""
+def _plan_budget(model, plans: List[LayerPlan], fraction: float, min_gain: float, round_to: int,
+                 binary: Optional[bool], dialect: Optional[str]) -> None:
+    """Pass 1 of --param-budget: spectra of the selected layers, then greedy ranks.
+
+    The budget holds for the model as written: every count is in the output's
+    dialect (a factored layer's as :func:`factored_params` gives it, every
+    other component's as the writer emits it).
+    """
     wanted = {p.index: p for p in plans}
     spectra: Dict[int, np.ndarray] = {}
     stream = model if isinstance(model, Model) else iter_components(model)
+    params_in = 0
+    written = []  # (index, count as written) of the components not selected
+    out_dialect = "kaldi"
     for idx, comp in enumerate(stream, 1):
+        if idx == 1:
+            out_dialect = _output_dialect(dialect, binary, stream.binary, stream.dialect)
+        params_in += comp.num_params or 0
         if idx in wanted:
-            spectra[idx] = _core.singular_values(comp.weight)
-    total_params = sum(s.num_params or 0 for s in structure)
-    selected_weights = sum(p.out * p.inp for p in plans)
-    fixed = total_params - selected_weights  # biases and everything not selected
-    budget = fraction * total_params - fixed
+            spectra[idx] = _core.singular_values(_finite_weight(comp, wanted[idx]))
+        else:
+            written.append(_written_params(comp, out_dialect))
+    # Fixed: unselected components and the selected layers' biases, which every
+    # option keeps; the greedy shares out the rest among the weights.
+    fixed = sum(written) + sum(p.out for p in plans)
+    limit = fraction * params_in
+    budget = limit - fixed
+    per_rank = _PER_RANK[out_dialect]
+    k0 = max(1, round_to)
+
     def cheapest(p: LayerPlan) -> int:  # a layer min_gain forbids factoring stays whole
-        k0 = min(max(1, round_to), p.out, p.inp)
-        return k0 * (p.out + p.inp) if _core.worth_factoring(k0, p.out, p.inp, min_gain) else p.out * p.inp
+        k = min(k0, p.out, p.inp)
+        if _worth(k, p.out, p.inp, min_gain, out_dialect):
+            return factored_params(k, p.out, p.inp, out_dialect) - p.out
+        return p.out * p.inp
 
     minimum = sum(cheapest(p) for p in plans)
     if budget < minimum:
-        raise RankError(f"--param-budget {fraction} allows {budget + fixed:,.0f} parameters but the "
-                        f"smallest factorisation needs {minimum + fixed:,} (rank {max(1, round_to)} "
-                        "in every selected layer that may be factored)")
+        raise option_error("param_budget", f"{fraction} allows {int(limit):,} of the input's {params_in:,} "
+                                           f"parameters, but the smallest factorisation needs "
+                                           f"{minimum + fixed:,} as written in the {out_dialect} dialect "
+                                           f"(rank {k0} in every selected layer that may be factored)",
+                           RankError)
     ranks = _core.budget_ranks([(p.out, p.inp, spectra[p.index].tolist()) for p in plans],
-                               float(budget), float(min_gain), int(max(1, round_to)))
+                               float(budget), float(min_gain), int(k0), per_rank)
     for p, k in zip(plans, ranks):
         p.rank = int(k)

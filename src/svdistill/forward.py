@@ -1,11 +1,12 @@
 """Inference exactly as Kaldi's ``nnet-forward`` computes it, and feature archives.
 
 The network runs in the C++ core (OpenBLAS GEMMs, threaded elementwise kernels,
-GIL released). Archives are read and written with ``kaldiio`` (``ark:``,
-``scp:``, ``ark,t:``, ``ark,scp:``, pipes, ``-``).
+GIL released). Archives are read and written by :mod:`svdistill.archive`
+(``ark:``, ``scp:``, ``ark,t:``, ``ark,scp:``, pipes, ``-``).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from typing import Iterator, Optional, Tuple, Union
@@ -13,6 +14,7 @@ from typing import Iterator, Optional, Tuple, Union
 import numpy as np
 
 from . import _core
+from .archive import TableWriter, check_finite, parse_rspecifier, read_table
 from .errors import Error
 from .io import PathOrFile, read
 from .model import Model
@@ -149,48 +151,44 @@ def _postprocess(out: np.ndarray, apply_log: bool, scaled_log_priors: Optional[n
 
 
 def iter_archive(rspecifier: str) -> Iterator[Tuple[str, np.ndarray]]:
-    """(key, frames x dims float32 matrix) from a Kaldi rspecifier, via kaldiio."""
-    import kaldiio
-    try:
-        with kaldiio.ReadHelper(rspecifier) as reader:
-            it = iter(reader)
-            while True:
-                with warnings.catch_warnings():  # kaldiio warns before it raises: one message is enough
-                    warnings.simplefilter("ignore", UserWarning)
-                    try:
-                        key, mat = next(it)
-                    except StopIteration:
-                        return
-                yield key, np.asarray(mat, dtype=np.float32)
-    except (OSError, ValueError, RuntimeError, EOFError) as e:
-        raise Error(f"{rspecifier}: cannot read features: {e}") from None
+    """(key, frames x dims float32 matrix) from a Kaldi rspecifier (see :mod:`svdistill.archive`):
+    any fault is one :class:`Error` naming the archive, the utterance and the byte; features
+    with NaN or inf are an error."""
+    return read_table(rspecifier)
 
 
 def forward_archive(model: ModelLike, feats_rspecifier: str, out_wspecifier: str, *,
                     feature_transform: Optional[ModelLike] = None, no_softmax: bool = False,
                     apply_log: bool = False, class_frame_counts: Optional[str] = None,
                     prior_scale: float = 1.0, progress=None) -> Tuple[int, int]:
-    """``nnet-forward`` over an archive, utterance by utterance. Returns (utterances, frames)."""
-    import kaldiio
+    """``nnet-forward`` over an archive, utterance by utterance. Returns (utterances, frames).
+
+    As nnet-forward: features or outputs with NaN/inf, and an input without any
+    utterance, are errors. A file output appears only when complete (nothing is
+    left on any error or interruption) and may be the input archive itself.
+    """
     if apply_log and no_softmax:
         raise Error("cannot use both --apply-log and --no-softmax (nnet-forward refuses it too)")
+    parse_rspecifier(feats_rspecifier)
     net = Network(model, feature_transform=feature_transform, no_softmax=no_softmax)
     priors = _priors(class_frame_counts, prior_scale, net.output_dim)
     n_utt = n_frames = 0
-    try:
-        with kaldiio.WriteHelper(out_wspecifier) as writer:
-            for key, mat in iter_archive(feats_rspecifier):
-                if mat.ndim != 2 or mat.shape[1] != net.input_dim:
-                    raise Error(f"utterance {key}: features have shape {mat.shape}, the network "
-                                f"expects {net.input_dim} dims")
+    with TableWriter(out_wspecifier, inputs=[feats_rspecifier]) as writer:
+        with contextlib.closing(read_table(feats_rspecifier)) as table:
+            for key, mat in table:
+                if mat.shape[1] != net.input_dim:
+                    raise Error(f"{feats_rspecifier}: utterance {key}: features have {mat.shape[1]} dims, the "
+                                f"network expects {net.input_dim}")
                 out = _postprocess(net(mat), apply_log, priors)
-                writer(key, out)
+                check_finite(out, f"{feats_rspecifier}: utterance {key}", "network output",
+                             "its features are finite: the model itself produces NaN or inf "
+                             "(nnet-forward stops here too)")
+                writer.write(key, out)
                 n_utt += 1
                 n_frames += mat.shape[0]
                 if progress:
                     progress(n_utt, n_frames)
-    except BrokenPipeError:
-        raise
-    except (OSError, ValueError) as e:
-        raise Error(f"{out_wspecifier}: {e}") from None
+        if n_utt == 0:
+            raise Error(f"{feats_rspecifier}: no utterances (an empty archive or scp): nothing to forward, "
+                        f"{out_wspecifier} not written")
     return n_utt, n_frames

@@ -103,11 +103,14 @@ def info(src: PathOrFile) -> Dict[str, Any]:
     Returns
     -------
     dict
-        ``num_components``, ``input_dim``, ``output_dim``, ``num_params`` (None if a
-        component kept as raw bytes has an unknown count), ``binary``, ``dialect``
-        and ``components``: a list of dicts with ``kind``, ``marker``, ``input_dim``,
-        ``output_dim``, ``num_params``, and where present ``stats`` (per parameter:
-        min, max, mean, stddev, skewness, kurtosis), ``coefs`` and ``ints``.
+        ``num_components``, ``input_dim``, ``output_dim``, ``num_params`` (as
+        :attr:`Model.num_params`: the sum over the components whose count is known),
+        ``uncounted`` (1-based indices of components kept as raw bytes whose count is
+        unknown: an updatable kind svdistill does not model, or an unknown marker; their
+        ``num_params`` is None), ``binary``, ``dialect`` and ``components``: a list of
+        dicts with ``kind``, ``marker``, ``input_dim``, ``output_dim``, ``num_params``,
+        and where present ``stats`` (per parameter: min, max, mean, stddev, skewness,
+        kurtosis), ``coefs`` and ``ints``.
     """
     stream = iter_components(src)
     comps: List[Dict[str, Any]] = [component_info(c) for c in stream]
@@ -119,7 +122,8 @@ def info(src: PathOrFile) -> Dict[str, Any]:
         "num_components": len(comps),
         "input_dim": comps[0]["input_dim"] if comps else 0,
         "output_dim": comps[-1]["output_dim"] if comps else 0,
-        "num_params": None if any(n is None for n in counts) else int(sum(counts)),
+        "num_params": int(sum(n for n in counts if n is not None)),
+        "uncounted": [i for i, n in enumerate(counts, 1) if n is None],
         "components": comps,
     }
 
@@ -129,10 +133,14 @@ def format_info(d: Dict[str, Any]) -> str:
     lines = [f"num-components {d['num_components']}"]
     if d["num_components"] == 0:
         return lines[0] + "\n"
-    n = d["num_params"]
-    millions = "unknown" if n is None else _g(float(np.float32(n)) / 1e6)
-    lines += [f"input-dim {d['input_dim']}", f"output-dim {d['output_dim']}",
-              f"number-of-parameters {millions} millions"]
+    params = f"number-of-parameters {_g(float(np.float32(d['num_params'])) / 1e6)} millions"
+    uncounted = d.get("uncounted") or []
+    if uncounted:  # nnet-info cannot load these; the total must not pass for complete
+        which = ", ".join(f"{i} {_kaldi_marker(d['components'][i - 1]['kind'], d['components'][i - 1]['marker'])}"
+                          for i in uncounted)
+        params += (f" without component{'s' if len(uncounted) > 1 else ''} {which}"
+                   f" (kept as raw bytes, parameter count unknown)")
+    lines += [f"input-dim {d['input_dim']}", f"output-dim {d['output_dim']}", params]
     for i, c in enumerate(d["components"], 1):
         lines.append(f"component {i} : {_kaldi_marker(c['kind'], c['marker'])}, "
                      f"input-dim {c['input_dim']}, output-dim {c['output_dim']}, "

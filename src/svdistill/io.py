@@ -1,12 +1,15 @@
 """Reading and writing nnet1 models (the streaming work is done in C++)."""
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io as _io
 import os
 import warnings
-from typing import IO, Iterable, Iterator, Optional, Union
+from typing import IO, Iterable, Iterator, Optional, Tuple, Union
 
 from . import _core
+from .errors import Error, option_error
 from .model import Component, Model
 
 PathOrFile = Union[str, "os.PathLike[str]", IO[bytes]]
@@ -25,6 +28,49 @@ def same_file(a: str, b: str) -> bool:
         return False
 
 
+def output_target(path: Union[str, "os.PathLike[str]"]) -> str:
+    """The file an output path will write: symbolic links followed, as ``cp`` writes through them.
+
+    Raises :class:`Error` (naming ``path``) for a symbolic-link loop, a directory, a
+    folder that does not exist or cannot be written: an output that would fail
+    fails before any work. ``"-"`` (stdout) is returned as it is.
+    """
+    path = os.fspath(path)
+    if path == "-":
+        return path
+    target = _core.output_target(path)
+    folder = os.path.dirname(target) or "."
+    if not os.access(folder, os.W_OK | os.X_OK):
+        via = path if target == path else f"{path} (a symbolic link to {target})"
+        raise Error(f"{via}: the folder {folder} is not writable")
+    return target
+
+
+@contextlib.contextmanager
+def atomic_output(path: Union[str, "os.PathLike[str]"]) -> Iterator[str]:
+    """Write a file by path, atomically, as models are written: yields the path to write.
+
+    That is a temporary file beside the target (through symbolic links), with the
+    mode the target will have; when the block ends normally it is renamed over
+    the target (flushed first with ``SVDISTILL_FSYNC=1``), on any exception
+    (Ctrl-C and SIGTERM included) removed. A device or FIFO (``/dev/null``)
+    is written in place. Temporaries left by killed processes for the same
+    target are removed when the next one is created.
+    """
+    name = os.fspath(path)
+    target, tmp = _core.prepare_output(name)
+    if tmp is None:
+        yield target
+        return
+    try:
+        yield tmp
+        _core.commit_output(tmp, target, name)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 def _is_gzip(path: str) -> bool:
     try:
         with open(path, "rb") as f:
@@ -34,14 +80,16 @@ def _is_gzip(path: str) -> bool:
 
 
 def _open_reader(src: PathOrFile) -> "_core.Reader":
-    if isinstance(src, (str, os.PathLike)):
-        path = os.fspath(src)
+    if isinstance(src, (str, bytes, os.PathLike)):
+        path = os.fsdecode(src)
         if not _core.have_zlib and path != "-" and _is_gzip(path):
             return _core.Reader(gzip.open(path, "rb"), path)
         return _core.Reader(path)
     if hasattr(src, "read"):
         name = getattr(src, "name", None)
         name = name if isinstance(name, str) else "<file>"
+        if isinstance(src, _io.TextIOBase):
+            raise Error(f"{name}: the file object is open in text mode; open it in binary mode ('rb')")
         if not _core.have_zlib:  # the core cannot inflate: let Python's gzip do it
             head = src.peek(2)[:2] if hasattr(src, "peek") else b""
             if not head and hasattr(src, "seekable") and src.seekable():
@@ -51,7 +99,7 @@ def _open_reader(src: PathOrFile) -> "_core.Reader":
             if head == b"\x1f\x8b":
                 src = gzip.GzipFile(fileobj=src, mode="rb")
         return _core.Reader(src, name)
-    raise TypeError(f"expected a path, '-' or a binary file object, got {type(src).__name__}")
+    raise Error(f"expected a model: a path, '-' (stdin) or a binary file object, got {type(src).__name__}")
 
 
 class ComponentStream:
@@ -143,29 +191,56 @@ def write(model: Union[Model, Iterable[Component]], dst: PathOrFile, *,
         (exact, default), or Kaldi's own 7 significant digits (byte-identical to
         ``nnet-copy --binary=false``, may round).
     """
+    if isinstance(model, (str, bytes, os.PathLike)) or not isinstance(model, Iterable):
+        raise Error(f"write: expected a Model, a ComponentStream or an iterable of Components to write, "
+                    f"got {type(model).__name__} (read a file first: svdistill.read(path))")
+    if dialect is not None and dialect not in ("kaldi", "pdnn"):
+        raise option_error("dialect", f"must be 'kaldi' or 'pdnn', got {dialect!r}")
+    if digits not in ("shortest", "kaldi"):
+        raise option_error("digits", f"must be 'shortest' or 'kaldi', got {digits!r}")
+    if binary is not None and binary not in (True, False):
+        raise option_error("binary", f"must be true or false, got {binary!r}")
+    target, name = _sink_of(dst)
     comps: Iterator[Component] = iter(model)
     first = next(comps, None)  # a stream knows its dialect after one component
     src_binary = getattr(model, "binary", False)
     src_dialect = getattr(model, "dialect", "kaldi")
-    binary = src_binary if binary is None else bool(binary)
+    if binary is None:  # the source's encoding, unless the dialect asked for has only text
+        binary = bool(src_binary) and dialect != "pdnn"
+    binary = bool(binary)
     if dialect is None:
         dialect = "kaldi" if binary else src_dialect
-    if isinstance(dst, (str, os.PathLike)):
-        target, name = os.fspath(dst), os.fspath(dst)
-    elif hasattr(dst, "write"):
-        target, name = dst, getattr(dst, "name", "<file>")
-        name = name if isinstance(name, str) else "<file>"
-    else:
-        raise TypeError(f"expected a path, '-' or a binary file object, got {type(dst).__name__}")
+    if dialect == "pdnn" and binary:
+        raise option_error("dialect", "pdnn is text only: it cannot be written binary")
     writer = _core.Writer(target, name, binary, dialect, digits)
     try:
-        if first is not None:
-            writer.write(first._c)
-            for c in comps:
-                writer.write(c._c)
+        for i, c in enumerate(() if first is None else _chain(first, comps), 1):
+            if not isinstance(c, Component):
+                raise Error(f"write: item {i} of the model is a {type(c).__name__}, not a Component")
+            writer.write(c._c)
         writer.close()
     except BaseException:
         writer.abort()
         raise
     for note in writer.notes():
         warnings.warn(note, ConversionWarning, stacklevel=2)
+
+
+def _chain(first: Component, rest: Iterator[Component]) -> Iterator[Component]:
+    yield first
+    yield from rest
+
+
+def _sink_of(dst: PathOrFile) -> Tuple[Union[str, IO[bytes]], str]:
+    """(what the core writes to, the name its messages use) for write()'s ``dst``."""
+    if isinstance(dst, (str, bytes, os.PathLike)):
+        path = os.fsdecode(dst)
+        return path, path
+    if hasattr(dst, "write"):
+        name = getattr(dst, "name", "<file>")
+        name = name if isinstance(name, str) else "<file>"
+        if isinstance(dst, _io.TextIOBase):
+            raise Error(f"{name}: the file object is open in text mode; open it in binary mode ('wb')")
+        return dst, name
+    raise Error(f"write: expected the output as a path, '-' (stdout) or a binary file object, "
+                f"got {type(dst).__name__}")

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from typing import Optional, Tuple
 
+import numbers
+
 import numpy as np
 
 from . import _core
+from .errors import option_error
 
 __all__ = ["truncated_svd", "singular_values", "set_num_threads", "get_num_threads", "blas_core"]
 
@@ -24,16 +27,49 @@ def _as_f32(a) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
+def _int_option(name: str, value, minimum: int, maximum: Optional[int] = None,
+                cls=_core.Error) -> int:
+    """``value`` as an int in [minimum, maximum], else an option_error naming ``name``.
+    Floats are refused rather than truncated (2.5 is not a rank)."""
+    ok = isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, (bool, np.bool_))
+    if not ok:
+        raise option_error(name, f"must be an integer, got {value!r}", cls)
+    v = int(value)
+    if v < minimum or (maximum is not None and v > maximum):
+        where = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
+        raise option_error(name, f"must be an integer {where}, got {v}", cls)
+    return v
+
+
+def _fraction_option(name: str, value, cls=_core.Error, low_open: bool = True) -> float:
+    """``value`` as a float in (0, 1] (``low_open=False``: [0, 1)), else an option_error."""
+    ok = isinstance(value, (numbers.Real, np.floating, np.integer)) and not isinstance(value, (bool, np.bool_))
+    v = float(value) if ok else float("nan")
+    inside = (0 < v <= 1) if low_open else (0 <= v < 1)
+    if not inside:
+        span = "(0, 1]" if low_open else "[0, 1)"
+        raise option_error(name, f"must be a number in {span}, got {value!r}", cls)
+    return v
+
+
 def _seed(random_state) -> int:
     if random_state is None:
         return int(np.random.SeedSequence().entropy % (1 << 63))
-    if isinstance(random_state, (int, np.integer)):
-        if random_state < 0:
-            raise _core.Error("random_state must be a non-negative integer")
-        return int(random_state)
     if isinstance(random_state, np.random.Generator):
         return int(random_state.integers(0, 1 << 63))
-    raise TypeError("random_state must be None, an int or a numpy Generator")
+    if isinstance(random_state, (numbers.Integral, np.integer)) and not isinstance(random_state, bool):
+        if not 0 <= int(random_state) < (1 << 64):
+            raise option_error("random_state", f"must be an integer in 0..2**64-1, got {random_state}")
+        return int(random_state)
+    raise option_error("random_state", f"must be None, a non-negative integer or a numpy Generator, "
+                                       f"got {random_state!r}")
+
+
+def _svd_options(n_oversamples, n_iter) -> Tuple[int, int]:
+    """The randomized method's settings as the core takes them (-1: its default)."""
+    p = -1 if n_oversamples is None else _int_option("n_oversamples", n_oversamples, 0)
+    q = -1 if n_iter is None else _int_option("n_iter", n_iter, 0, 1000)
+    return p, q
 
 
 def truncated_svd(a, rank: int, *, method: str = "auto", n_oversamples: Optional[int] = None,
@@ -81,19 +117,19 @@ def truncated_svd(a, rank: int, *, method: str = "auto", n_oversamples: Optional
     """
     arr = _as_f32(a)
     m, n = arr.shape
-    k = int(rank)
+    k = _int_option("rank", rank, -(1 << 62))
     if not 0 <= k <= min(m, n):
-        raise _core.Error(f"rank {k} is outside 0..{min(m, n)} for a {m}x{n} matrix")
+        raise option_error("rank", f"must lie in 0..{min(m, n)} for a {m}x{n} matrix, got {k}")
+    p, q = _svd_options(n_oversamples, n_iter)
+    seed = _seed(random_state)
     method = _choose_method(method, k, m, n, n_oversamples)
-    U, s, Vt, *_ = _core.truncated_svd(arr, k, method,
-                                         -1 if n_oversamples is None else int(n_oversamples),
-                                         -1 if n_iter is None else int(n_iter), _seed(random_state))
+    U, s, Vt, *_ = _core.truncated_svd(arr, k, method, p, q, seed)
     return U, s, Vt
 
 
 def _choose_method(method: str, k: int, m: int, n: int, n_oversamples: Optional[int]) -> str:
     if method not in ("auto", "randomized", "exact"):
-        raise _core.Error(f"method must be 'auto', 'randomized' or 'exact', got {method!r}")
+        raise option_error("method", f"must be 'auto', 'randomized' or 'exact', got {method!r}")
     if method != "auto":
         return method
     p = max(32, k // 4) if n_oversamples is None else n_oversamples
@@ -111,9 +147,14 @@ def singular_values(a) -> np.ndarray:
     return _core.singular_values(_as_f32(a))
 
 
+#: More threads than any machine has cores: a larger request is a mistake.
+MAX_THREADS = 4096
+
+
 def set_num_threads(n: int) -> None:
-    """Threads the core uses (default: all cores, or $SVDISTILL_NUM_THREADS)."""
-    _core.set_num_threads(int(n))
+    """Threads the core uses: 1..4096, or 0 for the default (all cores, or
+    $SVDISTILL_NUM_THREADS). Errors name the option ``threads``."""
+    _core.set_num_threads(_int_option("threads", n, 0, MAX_THREADS))
 
 
 def get_num_threads() -> int:

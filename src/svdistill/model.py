@@ -6,11 +6,35 @@ writing into them changes the model.
 """
 from __future__ import annotations
 
+import operator
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
 from . import _core
+from .errors import option_error
+
+
+def _real_matrix(name: str, value) -> np.ndarray:
+    """``value`` as a 2-D array of real numbers, or an Error naming ``name``."""
+    try:
+        a = np.asarray(value)
+    except (ValueError, TypeError) as e:  # ragged nested lists
+        raise option_error(name, f"must be a 2-D (out, in) array of numbers: {e}") from None
+    if a.ndim != 2:
+        raise option_error(name, f"must be a 2-D (out, in) array, got shape {a.shape}")
+    if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer) or a.dtype == bool):
+        raise option_error(name, f"must be an array of real numbers, got dtype {a.dtype}")
+    return a
+
+
+def _real(name: str, value) -> float:
+    if isinstance(value, (str, bytes)) or value is None:
+        raise option_error(name, f"must be a number, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise option_error(name, f"must be a number, got {value!r}") from None
 
 #: Kinds with a weight matrix that compress can factor or produce.
 WEIGHT_KINDS = ("AffineTransform", "LinearTransform")
@@ -33,6 +57,9 @@ class Component:
     __slots__ = ("_c",)
 
     def __init__(self, core: "_core.Component") -> None:
+        if not isinstance(core, _core.Component):
+            raise _core.Error(f"Component() wraps a component of the core, got {type(core).__name__}; build "
+                              "one with Component.affine, Component.linear or Component.activation")
         self._c = core
 
     # -- construction -------------------------------------------------------
@@ -41,27 +68,24 @@ class Component:
                learn_rate_coef: float = 1.0, bias_learn_rate_coef: float = 1.0,
                max_norm: float = 0.0) -> "Component":
         """A new ``<AffineTransform>`` y = W x + b with W of shape (out, in)."""
-        w = np.asarray(weight)
-        if w.ndim != 2:
-            raise _core.Error(f"weight must be a 2-D (out, in) array, got shape {w.shape}")
+        w = _real_matrix("weight", weight)
+        coefs = (_real("learn_rate_coef", learn_rate_coef), _real("bias_learn_rate_coef", bias_learn_rate_coef),
+                 _real("max_norm", max_norm))
         c = cls(_core.make_affine(int(w.shape[0]), int(w.shape[1])))
         c.weight = w
         if bias is not None:
             c.bias = bias
-        c.learn_rate_coef = learn_rate_coef
-        c.bias_learn_rate_coef = bias_learn_rate_coef
-        c.max_norm = max_norm
+        c.learn_rate_coef, c.bias_learn_rate_coef, c.max_norm = coefs
         return c
 
     @classmethod
     def linear(cls, weight: np.ndarray, *, learn_rate_coef: float = 1.0) -> "Component":
         """A new ``<LinearTransform>`` y = W x with W of shape (out, in)."""
-        w = np.asarray(weight)
-        if w.ndim != 2:
-            raise _core.Error(f"weight must be a 2-D (out, in) array, got shape {w.shape}")
+        w = _real_matrix("weight", weight)
+        lr = _real("learn_rate_coef", learn_rate_coef)
         c = cls(_core.make_linear(int(w.shape[0]), int(w.shape[1])))
         c.weight = w
-        c.learn_rate_coef = learn_rate_coef
+        c.learn_rate_coef = lr
         return c
 
     @classmethod
@@ -72,7 +96,13 @@ class Component:
         through :attr:`params`): ``"AddShift"`` 0, ``"Rescale"`` 1,
         ``"ParametricRelu"`` alpha 1 and beta 0.
         """
-        return cls(_core.make_simple(kind, int(dim)))
+        if not isinstance(kind, str):
+            raise option_error("kind", f"must be a component kind such as 'Sigmoid', got {kind!r}")
+        try:
+            n = operator.index(dim)
+        except TypeError:
+            raise option_error("dim", f"must be an integer, got {dim!r}") from None
+        return cls(_core.make_simple(kind, n))
 
     def copy(self) -> "Component":
         """A deep copy (parameters included)."""
@@ -148,7 +178,7 @@ class Component:
         return self._c.coefs.get(token)
 
     def _set_coef(self, token: str, value: float) -> None:
-        self._c.set_coef(token, float(value))
+        self._c.set_coef(token, _real(token, value))
 
     learn_rate_coef = property(lambda self: self._coef("<LearnRateCoef>"),
                                lambda self, v: self._set_coef("<LearnRateCoef>", v),
@@ -192,7 +222,13 @@ class Model:
 
     def __init__(self, components: Iterable[Component] = (), *, binary: bool = False,
                  dialect: str = "kaldi", source: Optional[str] = None) -> None:
+        if components is None or isinstance(components, (str, bytes)):
+            raise _core.Error(f"Model() takes a list of Components, got {type(components).__name__} "
+                              "(read a file with svdistill.read(path))")
         self.components: List[Component] = list(components)
+        for i, c in enumerate(self.components, 1):
+            if not isinstance(c, Component):
+                raise _core.Error(f"Model(): item {i} is a {type(c).__name__}, not a Component")
         self.binary = binary
         self.dialect = dialect
         self.source = source
@@ -216,8 +252,16 @@ class Model:
 
     @property
     def num_params(self) -> int:
-        """Total parameter count (components kept as raw bytes count as 0)."""
+        """Total parameter count as ``nnet-info`` counts it, over the components whose count
+        is known: a component kept as raw bytes of an updatable kind (LSTM, convolution)
+        or with a marker nobody knows adds nothing here; :attr:`uncounted` lists them."""
         return sum(c.num_params or 0 for c in self.components)
+
+    @property
+    def uncounted(self) -> List[int]:
+        """1-based indices of the components whose parameter count is unknown (left out
+        of :attr:`num_params`)."""
+        return [i for i, c in enumerate(self.components, 1) if c.num_params is None]
 
     def write(self, path, **options) -> None:
         """Shorthand for :func:`svdistill.write` (model, path, **options)."""

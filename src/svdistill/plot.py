@@ -1,8 +1,6 @@
 """Spectrum plots (matplotlib is the optional extra ``svdistill[plot]``)."""
 from __future__ import annotations
 
-import os
-import tempfile
 from typing import Dict, List, Optional
 
 from .errors import Error
@@ -14,8 +12,11 @@ def plot_spectra(layers: List[Dict], path: str, ranks: Optional[Dict[int, Option
 
     ``layers``: dicts with ``index``, ``out``, ``in``, ``singular_values`` (as
     :func:`svdistill.spectrum` returns). ``ranks``: component index -> rank.
-    The PNG is written atomically.
+    The PNG is written as models are: atomically, through a symbolic link,
+    with the mode any new file gets.
     """
+    from .io import atomic_output, output_target
+    output_target(path)  # a folder that does not exist fails before the drawing
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -39,18 +40,8 @@ def plot_spectra(layers: List[Dict], path: str, ranks: Optional[Dict[int, Option
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    d = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(d):
-        plt.close(fig)
-        raise Error(f"{path}: cannot write the plot: the folder {d} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".plot-", suffix=".png", dir=d)
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, format="png")
     finally:
         plt.close(fig)

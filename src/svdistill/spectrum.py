@@ -1,23 +1,29 @@
 """Singular-value spectra of a model's affine layers, and the ranks they imply."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Sequence
 
+import numpy as np
 
 from . import _core
+from .compress import _PER_RANK
+from .errors import option_error
 from .io import iter_components
+from .linalg import _fraction_option
 from .model import Model
-from .selection import plan_layers, scan_structure
+from .selection import LayerSpec, plan_layers, scan_structure
 
 #: Energy fractions reported by default.
 FRACTIONS = (0.5, 0.8, 0.9, 0.95, 0.99)
 
 
-def spectrum(model, *, layers: Optional[str] = None,
+def spectrum(model, *, layers: LayerSpec = None,
              fractions: Sequence[float] = FRACTIONS) -> Dict[str, Any]:
     """Per affine layer: all singular values and the ranks needed for each energy fraction.
 
     Streams the model (one layer in memory at a time) and writes nothing.
+    ``layers`` selects as in :func:`svdistill.compress`; ``fractions`` are
+    numbers in (0, 1].
 
     Returns
     -------
@@ -25,26 +31,42 @@ def spectrum(model, *, layers: Optional[str] = None,
         ``layers``: a list of dicts with ``index``, ``marker``, ``out``, ``in``,
         ``singular_values`` (descending), ``energy_ranks`` ({fraction: rank}),
         ``nuclear_ranks`` (the same for sum(s)) and ``break_even_rank`` (the
-        largest rank that still saves parameters: k(out+in) < out*in).
+        largest rank that still saves parameters as compress writes the layer in
+        the model's own dialect: k(out+in) < out*in, or k(out+in+1) < out*in
+        for PDNN, whose first factor has a zero bias); ``dialect``: that dialect.
     """
+    try:
+        fr = None if isinstance(fractions, (str, bytes)) else list(fractions)
+    except TypeError:
+        fr = None
+    if not fr:
+        raise option_error("fractions", f"must be a non-empty list of numbers in (0, 1], got {fractions!r}")
+    fractions = [_fraction_option("fractions", f) for f in fr]
     structure = scan_structure(model)
     plans = {p.index: p for p in plan_layers(structure, layers, False)}
     out: List[Dict[str, Any]] = []
     stream = model if isinstance(model, Model) else iter_components(model)
+    dialect = "kaldi"
     for idx, comp in enumerate(stream, 1):
+        if idx == 1:
+            dialect = "kaldi" if stream.binary else stream.dialect
         if idx not in plans:
             continue
-        s = _core.singular_values(comp.weight)
+        W = comp.weight
+        if not np.isfinite(W).all():
+            raise _core.Error(f"component {idx} {comp.marker}: the weight matrix has nan/inf entries")
+        s = _core.singular_values(W)
         sl = s.tolist()
+        total = float(_core.frobenius_sq(W))  # as compress --energy counts it
         o, i = comp.output_dim, comp.input_dim
         out.append({
             "index": idx, "marker": comp.marker, "out": o, "in": i,
             "singular_values": sl,
-            "energy_ranks": {str(f): int(_core.energy_rank(sl, float(f))) for f in fractions},
+            "energy_ranks": {str(f): int(_core.energy_rank(sl, f, total)) for f in fractions},
             "nuclear_ranks": {str(f): int(_core.nuclear_rank(sl, float(f))) for f in fractions},
-            "break_even_rank": int((o * i - 1) // (o + i)),
+            "break_even_rank": int((o * i - 1) // (o + i + _PER_RANK[dialect])),
         })
-    return {"layers": out, "fractions": [float(f) for f in fractions]}
+    return {"layers": out, "fractions": [float(f) for f in fractions], "dialect": dialect}
 
 
 def format_spectrum(d: Dict[str, Any]) -> str:

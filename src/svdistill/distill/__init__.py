@@ -25,10 +25,15 @@ on the fly for each minibatch, never stored.
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
-from typing import Callable, Optional, Sequence, Tuple, Union
+import numbers
+import os
+from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
-from ..errors import Error
+import numpy as np
+
+from ..errors import Error, option_error
 from ..forward import ModelLike, _load
 from ..io import PathOrFile, write
 from ..model import Model
@@ -39,7 +44,7 @@ from .engine import CoreEngine, LossOptions
 from .report import DistillReport, EpochReport, _Progress
 from .schedule import ScheduleOptions, run
 
-__all__ = ["DistillReport", "EpochReport", "distill"]
+__all__ = ["DistillReport", "EpochReport", "TrainingStopped", "distill"]
 
 
 def distill(student: ModelLike, feats: FeatsLike, *,
@@ -63,7 +68,7 @@ def distill(student: ModelLike, feats: FeatsLike, *,
             halving_factor: float = 0.5,
             cv_feats: Optional[FeatsLike] = None,
             cv_labels: Optional[LabelsLike] = None,
-            cv_fraction: float = 0.1,
+            cv_fraction: Optional[float] = None,
             seed: int = 777,
             output: Optional[PathOrFile] = None,
             binary: Optional[bool] = None,
@@ -110,12 +115,18 @@ def distill(student: ModelLike, feats: FeatsLike, *,
     momentum : float
         SGD momentum (default 0, as Kaldi's).
     minibatch_size, randomizer_size : int
-        Frames per update, and of the shuffling buffer (as nnet-train-frmshuff).
+        Frames per update, and of the shuffling buffer (as nnet-train-frmshuff;
+        a buffer smaller than a minibatch is made one minibatch). As there, an
+        incomplete last minibatch of an epoch is dropped: a minibatch larger than
+        the training frames is refused, saying so.
     max_epochs, min_epochs, keep_lr_epochs, start_halving_impr, end_halving_impr, halving_factor
         The newbob schedule of Kaldi's train_scheduler.sh.
-    cv_feats, cv_labels : held-out data. Without ``cv_feats``, ``cv_fraction`` of
-        the utterances (chosen by a hash of their keys) are held out; with too few
-        utterances for that, the last ``cv_fraction`` of each utterance.
+    cv_feats, cv_labels : held-out data. Without ``cv_feats``, ``cv_fraction``
+        (default 0.1; refused with ``cv_feats``) of the utterances (chosen by a
+        hash of their keys) are held out; with too few utterances for that, the
+        last ``cv_fraction`` of each utterance. ``cv_labels`` label ``cv_feats``
+        (default: ``labels``) and need them; with teachers and no ``labels`` they
+        give the CV accuracy without entering the loss.
     seed : int
         Shuffling seed (same seed, data and thread count: same model).
     output : path, optional
@@ -123,8 +134,10 @@ def distill(student: ModelLike, feats: FeatsLike, *,
         the student's input unless ``binary``/``dialect`` say otherwise.
     progress : bool, optional
         Progress line on stderr (default: when stderr is a terminal).
-        Ctrl-C (KeyboardInterrupt) stops training; the best model of the finished
-        epochs is still written to ``output`` before the interrupt propagates.
+        Ctrl-C (KeyboardInterrupt), or any exception that is not an ``Exception``
+        (SystemExit, what a signal handler raises), stops training; the best model
+        of the finished epochs is still written to ``output`` before the interrupt
+        propagates.
     log : callable, optional
         Receives the table header and each epoch's row as they complete.
     engine : "core" or "torch", optional
@@ -152,11 +165,92 @@ def distill(student: ModelLike, feats: FeatsLike, *,
     Returns
     -------
     (Model, DistillReport)
+
+    Raises
+    ------
+    TrainingStopped
+        Training stopped early after an epoch had improved the student: it
+        diverged at every learning rate tried (halved 10 times),
+        or the data failed in a later epoch. The best model so far was written to
+        ``output`` and is the exception's ``.model`` (with ``.report``); the
+        message is the cause's. The same failure before any epoch improved is
+        raised as it is (an :class:`Error`), and nothing is written.
+    Error
+        A bad option (naming its keyword), bad data (naming the source, the
+        utterance and the frame: a non-finite value is traced to the features,
+        the feature transform, a teacher or the student at once), a model that
+        cannot be trained.
     """
-    t_model = _load(student)
-    teacher_list = [] if teachers is None else (
-        list(teachers) if isinstance(teachers, (list, tuple)) else [teachers])
+    # Every option is checked before a model is read or anything trained: a bad value costs nothing.
+    temperature = _number("temperature", temperature)
+    if not temperature > 0:
+        raise option_error("temperature", f"must be > 0, got {temperature:g}")
+    if hard_weight is not None:
+        hard_weight = _number("hard_weight", hard_weight)
+        if not 0.0 <= hard_weight <= 1.0:
+            raise option_error("hard_weight", f"must lie in [0, 1], got {hard_weight:g}")
+    average_logits = _flag("average_logits", average_logits)
+    if optimizer not in ("sgd", "adam"):
+        raise option_error("optimizer", f"must be 'sgd' or 'adam', got {optimizer!r}")
+    if learn_rate is None:
+        learn_rate = 0.008 if optimizer == "sgd" else 0.001
+    learn_rate = _number("learn_rate", learn_rate)
+    if not learn_rate > 0:
+        raise option_error("learn_rate", f"must be > 0, got {learn_rate:g}")
+    momentum = _number("momentum", momentum)
+    if not 0.0 <= momentum < 1.0:
+        raise option_error("momentum", f"must lie in [0, 1), got {momentum:g}")
+    l2 = _number("l2", l2)
+    if l2 < 0:
+        raise option_error("l2", f"must be >= 0, got {l2:g}")
+    minibatch_size = _integer("minibatch_size", minibatch_size, 1)
+    randomizer_size = _integer("randomizer_size", randomizer_size, 1)
+    max_epochs = _integer("max_epochs", max_epochs, 0)
+    min_epochs = _integer("min_epochs", min_epochs, 0)
+    if min_epochs > max_epochs:
+        raise option_error("min_epochs", f"is {min_epochs}, more than max_epochs ({max_epochs})")
+    keep_lr_epochs = _integer("keep_lr_epochs", keep_lr_epochs, 0)
+    for name, v in (("start_halving_impr", start_halving_impr), ("end_halving_impr", end_halving_impr)):
+        if _number(name, v) < 0:
+            raise option_error(name, f"must be >= 0 (a relative improvement), got {v:g}")
+    start_halving_impr, end_halving_impr = float(start_halving_impr), float(end_halving_impr)
+    halving_factor = _number("halving_factor", halving_factor)
+    if not 0.0 < halving_factor < 1.0:
+        raise option_error("halving_factor", f"must lie in (0, 1), got {halving_factor:g}")
+    if cv_feats is not None and cv_fraction is not None:
+        raise option_error("cv_fraction", "applies only without held-out features: it holds out a part of the "
+                                          "training features, and held-out features were given")
+    cv_fraction = 0.1 if cv_fraction is None else _number("cv_fraction", cv_fraction)
+    if not 0.0 < cv_fraction < 1.0:
+        raise option_error("cv_fraction", f"must lie in (0, 1), got {cv_fraction:g}")
+    if cv_labels is not None and cv_feats is None:
+        raise option_error("cv_labels", "have nothing to label: without held-out features the cross-validation "
+                                        "part is taken from the training features, with the training labels")
+    seed = _integer("seed", seed, 0)
+    read_ahead = _integer("read_ahead", read_ahead, 0)
+    checkpoint_every = _integer("checkpoint_every", checkpoint_every, 0)
+    resume = _flag("resume", resume)
+    if progress is not None:
+        progress = _flag("progress", progress)
+    if log is not None and not callable(log):
+        raise option_error("log", f"must be a callable taking one line of text (e.g. print), got "
+                                  f"{type(log).__name__}")
+    if resume and checkpoint_dir is None:
+        raise option_error("resume", "needs a checkpoint folder to resume from")
+    if checkpoint_every and checkpoint_dir is None:
+        raise option_error("checkpoint_every", "needs a checkpoint folder to save into")
+    if binary is not None:
+        binary = _flag("binary", binary)
+    if dialect not in (None, "kaldi", "pdnn"):
+        raise option_error("dialect", f"must be 'kaldi' or 'pdnn', got {dialect!r}")
+    if digits not in ("shortest", "kaldi"):
+        raise option_error("digits", f"must be 'shortest' or 'kaldi', got {digits!r}")
+    _check_output(output)
     engine = _choose_engine(engine, device, precision)
+
+    t_model = _model("student", student)
+    teacher_list = [] if teachers is None else [_model("teachers", t) for t in (
+        teachers if isinstance(teachers, (list, tuple)) else [teachers])]
     dist = Dist.from_env()
     if dist is not None and engine != "torch":
         raise Error(f"WORLD_SIZE is {dist.world} (torchrun): several processes train with --engine torch only")
@@ -164,34 +258,12 @@ def distill(student: ModelLike, feats: FeatsLike, *,
         raise Error("nothing to learn from: give at least one teacher, or labels")
     if hard_weight is None:
         hard_weight = 1.0 if not teacher_list else (0.1 if labels is not None else 0.0)
-    if not 0.0 <= hard_weight <= 1.0:
-        raise Error(f"hard weight must be in [0, 1], got {hard_weight}")
     if hard_weight > 0 and labels is None:
-        raise Error("a hard weight > 0 needs labels")
-    if not temperature > 0 or not math.isfinite(temperature):
-        raise Error(f"temperature must be > 0, got {temperature}")
-    if optimizer not in ("sgd", "adam"):
-        raise Error(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
-    if learn_rate is None:
-        learn_rate = 0.008 if optimizer == "sgd" else 0.001
-    for name, v, lo in (("minibatch size", minibatch_size, 1), ("randomizer size", randomizer_size, 1),
-                        ("max epochs", max_epochs, 0), ("read ahead", read_ahead, 0)):
-        if int(v) != v or v < lo:
-            raise Error(f"{name} must be an integer >= {lo}, got {v}")
-    if not learn_rate > 0:
-        raise Error(f"learn rate must be > 0, got {learn_rate}")
-    if not 0.0 <= momentum < 1.0:
-        raise Error(f"momentum must be in [0, 1), got {momentum}")
-    if not 0.0 < halving_factor < 1.0:
-        raise Error(f"halving factor must be in (0, 1), got {halving_factor}")
-    if int(seed) != seed or seed < 0:
-        raise Error(f"seed must be a non-negative integer, got {seed}")
-    if cv_feats is None and not 0.0 < cv_fraction < 1.0:
-        raise Error(f"cv fraction must be in (0, 1), got {cv_fraction}")
-    if int(checkpoint_every) != checkpoint_every or checkpoint_every < 0:
-        raise Error(f"checkpoint every must be a non-negative number of frames, got {checkpoint_every}")
-    if (resume or checkpoint_every) and checkpoint_dir is None:
-        raise Error("--resume and --checkpoint-every need --checkpoint-dir")
+        raise option_error("hard_weight", f"{hard_weight:g} > 0 needs labels")
+    out_binary = t_model.binary if binary is None else binary
+    out_dialect = t_model.dialect if dialect is None else dialect
+    # The writer's own checks (a PDNN binary, ...) now, not after training.
+    write(Model([]), io.BytesIO(), binary=out_binary, dialect=out_dialect, digits=digits)
     randomizer_size = max(randomizer_size, minibatch_size)
 
     comps = [c.copy() for c in t_model.components]
@@ -256,16 +328,22 @@ def distill(student: ModelLike, feats: FeatsLike, *,
                                cv_source={"cv-feats": "--cv-feats", "hash": f"{cv_fraction:g} of the utterances",
                                           "tail": f"last {cv_fraction:g} of each utterance"}[data.split],
                                skipped_utterances=len(data.skipped), unlabelled_utterances=len(data.unlabelled),
-                               engine=eng.name, device=eng.device, precision=eng.precision, ranks=eng.world)
+                               engine=eng.name, device=eng.device, precision=eng.precision, ranks=eng.world,
+                               error=None if out.error is None else str(out.error))
+        if out.error is not None and out.best_epoch == 0:
+            raise out.error  # no epoch improved on the student: nothing worth writing
         emit(report.summary())
-        if writer and output is not None and (out.best_epoch > 0 or not out.interrupted):
-            write(result, output, binary=t_model.binary if binary is None else binary,
-                  dialect=t_model.dialect if dialect is None else dialect, digits=digits)
-        if out.interrupted:
+        written = None
+        if writer and output is not None and (out.best_epoch > 0 or (out.interrupted is None and out.error is None)):
+            write(result, output, binary=out_binary, dialect=out_dialect, digits=digits)
+            written = output
+        if out.error is not None:
+            raise _stopped(out.error, result, report, written)
+        if out.interrupted is not None:
             if output is not None:
                 emit(f"interrupted: the best model so far (epoch {out.best_epoch}) was written to {output}"
                      if out.best_epoch > 0 else f"interrupted before an epoch improved: {output} not written")
-            raise KeyboardInterrupt
+            raise out.interrupted
         return result, report
     finally:
         if eng is not None:
@@ -274,15 +352,87 @@ def distill(student: ModelLike, feats: FeatsLike, *,
             dist.stop()
 
 
-def _choose_engine(engine: Optional[str], device: Optional[str], precision: str) -> str:
+class TrainingStopped(Error):
+    """Training stopped early (it diverged at every learning rate tried, or the data failed in
+    a later epoch) after an epoch had improved the student: ``model`` is the best model of the
+    epochs before, ``report`` the table up to the stop, ``written`` where the model was written
+    (``output``; None without one). The message is the cause's, and says so."""
+
+    model: Model
+    report: DistillReport
+    written: Optional[PathOrFile]
+
+
+def _stopped(cause: Error, model: Model, report: DistillReport, written: Optional[PathOrFile]) -> TrainingStopped:
+    where = (f"was written to {written}" if isinstance(written, (str, os.PathLike)) else
+             "was written" if written is not None else "is the exception's .model")
+    tail = f"; training stopped early: the best model so far (epoch {report.best_epoch}) {where}"
+    e = TrainingStopped(f"{cause}{tail}")
+    e.model, e.report, e.written = model, report, written
+    if getattr(cause, "option", None):  # said as the command's flag on the command line
+        e.option, e.detail = cause.option, f"{cause.detail}{tail}"
+    return e
+
+
+def _number(name: str, value: Any) -> float:
+    """``value`` as a finite float (ints and numpy scalars are numbers; strings and bools are not)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise option_error(name, f"must be a number, got {value!r} ({type(value).__name__})")
+    f = float(value)
+    if not math.isfinite(f):
+        raise option_error(name, f"must be a finite number, got {f}")
+    return f
+
+
+def _integer(name: str, value: Any, lo: int) -> int:
+    """``value`` as an int >= ``lo`` (an integral float such as 256.0 is one)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) \
+            or not math.isfinite(float(value)) or int(value) != value or value < lo:
+        raise option_error(name, f"must be an integer >= {lo}, got {value!r}")
+    return int(value)
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise option_error(name, f"must be True or False, got {value!r} ({type(value).__name__})")
+    return bool(value)
+
+
+def _model(name: str, model: Any) -> Model:
+    if not isinstance(model, (Model, str, os.PathLike)) and not hasattr(model, "read"):
+        raise option_error(name, f"expected a Model, a path or a binary file object, got {type(model).__name__}")
+    return _load(model)
+
+
+def _check_output(output: Any) -> None:
+    """Fail before hours of training, not after: ``output`` must be writable where it says."""
+    if output is None or (hasattr(output, "write") and not isinstance(output, (str, os.PathLike))):
+        return
+    if not isinstance(output, (str, os.PathLike)):
+        raise option_error("output", f"expected a path, '-' or a binary file object, got {type(output).__name__}")
+    path = os.fspath(output)
+    if path == "-":
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise option_error("output", f"{path} is a folder; give the path of the model to write")
+    if not os.path.isdir(folder):
+        raise option_error("output", f"{path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise option_error("output", f"{path}: the folder {folder} is not writable")
+
+
+def _choose_engine(engine: Optional[str], device: Any, precision: str) -> str:
     """The engine for these options: core on the CPU unless told otherwise; a CUDA device means torch."""
     if engine not in (None, "core", "torch"):
-        raise Error(f"engine must be 'core' or 'torch', got {engine!r}")
+        raise option_error("engine", f"must be 'core' or 'torch', got {engine!r}")
     if precision not in ("fp32", "tf32", "bf16"):
-        raise Error(f"precision must be fp32, tf32 or bf16, got {precision!r}")
-    on_cuda = device is not None and str(device).startswith("cuda")
-    if engine == "core" and device is not None and str(device) != "cpu":
-        raise Error(f"--device {device}: the core engine runs on the CPU; use --engine torch")
+        raise option_error("precision", f"must be 'fp32', 'tf32' or 'bf16', got {precision!r}")
+    if device is not None and not isinstance(device, str):
+        raise option_error("device", f"must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    on_cuda = device is not None and device.startswith("cuda")
+    if engine == "core" and device is not None and device != "cpu":
+        raise option_error("device", f"{device}: the core engine runs on the CPU; use the torch engine")
     if engine == "core" and precision != "fp32":
-        raise Error(f"--precision {precision}: the core engine trains in fp32")
+        raise option_error("precision", f"{precision}: the core engine trains in fp32")
     return engine or ("torch" if on_cuda else "core")

@@ -20,8 +20,8 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optio
 
 import numpy as np
 
-from ..errors import Error
-from ..forward import iter_archive
+from ..errors import Error, option_error
+from ..archive import ScpTable, check_finite, parse_rspecifier, read_table
 from .distributed import shard_of
 from .report import LENGTH_TOLERANCE
 
@@ -35,12 +35,19 @@ def _is_stdin(rspecifier: str) -> bool:
 
 
 class Source:
-    """Utterances (key, frames x dims) from an rspecifier, a dict or one array; re-iterable."""
+    """Utterances (key, frames x dims float32) from an rspecifier, a dict or one array.
 
-    def __init__(self, feats: FeatsLike, what: str) -> None:
+    Re-iterable (each pass reads the table again), so stdin is refused unless
+    ``reread=False`` (one pass: compare). Tables are read by
+    :mod:`svdistill.archive` (faults, failing commands and NaN/inf are errors
+    naming the table, utterance and byte); arrays are checked the same way.
+    """
+
+    def __init__(self, feats: FeatsLike, what: str, *, reread: bool = True) -> None:
         self.what = what
         if isinstance(feats, str):
-            if _is_stdin(feats):
+            parse_rspecifier(feats)
+            if reread and _is_stdin(feats):
                 raise Error(f"{what} {feats}: distill reads the features once per epoch, and stdin "
                             "cannot be read twice; give a file, an scp or a command ('ark:cmd |')")
             self.name = feats
@@ -51,58 +58,50 @@ class Source:
         elif isinstance(feats, Mapping):
             self.name = "dict"
         else:
-            raise Error(f"{what}: expected a Kaldi rspecifier, a dict of arrays or a 2-D array, "
-                        f"got {type(feats).__name__}")
+            raise Error(f"{what}: expected a Kaldi rspecifier ('ark:FILE', 'scp:FILE', 'ark:COMMAND |'), "
+                        f"a dict of arrays or a 2-D array, got {type(feats).__name__}")
         self.feats = feats
 
-    def _scp_file(self) -> Optional[str]:
-        """The path of a plain ``scp:FILE`` rspecifier (not a command), else None."""
-        if not isinstance(self.feats, str) or ":" not in self.feats:
-            return None
-        kind, path = self.feats.split(":", 1)
-        if kind.split(",")[0].strip() != "scp" or path.rstrip().endswith("|"):
-            return None
-        return path
+    def _scp(self) -> bool:
+        """Whether the features are an ``scp:`` rspecifier (entries loaded one by one)."""
+        return isinstance(self.feats, str) and parse_rspecifier(self.feats).kind == "scp"
 
     def items(self) -> Iterator[Tuple[str, Callable[[], np.ndarray]]]:
-        """(key, load) pairs: from an scp file, a matrix is read only when load() is called."""
-        scp = self._scp_file()
-        if scp is None:
+        """(key, load) pairs: from an scp, a matrix is read only when load() is called."""
+        if not self._scp() or parse_rspecifier(self.feats).permissive:  # type: ignore[arg-type]
+            # (scp,p: entries that cannot be read are skipped, which only reading them tells)
             for k, v in self:
                 yield k, (lambda v=v: v)
             return
-        import kaldiio
+        table = ScpTable(self.feats)  # type: ignore[arg-type]
         try:
-            table = kaldiio.load_scp(scp)
-            keys = list(table.keys())
-        except (OSError, ValueError, RuntimeError, EOFError) as e:
-            raise Error(f"{self.feats}: cannot read the scp: {e}") from None
-
-        def load(k: str) -> np.ndarray:
-            try:
-                with warnings.catch_warnings():  # kaldiio warns before it raises: one message is enough
-                    warnings.simplefilter("ignore")
-                    return np.asarray(table[k], dtype=np.float32)
-            except (OSError, ValueError, RuntimeError, EOFError) as e:
-                raise Error(f"{self.feats}: utterance {k}: cannot read features: {e}") from None
-
-        for k in keys:
-            yield k, (lambda k=k: load(k))
+            for i, k in enumerate(table.keys):
+                yield k, (lambda i=i: table.load(i))
+        finally:
+            table.close()
 
     def __iter__(self) -> Iterator[Tuple[str, np.ndarray]]:
         if isinstance(self.feats, str):
-            yield from iter_archive(self.feats)
+            yield from read_table(self.feats)
         elif isinstance(self.feats, np.ndarray):
-            yield "array", np.asarray(self.feats, dtype=np.float32)
+            v = np.asarray(self.feats, dtype=np.float32)
+            check_finite(v, f"{self.what}: the array")
+            yield "array", v
         else:
             for k, v in self.feats.items():
-                v = np.asarray(v, dtype=np.float32)
+                try:
+                    v = np.asarray(v, dtype=np.float32)
+                except (TypeError, ValueError) as e:
+                    raise Error(f"{self.what}: utterance {k}: expected a 2-D array of numbers: {e}") from None
                 if v.ndim != 2:
                     raise Error(f"{self.what}: utterance {k}: expected a 2-D array, got shape {v.shape}")
+                check_finite(v, f"{self.what}: utterance {k}")
                 yield str(k), v
 
 
 def load_labels(labels: Optional[LabelsLike], what: str) -> Optional[Dict[str, np.ndarray]]:
+    """Alignments (pdf ids per frame) by key: an rspecifier of integer vectors (ali-to-pdf
+    output, binary or text), a dict or one array."""
     if labels is None:
         return None
     def ints(key: str, v) -> np.ndarray:
@@ -116,22 +115,10 @@ def load_labels(labels: Optional[LabelsLike], what: str) -> Optional[Dict[str, n
     if isinstance(labels, Mapping):
         return {str(k): ints(str(k), v) for k, v in labels.items()}
     if not isinstance(labels, str):
-        raise Error(f"{what}: expected an alignment rspecifier, a dict or an array")
-    import kaldiio
-    out: Dict[str, np.ndarray] = {}
-    try:
-        with kaldiio.ReadHelper(labels) as reader:
-            for key, ali in reader:
-                a = np.asarray(ali)
-                if a.ndim != 1 or not np.issubdtype(a.dtype, np.integer):
-                    raise Error(f"{labels}: utterance {key}: expected an integer vector of pdf ids "
-                                f"(ali-to-pdf output), got {a.dtype} with shape {a.shape}")
-                out[key] = a  # kept as read (int32: 4 bytes per frame in memory)
-    except Error:
-        raise
-    except (OSError, ValueError, RuntimeError, EOFError) as e:
-        raise Error(f"{labels}: cannot read labels: {e}") from None
-    return out
+        raise Error(f"{what}: expected an alignment rspecifier ('ark:FILE', 'scp:FILE', 'ark:COMMAND |'), "
+                    f"a dict or an array, got {type(labels).__name__}")
+    # kept as read (int32: 4 bytes per frame in memory)
+    return dict(read_table(labels, kind="ints"))
 
 
 def cv_by_hash(key: str, fraction: float) -> bool:
@@ -145,6 +132,15 @@ def concat_labels(engine, xs: List[Any], ys: List[Optional[np.ndarray]]) -> Opti
         return None
     return np.concatenate([y if y is not None else np.full(engine.length(x), -1, np.int32)
                            for x, y in zip(xs, ys)])
+
+
+class PassCount:
+    """What one pass over a part read: utterances in the source, on this side (and rank),
+    left out for want of usable labels (and why), and the frames handed on."""
+
+    def __init__(self) -> None:
+        self.source = self.read = self.skipped = self.no_alignment = self.bad_length = self.frames = 0
+        self.longest = 0
 
 
 # One utterance as the reader hands it over: key, raw features (as the engine's
@@ -178,9 +174,17 @@ class Data:
         self.skipped: set = set()     # no usable labels, no teacher: left out
         self.unlabelled: set = set()  # no usable labels, a teacher: trained on soft targets only
         self.wait = 0.0               # seconds the consumer waited for the reader, this pass
+        # Why labels were unusable (skipped or unlabelled), with one example of each, for messages.
+        self.no_alignment: Dict[str, str] = {}          # "labels"/"cv labels" -> an utterance without one
+        self.bad_length: Dict[str, Tuple[str, int, int]] = {}  # -> (utterance, labels, frames)
+        # The latest pass over each part: what an empty part is explained with.
+        self.passes: Dict[str, PassCount] = {}
+        # Utterances in the first complete pass over each source: a source read again (every
+        # epoch) must give them again; stdin, or a command that reads it, gives nothing the second time.
+        self.first_count: Dict[str, int] = {}
 
     def _check(self, key: str, mat: np.ndarray, labels: Optional[Dict[str, np.ndarray]],
-               what: str) -> Optional[Tuple[Optional[np.ndarray], int]]:
+               what: str, count: "PassCount") -> Optional[Tuple[Optional[np.ndarray], int]]:
         """(labels trimmed to the usable frames or None, frames kept); None: skip the utterance."""
         want, who = ((self.ft_input_dim, "the feature transform expects") if self.ft_input_dim is not None
                      else (self.input_dim, "the student expects"))
@@ -191,7 +195,15 @@ class Data:
             return None, n
         ali = labels.get(key)
         if ali is None or abs(len(ali) - n) > LENGTH_TOLERANCE:
+            which = "labels" if labels is self.labels else "cv labels"
+            if ali is None:
+                count.no_alignment += 1
+                self.no_alignment.setdefault(which, key)
+            else:
+                count.bad_length += 1
+                self.bad_length.setdefault(which, (key, len(ali), n))
             if self.need_labels:
+                count.skipped += 1
                 self.skipped.add(key)
                 return None
             self.unlabelled.add(key)
@@ -208,18 +220,24 @@ class Data:
         return self.world == 1 or shard_of(key, epoch if part == "train" else 0, self.world) == self.rank
 
     def _raw(self, part: str, epoch: int) -> Iterator[Utterance]:
+        count = self.passes[part] = PassCount()
         if part == "cv" and self.split == "cv-feats":
             for key, mat in self.cv:
+                count.source += 1
                 if not self._mine(key, part, epoch):
                     continue
-                got = self._check(key, mat, self.cv_labels, "cv-feats")
+                count.read += 1
+                got = self._check(key, mat, self.cv_labels, "cv-feats", count)
                 if got is not None and got[1]:
+                    count.frames += got[1]
                     yield key, self.host(mat), got[0], got[1], slice(0, got[1])
+            self._same_as_first("cv", self.cv, count.source, epoch)
             return
         # Hash split: the key decides before anything is read (an scp loads only what it needs).
         # Every pass sees every key: it counts both sides for check_split().
         self.keys = {True: 0, False: 0}
         for key, load in self.train.items():
+            count.source += 1
             if self.split == "hash":
                 in_cv = cv_by_hash(key, self.cv_fraction)
                 self.keys[in_cv] += 1
@@ -227,17 +245,66 @@ class Data:
                     continue
             if not self._mine(key, part, epoch):
                 continue
+            count.read += 1
             mat = load()
-            got = self._check(key, mat, self.labels, "features")
+            got = self._check(key, mat, self.labels, "features", count)
             if got is None:
                 continue
             lab, n = got
+            count.longest = max(count.longest, n)
             part_slice = slice(0, n)
             if self.split == "tail":
                 cut = n - int(round(n * self.cv_fraction))
                 part_slice = slice(cut, n) if part == "cv" else slice(0, cut)
             if part_slice.stop > part_slice.start:
+                count.frames += part_slice.stop - part_slice.start
                 yield key, self.host(mat), lab, n, part_slice
+        self._same_as_first("train", self.train, count.source, epoch)
+
+    def _same_as_first(self, which: str, source: Source, n: int, epoch: int) -> None:
+        """After a complete pass over ``source``: it must give as many utterances as the first."""
+        first = self.first_count.setdefault(which, n)
+        if n != first:
+            raise Error(f"{source.what} {source.name}: {first} utterances when first read, {n} when read "
+                        f"again{f' for epoch {epoch}' if epoch else ''}: distill reads its data once per epoch, "
+                        "so it must give the same utterances each time (stdin, or a command reading it, "
+                        "cannot be read twice)")
+
+    def empty(self, part: str) -> Error:
+        """The error for a pass over ``part`` that gave no frames: what was read, and what was
+        left out and why."""
+        cv_feats = part == "cv" and self.split == "cv-feats"
+        source = self.cv if cv_feats else self.train
+        name = f"{source.what} {source.name}"
+        what = "cross-validation" if part == "cv" else "training"
+        c = self.passes.get(part, PassCount())
+        if c.source == 0:
+            return Error(f"no {what} frames: {name} holds no utterances")
+        if c.read == 0:
+            return Error(f"no {what} frames: none of the {c.source} utterances of {name} is on the {what} side")
+        if c.skipped:
+            labels = self.cv_labels if cv_feats else self.labels
+            which = "labels" if labels is self.labels else "cv labels"
+            why = []
+            if which in self.no_alignment:
+                some = ", ".join(repr(k) for k in list(labels or {})[:3])
+                why.append(f"{c.no_alignment} have no alignment of the same key (utterance "
+                           f"{self.no_alignment[which]!r} has none; the {which} have "
+                           f"{f'keys such as {some}' if some else 'no utterances'})")
+            if which in self.bad_length:
+                key, n_ali, n = self.bad_length[which]
+                why.append(f"{c.bad_length} have alignments more than {LENGTH_TOLERANCE} frames longer or "
+                           f"shorter than the features (utterance {key!r}: {n_ali} labels, {n} frames)")
+            if c.skipped == c.read:
+                return Error(f"no {what} frames: none of the {c.read} {what} utterances of {name} has usable "
+                             f"{which} (needed without a teacher): " + "; ".join(why))
+        if self.split == "tail":
+            return option_error("cv_fraction", f"{self.cv_fraction:g} leaves no {what} frames: too few utterances "
+                                "to hold out whole ones, so the last cv_fraction of each is held out, and that "
+                                f"rounds to nothing for all {c.read - c.skipped} (at most {c.longest} frames "
+                                "each); give more utterances, another cv_fraction, or cv_feats")
+        return Error(f"no {what} frames: the {c.read} {what} utterances of {name} give {c.frames} frames"
+                     + (f" ({c.skipped} skipped without usable labels)" if c.skipped else ""))
 
     def utterances(self, part: str, epoch: int = 0) -> Iterator[Utterance]:
         """The ``part`` ("train" or "cv") in file order, read ahead on a background thread

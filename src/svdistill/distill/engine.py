@@ -15,7 +15,9 @@ implements:
   (an engine on a GPU reads them back only every ``check_every`` minibatches);
 - ``snapshot``/``restore``/``reset_optimizer``: the rejected-epoch and
   divergence rules; ``result()``: the student's components with the current
-  parameters written back.
+  parameters written back;
+- ``first_nonfinite(host, n, rows)``: where a non-finite objective comes from
+  (the features, the feature transform, a teacher, the student), per utterance.
 
 The numbers in the statistics are those of ``_core.Trainer`` (``frames``,
 ``objective``, ``kl_t``, ``kl``, ``hard_ce``, ``agree``, ``blocks``,
@@ -24,7 +26,7 @@ parameter blocks train, with which coefficients, comes from its ``slots``.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -55,6 +57,24 @@ def core_trainer(comps: Sequence[Component], teachers: Sequence[Network]) -> "_c
     """The core's trainer over ``comps``: it also checks what any engine can train (the
     student's kinds and dims, the teachers' outputs) with the core's messages."""
     return _core.Trainer([c._c for c in comps], [t._net for t in teachers])
+
+
+def first_nonfinite_row(stages: Sequence[Tuple[str, int, Callable[[], np.ndarray]]]
+                        ) -> Optional[Tuple[str, int, float]]:
+    """(stage, frame, value) of the first non-finite value in the first stage that has one;
+    ``stages``: (what it is, the frame its first row is, its array made on demand)."""
+    for stage, offset, get in stages:
+        a = np.asarray(get())
+        bad = ~np.isfinite(a)
+        if bad.any():
+            r = int(np.flatnonzero(bad.reshape(len(a), -1).any(axis=1))[0])
+            return stage, offset + r, float(a[r][bad[r]].reshape(-1)[0])
+    return None
+
+
+def stage_names(teachers: int) -> List[str]:
+    """How messages name each teacher's outputs."""
+    return ["the teacher outputs"] if teachers == 1 else [f"teacher {i + 1} outputs" for i in range(teachers)]
 
 
 def local_steps(engine, batches, learn_rate: float, skip: int):
@@ -155,6 +175,27 @@ class CoreEngine:
 
     def reset_optimizer(self) -> None:
         self.trainer.reset_optimizer()
+
+    def first_nonfinite(self, raw: np.ndarray, n: int, rows: slice) -> Optional[Tuple[str, int, float]]:
+        """Where one utterance (its ``rows`` of the first ``n`` frames) first gives a value that is
+        not finite: (stage, frame, value), or None."""
+        if getattr(self, "_student_net", None) is None:
+            self._student_net = Network(Model(self.comps))  # shares the components' parameter arrays
+        x: List[np.ndarray] = []
+
+        def ft_out() -> np.ndarray:
+            x.append(self.prepare(raw)[:n][rows])
+            return x[0]
+
+        stages = [("the features are", 0, lambda: raw[:n])]
+        if self.ft is not None:
+            stages.append(("the feature transform outputs", rows.start, ft_out))
+        else:
+            x.append(raw[:n][rows])
+        stages += [(name, rows.start, lambda t=t: t(x[0])) for name, t in zip(stage_names(len(self.teachers)),
+                                                                             self.teachers)]
+        stages.append(("the student outputs", rows.start, lambda: self._student_net(x[0])))
+        return first_nonfinite_row(stages)
 
     def result(self) -> List[Component]:
         return self.comps

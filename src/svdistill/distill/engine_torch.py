@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import Error
 from ..forward import Network
 from ..model import Component, Model
-from .engine import STAT_KEYS, LossOptions, core_trainer
+from .engine import STAT_KEYS, LossOptions, core_trainer, first_nonfinite_row, stage_names
 
 
 def _import_torch():
@@ -381,6 +381,28 @@ class TorchEngine:
         self.acc: List[Any] = [None] * len(self.slots)
         self.sq: List[Any] = [None] * len(self.slots)
         self.step = 0
+
+    def first_nonfinite(self, host: Any, n: int, rows: slice):
+        """As the core engine's: (stage, frame, value) of the first non-finite value, or None."""
+        torch = self.torch
+        x: List[Any] = []
+
+        def numpy(t: Any) -> np.ndarray:
+            return t.detach().float().cpu().numpy()
+
+        def student_in() -> np.ndarray:
+            x.append(self.prepare(host)[:n][rows])
+            return numpy(x[0])
+
+        stages = [("the features are", 0, lambda: numpy(host[:n]))]
+        stages.append(("the feature transform outputs" if self.ft is not None else "the features are",
+                       rows.start, student_in))
+        with torch.no_grad(), self._autocast():
+            # The networks' outputs (softmax included), as the core engine checks them: the same values.
+            stages += [(name, rows.start, lambda t=t: numpy(t(x[0])))
+                       for name, t in zip(stage_names(len(self.teachers)), self.teachers)]
+            stages.append(("the student outputs", rows.start, lambda: numpy(self.student(x[0]))))
+            return first_nonfinite_row(stages)
 
     # -- checkpoints ---------------------------------------------------------
     def state_arrays(self, best: List[Any]) -> dict:

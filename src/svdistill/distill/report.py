@@ -68,6 +68,9 @@ class DistillReport:
     device: str = "cpu"
     precision: str = "fp32"
     ranks: int = 1            # processes that trained together (torchrun)
+    #: Why training stopped early (the model is then the best of the epochs before); None
+    #: when it ran to the end of its schedule.
+    error: Optional[str] = None
 
     @property
     def initial(self) -> EpochReport:

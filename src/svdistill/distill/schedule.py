@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..errors import Error
+from ..errors import Error, option_error
 from .data import Data, concat_labels, minibatches
 from .report import EpochReport, _header, _Progress, _row
 
@@ -27,7 +27,6 @@ from .report import EpochReport, _header, _Progress, _row
 #: not finite): far beyond minibatch noise, and caught within a few minibatches.
 DIVERGE_FACTOR = 10.0
 DIVERGE_WINDOW = 4
-NO_CV_FRAMES = "no cross-validation frames: check --cv-feats, the labels, or --cv-fraction"
 #: How many times the learning rate may be halved on divergence before giving up.
 MAX_DIVERGENCES = 10
 #: Cross-validation evaluates at least this many frames per call.
@@ -54,21 +53,52 @@ class Outcome:
     epochs: List[EpochReport]
     best_epoch: int
     stopped: str
-    interrupted: bool
     cv_frames: int
+    #: What ended training early, the best model of the epochs before it kept: an Error
+    #: (training gave up, or the data failed), or an interrupt (KeyboardInterrupt, SystemExit,
+    #: any BaseException that is not an Exception: what a signal handler raises), to re-raise.
+    error: Optional[Error] = None
+    interrupted: Optional[BaseException] = None
 
 
 class _Diverged(Exception):
-    """The training objective blew up in the middle of an epoch."""
+    """The training objective blew up in the middle of an epoch (``nonfinite``: to nan or inf)."""
+
+    def __init__(self, nonfinite: bool) -> None:
+        super().__init__()
+        self.nonfinite = nonfinite
 
 
 def _frames(engine, data: Data, part: str, epoch: int = 0):
     """(x, labels) of each utterance of ``part``, feature-transformed by the engine."""
-    for _key, host, lab, n, part_slice in data.utterances(part, epoch):
-        x = engine.prepare(host)
-        if n != engine.length(x):
-            x = x[:n]
-        yield x[part_slice], None if lab is None else lab[part_slice]
+    utterances = data.utterances(part, epoch)
+    try:
+        for _key, host, lab, n, part_slice in utterances:
+            x = engine.prepare(host)
+            if n != engine.length(x):
+                x = x[:n]
+            yield x[part_slice], None if lab is None else lab[part_slice]
+    finally:
+        utterances.close()  # stops the reading thread (and its command) now, not when collected
+
+
+def _find_nonfinite(engine, data: Data, part: str, epoch: int) -> Optional[Error]:
+    """The first utterance of ``part`` on which the features, the feature transform, a teacher
+    or the student (its current parameters) give a value that is not finite, as an Error
+    naming it; None when every value is finite (then only training can have made one)."""
+    source = data.cv if part == "cv" and data.split == "cv-feats" else data.train
+    utterances = data.utterances(part, epoch)
+    try:
+        for key, host, _lab, n, part_slice in utterances:
+            found = engine.first_nonfinite(host, n, part_slice)
+            if found is not None:
+                stage, frame, value = found
+                return Error(f"{source.what} {source.name}: utterance {key}, frame {frame}: {stage} {value} "
+                             "(training cannot use non-finite values: check the features, the feature "
+                             "transform and the models)")
+    finally:
+        utterances.close()
+    return None
 
 
 @dataclasses.dataclass
@@ -130,19 +160,23 @@ def run(engine, data: Data, o: ScheduleOptions, bar: _Progress, emit: Callable[[
             pending.clear()
 
         t0 = time.perf_counter()
-        for x, y in _frames(engine, data, "cv"):
-            pending.append((x, y))
-            n += engine.length(x)
-            if n >= CV_CHUNK:
-                flush()
-                done += n
-                bar.update("cross-validation", done, t0)
-                n = 0
+        frames = _frames(engine, data, "cv")
+        try:
+            for x, y in frames:
+                pending.append((x, y))
+                n += engine.length(x)
+                if n >= CV_CHUNK:
+                    flush()
+                    done += n
+                    bar.update("cross-validation", done, t0)
+                    n = 0
+        finally:
+            frames.close()
         if pending:
             flush()
         result = engine.read(engine.reduce(total))
         if result["frames"] == 0 and not allow_empty:
-            raise Error(NO_CV_FRAMES)
+            raise data.empty("cv")
         return result
 
     def save(st: State, best, pos: Optional[Position]) -> None:
@@ -172,34 +206,38 @@ def run(engine, data: Data, o: ScheduleOptions, bar: _Progress, emit: Callable[[
             values = engine.objectives(pending)
             pending.clear()
             recent.extend(values)
-            if not all(math.isfinite(v) for v in values) or (
-                    len(recent) == DIVERGE_WINDOW and sum(recent) / DIVERGE_WINDOW > st.limit):
-                raise _Diverged()
+            if not all(math.isfinite(v) for v in values):
+                raise _Diverged(nonfinite=True)
+            if len(recent) == DIVERGE_WINDOW and sum(recent) / DIVERGE_WINDOW > st.limit:
+                raise _Diverged(nonfinite=False)
 
         t0 = time.perf_counter()
-        batches = minibatches(engine, _frames(engine, data, "train", epoch), o.minibatch_size,
-                              o.randomizer_size, rng)
-        for b, st_b, _ in engine.steps(batches, lr, skip):
-            engine.add(total, st_b)
-            pending.append(st_b)
-            done = (b + 1) * step_frames  # over all ranks
-            if len(pending) >= engine.check_every:
-                check(pending)
-            if b % 16 == 0:
-                bar.update(f"epoch {epoch}", done, t0)
-            if next_save is not None and done >= next_save:
-                check(pending)
-                so_far = engine.read(total)
-                if pos:
-                    so_far = {k: so_far[k] + pos.stats[k] for k in so_far}
-                save(st, best, Position(batches=b + 1, stats=so_far, recent=list(recent),
-                                        seconds=secs0 + time.perf_counter() - t0, wait=wait0 + data.wait))
-                next_save = done + checkpoint_every
+        frames = _frames(engine, data, "train", epoch)
+        try:
+            batches = minibatches(engine, frames, o.minibatch_size, o.randomizer_size, rng)
+            for b, st_b, _ in engine.steps(batches, lr, skip):
+                engine.add(total, st_b)
+                pending.append(st_b)
+                done = (b + 1) * step_frames  # over all ranks
+                if len(pending) >= engine.check_every:
+                    check(pending)
+                if b % 16 == 0:
+                    bar.update(f"epoch {epoch}", done, t0)
+                if next_save is not None and done >= next_save:
+                    check(pending)
+                    so_far = engine.read(total)
+                    if pos:
+                        so_far = {k: so_far[k] + pos.stats[k] for k in so_far}
+                    save(st, best, Position(batches=b + 1, stats=so_far, recent=list(recent),
+                                            seconds=secs0 + time.perf_counter() - t0, wait=wait0 + data.wait))
+                    next_save = done + checkpoint_every
+        finally:
+            frames.close()
         result = engine.read(total)
         if pos:
             result = {k: result[k] + pos.stats[k] for k in result}
         if engine.check_every > 1 and result["frames"] and not math.isfinite(result["objective"]):
-            raise _Diverged()
+            raise _Diverged(nonfinite=True)
         return result, secs0 + time.perf_counter() - t0, wait0 + data.wait
 
     def row(epoch: int, lr: float, tr: Optional[Dict[str, float]], cv: Dict[str, float], secs: float,
@@ -237,14 +275,16 @@ def run(engine, data: Data, o: ScheduleOptions, bar: _Progress, emit: Callable[[
         if data.check_split():
             cv0 = evaluate()
         elif cv0["frames"] == 0:
-            raise Error(NO_CV_FRAMES)
+            raise data.empty("cv")
         bar.close()
         first = row(0, float(o.learn_rate), None, cv0, 0.0, 0.0, None)
         emit(_header())
         emit(_row(first))
         if not math.isfinite(first.cv_objective):
-            raise Error(f"the initial cross-validation objective is {first.cv_objective}: non-finite network "
-                        "outputs (check the features and the feature transform)")
+            raise _find_nonfinite(engine, data, "cv", 0) or Error(
+                f"the initial cross-validation objective is {first.cv_objective}, although the features, the "
+                "feature transform, the teachers and the student give finite values on every cross-validation "
+                f"frame: the loss overflows (temperature {engine.opts.temperature:g})")
         st = State(epochs=[first], lr=float(o.learn_rate), loss=first.cv_objective,
                    limit=DIVERGE_FACTOR * max(first.cv_objective, 1e-2), cv_frames=int(cv0["frames"]),
                    stopped=f"stopped after max epochs ({o.max_epochs})")
@@ -253,19 +293,28 @@ def run(engine, data: Data, o: ScheduleOptions, bar: _Progress, emit: Callable[[
     if not st.done:  # a run stopped by --max-epochs may resume with a larger one
         st.stopped = (f"stopped after max epochs ({o.max_epochs})" if st.completed <= o.max_epochs else
                       f"stopped: the checkpoint had {st.completed} epochs, more than max epochs ({o.max_epochs})")
-    interrupted = False
+    error: Optional[Error] = None
+    interrupted: Optional[BaseException] = None
+    data_checked = False  # whether a non-finite objective has been traced to the data (once per run)
     under_way = st.epoch + 1
     try:
         while not st.done and st.completed < o.max_epochs:  # diverged epochs do not count
             under_way = st.epoch + 1
             try:
                 tr, secs, wait = train_epoch(st, best, pos)
-            except _Diverged:
+            except _Diverged as d:
                 # Back to the best model, half the learning rate, and on: the stopping
                 # rule does not count this epoch (newbob would read it as convergence).
                 bar.close()
                 engine.restore(best)
                 engine.reset_optimizer()
+                if d.nonfinite and not data_checked:
+                    # A nan or inf that the data, the feature transform or a teacher makes is
+                    # no divergence: no learning rate helps. Say where it is, once.
+                    data_checked = True
+                    found = _find_nonfinite(engine, data, "train", under_way)
+                    if found is not None:
+                        raise found
                 nan = float("nan")
                 st.epoch += 1
                 st.epochs.append(EpochReport(st.epoch, st.lr, None, None, None, nan, None, None, None, 0, 0.0,
@@ -273,9 +322,9 @@ def run(engine, data: Data, o: ScheduleOptions, bar: _Progress, emit: Callable[[
                 emit(_row(st.epochs[-1]))
                 st.divergences += 1
                 if st.divergences > MAX_DIVERGENCES:
-                    raise Error(f"training diverges even at learning rate {st.lr:g} ({st.divergences} times "
-                                f"from {o.learn_rate:g}): check the features and the feature transform, "
-                                "or lower --learn-rate") from None
+                    raise option_error("learn_rate", f"{o.learn_rate:g} is too large: training diverges even at "
+                                       f"{st.lr:g} ({st.divergences} times, halved each time); give a smaller "
+                                       "one, or check the scale of the features the student sees") from None
                 st.lr *= 0.5
                 pos = None
                 save(st, best, None)
@@ -284,8 +333,7 @@ def run(engine, data: Data, o: ScheduleOptions, bar: _Progress, emit: Callable[[
             st.epoch += 1
             st.completed += 1
             if tr["frames"] == 0:
-                raise Error(f"no training frames (minibatch size {o.minibatch_size}): check the features, "
-                            "labels and CV split")
+                raise _no_training_frames(data, o, engine.world)
             cv = evaluate()
             bar.close()
             new = cv["objective"] / cv["frames"]
@@ -303,13 +351,32 @@ def run(engine, data: Data, o: ScheduleOptions, bar: _Progress, emit: Callable[[
             _newbob(st, o, loss_prev)
             save(st, best, None)
             emit(_row(st.epochs[-1]))
-    except KeyboardInterrupt:  # keep what the finished epochs achieved
-        interrupted = True
+    except Error as e:  # training gave up, or the data failed: the finished epochs still count
         bar.close()
+        error = e
+        st.stopped = f"stopped early in epoch {under_way}: {e}"
+    except Exception:  # a bug: as it is
+        raise
+    except BaseException as e:  # Ctrl-C, or a signal made an exception: keep what the finished epochs achieved
+        bar.close()
+        interrupted = e
         st.stopped = f"interrupted in epoch {under_way}"
     engine.restore(best)
-    return Outcome(epochs=st.epochs, best_epoch=st.best_epoch, stopped=st.stopped, interrupted=interrupted,
-                   cv_frames=st.cv_frames)
+    return Outcome(epochs=st.epochs, best_epoch=st.best_epoch, stopped=st.stopped, cv_frames=st.cv_frames,
+                   error=error, interrupted=interrupted)
+
+
+def _no_training_frames(data: Data, o: ScheduleOptions, world: int) -> Error:
+    """Why an epoch trained no minibatch."""
+    count = data.passes.get("train")
+    if count is not None and count.frames > 0:
+        # As nnet-train-frmshuff (its randomizer is Done() once fewer than a minibatch of
+        # frames are left), an incomplete last minibatch is dropped.
+        return option_error("minibatch_size", f"is {o.minibatch_size}, more than the {count.frames:,} training "
+                            f"frames{' of this rank' if world > 1 else ''}: no complete minibatch to train on "
+                            "(an incomplete last minibatch is dropped, as nnet-train-frmshuff does); give a "
+                            "smaller minibatch_size, or more data")
+    return data.empty("train")
 
 
 def _newbob(st: State, o: ScheduleOptions, loss_prev: float) -> None:

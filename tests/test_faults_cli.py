@@ -1,0 +1,371 @@
+"""Faults around the model readers and writers, tried as a user would (issue 19):
+signals, stale temporaries, outputs that are inputs, symbolic links, FIFOs, file
+modes, API misuse, truncated models described one way, parameter counts.
+"""
+from __future__ import annotations
+
+import io
+import os
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import svdistill
+from svdistill import Component, Model
+
+posix = pytest.mark.skipif(sys.platform != "linux", reason="POSIX signals, FIFOs and modes")
+
+
+def _big_model(path: Path, hidden: int = 1024, layers: int = 4) -> None:
+    rng = np.random.default_rng(0)
+    dims = [440] + [hidden] * layers + [500]
+    comps = []
+    for i in range(len(dims) - 1):
+        comps.append(Component.affine(rng.standard_normal((dims[i + 1], dims[i])).astype(np.float32) * 0.05,
+                                      rng.standard_normal(dims[i + 1]).astype(np.float32)))
+        comps.append(Component.activation("Sigmoid" if i < len(dims) - 2 else "Softmax", dims[i + 1]))
+    svdistill.write(Model(comps), path)
+
+
+@pytest.fixture(scope="module")
+def big_text(tmp_path_factory) -> Path:
+    p = tmp_path_factory.mktemp("big") / "big.nnet"
+    _big_model(p)
+    return p
+
+
+def _popen(*args, **kw) -> subprocess.Popen:
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, "-m", "svdistill", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, **kw)
+
+
+def _temps(d: Path):
+    return sorted(p for p in d.iterdir() if ".svdistill-" in p.name)
+
+
+def _signal_while_writing(args, folder: Path, sig: int, **kw) -> subprocess.Popen:
+    """Starts the CLI and sends ``sig`` once its temporary output holds bytes."""
+    for _ in range(5):
+        proc = _popen(*args, **kw)
+        deadline = time.time() + 60
+        sent = False
+        while time.time() < deadline and proc.poll() is None:
+            tmps = _temps(folder)
+            if tmps and tmps[0].stat().st_size > 0:
+                proc.send_signal(sig)
+                sent = True
+                break
+            time.sleep(0.001)
+        proc.wait(timeout=120)
+        if sent:
+            return proc
+    pytest.fail("the writer finished before the signal could be sent")
+
+
+# ------------------------------------------------------------------ data loss
+
+@posix
+@pytest.mark.parametrize("sig,status", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)], ids=["TERM", "HUP"])
+def test_stop_signal_mid_write_cleans_up_like_ctrl_c(tmp_path, big_text, sig, status):
+    target = tmp_path / "out.nnet"
+    target.write_bytes(b"previous")
+    proc = _signal_while_writing(["compress", "--rank-fraction", "0.5", big_text, target], tmp_path, sig)
+    err = proc.stderr.read().decode()
+    assert proc.returncode == status, err
+    assert err.splitlines()[-1] == "svdistill: terminated"
+    assert "Traceback" not in err
+    assert target.read_bytes() == b"previous"
+    assert _temps(tmp_path) == []
+
+
+@posix
+def test_sigint_still_says_interrupted_with_130(tmp_path, big_text):
+    proc = _signal_while_writing(["copy", big_text, tmp_path / "o.nnet"], tmp_path, signal.SIGINT)
+    assert proc.returncode == 130
+    assert proc.stderr.read().decode().splitlines()[-1] == "svdistill: interrupted"
+    assert _temps(tmp_path) == []
+
+
+@posix
+def test_ignored_hangup_stays_ignored(tmp_path, big_text):
+    """Under nohup (SIGHUP ignored) a hangup must not stop the run."""
+    def ignore_hup():
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    proc = _signal_while_writing(["copy", big_text, tmp_path / "o.nnet"], tmp_path, signal.SIGHUP,
+                                 preexec_fn=ignore_hup)
+    assert proc.returncode == 0, proc.stderr.read()
+    assert svdistill.read(tmp_path / "o.nnet").num_params == svdistill.read(big_text).num_params
+
+
+@posix
+def test_sigkill_temporaries_are_removed_by_the_next_write(tmp_path, big_text):
+    target = tmp_path / "out.nnet"
+    for _ in range(2):  # two kills: two temporaries would pile up
+        proc = _signal_while_writing(["copy", big_text, target], tmp_path, signal.SIGKILL)
+        assert proc.returncode == -signal.SIGKILL
+    left = _temps(tmp_path)
+    assert len(left) == 1  # the second run removed the first one's
+    # ".out.nnet.svdistill-<host>.<pid>-XXXXXX": another host's, and a live process's, stay.
+    host = left[0].name[len(".out.nnet.svdistill-"):].rsplit(".", 1)[0]
+    live = tmp_path / f".out.nnet.svdistill-{host}.{os.getpid()}-abcdef"
+    foreign = tmp_path / ".out.nnet.svdistill-otherhost.12345-abcdef"
+    other_target = tmp_path / f".other.nnet.svdistill-{host}.999999999-abcdef"
+    for p in (live, foreign, other_target):
+        p.write_bytes(b"x")
+    r = subprocess.run([sys.executable, "-m", "svdistill", "copy", big_text, target], capture_output=True)
+    assert r.returncode == 0, r.stderr
+    assert _temps(tmp_path) == sorted([live, foreign, other_target])
+    assert svdistill.read(target).num_params == svdistill.read(big_text).num_params
+
+
+def test_atomic_output_interrupted_leaves_target_and_no_temporary(tmp_path):
+    from svdistill.io import atomic_output
+    target = tmp_path / "r.json"
+    target.write_text("previous")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_output(target) as tmp:
+            Path(tmp).write_text("half")
+            raise KeyboardInterrupt
+    assert target.read_text() == "previous" and _temps(tmp_path) == []
+
+
+def _fixture_copy(fixtures_dir: Path, tmp_path: Path, name: str) -> Path:
+    p = tmp_path / name
+    p.write_bytes((fixtures_dir / name).read_bytes())
+    return p
+
+
+OVERWRITES = {
+    "report-is-model-in": (["compress", "--rank", "4", "{model}", "{tmp}/o.nnet", "--report", "{model}"],
+                           "--report", "MODEL_IN"),
+    "report-is-model-out": (["compress", "--rank", "4", "{model}", "{tmp}/o.nnet", "--report", "{tmp}/o.nnet"],
+                            "--report", "MODEL_OUT"),
+    "plot-is-model": (["spectrum", "{model}", "--plot", "{model}"], "--plot", "MODEL"),
+    "report-is-check-feats": (["compress", "--rank", "4", "{model}", "{tmp}/o.nnet", "--check", "ark:{feats}",
+                               "--report", "{feats}"], "--report", "--check"),
+    "model-out-is-feats": (["compress", "--rank", "4", "{model}", "{feats}", "--check", "ark:{feats}"],
+                           "MODEL_OUT", "--check"),
+    "check-compares-itself": (["compress", "--rank", "4", "{model}", "{model}", "--check", "ark:{feats}"],
+                              "MODEL_OUT", "compare the output with itself"),
+    "forward-output-is-model": (["forward", "{model}", "ark:{feats}", "ark:{model}"], "OUT_WSPECIFIER", "MODEL"),
+    "student-out-is-feats": (["distill", "--labels", "ark:{feats}", "{model}", "ark:{feats}", "{feats}"],
+                             "STUDENT_OUT", "FEATS_RSPECIFIER"),
+    "report-is-student": (["distill", "--teacher", "{model}", "{model}", "ark:{feats}", "{tmp}/s.nnet",
+                           "--report", "{model}"], "--report", "STUDENT_IN"),
+}
+
+
+@pytest.mark.parametrize("case", list(OVERWRITES))
+def test_output_that_is_an_input_is_refused_before_any_work(fixtures_dir, tmp_path, run_cli, clean_cli_error,
+                                                            case):
+    model = _fixture_copy(fixtures_dir, tmp_path, "tiny_mlp.nnet.txt")
+    feats = _fixture_copy(fixtures_dir, tmp_path, "feats.ark")
+    before = {p: p.read_bytes() for p in (model, feats)}
+    args, out_name, in_name = OVERWRITES[case]
+    p = run_cli(*[a.format(model=model, feats=feats, tmp=tmp_path) for a in args])
+    line = clean_cli_error(p, out_name, in_name)
+    assert "same file" in line or "itself" in line
+    assert {q: q.read_bytes() for q in before} == before
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["feats.ark", "tiny_mlp.nnet.txt"]
+
+
+def test_copy_onto_itself_is_still_allowed(fixtures_dir, tmp_path, run_cli):
+    model = _fixture_copy(fixtures_dir, tmp_path, "tiny_mlp.nnet.txt")
+    p = run_cli("copy", "--binary", model, model)
+    assert p.returncode == 0, p.stderr
+    assert svdistill.read(model).binary
+
+
+@posix
+def test_output_symlink_is_written_through(fixtures_dir, tmp_path, run_cli):
+    real = tmp_path / "models" / "final.nnet"
+    real.parent.mkdir()
+    real.write_bytes(b"previous")
+    link = tmp_path / "latest.nnet"
+    link.symlink_to(Path("models") / "final.nnet")  # relative, as ln -s makes them
+    report_real = tmp_path / "models" / "r.json"
+    report_link = tmp_path / "r.json"
+    report_link.symlink_to(report_real)  # dangling: the file it names is created
+    p = run_cli("compress", "--rank", "4", fixtures_dir / "tiny_mlp.nnet.txt", link, "--report", report_link)
+    assert p.returncode == 0, p.stderr
+    assert link.is_symlink() and report_link.is_symlink()
+    assert len(svdistill.read(real)) == 9  # the 6 components, 3 affine layers now pairs
+    assert report_real.read_text().startswith("{")
+    assert _temps(tmp_path) == [] and _temps(real.parent) == []
+
+
+@posix
+def test_fifo_output_is_written_in_place(fixtures_dir, tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    r = subprocess.run([sys.executable, "-m", "svdistill", "copy", fixtures_dir / "tiny_mlp.nnet.bin", fifo],
+                       capture_output=True, timeout=60)
+    reader.join(timeout=30)
+    if reader.is_alive():  # nothing opened the FIFO: unblock the reader
+        with open(fifo, "wb"):
+            pass
+        reader.join(timeout=10)
+    assert r.returncode == 0, r.stderr
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)  # not replaced by a regular file
+    assert got and got[0] == (fixtures_dir / "tiny_mlp.nnet.bin").read_bytes()
+
+
+@posix
+@pytest.mark.parametrize("existing", [None, 0o640], ids=["new", "existing-0640"])
+def test_report_gets_the_mode_a_model_gets(fixtures_dir, tmp_path, existing):
+    report, model = tmp_path / "r.json", tmp_path / "o.nnet"
+    if existing is not None:
+        report.write_text("{}")
+        os.chmod(report, existing)
+    r = subprocess.run([sys.executable, "-m", "svdistill", "compress", "--rank", "4",
+                        fixtures_dir / "tiny_mlp.nnet.txt", model, "--report", report],
+                       capture_output=True, preexec_fn=lambda: os.umask(0o022))
+    assert r.returncode == 0, r.stderr
+    want = 0o644 if existing is None else existing
+    assert stat.S_IMODE(report.stat().st_mode) == want
+    assert stat.S_IMODE(model.stat().st_mode) == 0o644
+
+
+# ------------------------------------------------------- crashes and silent failures
+
+@pytest.mark.parametrize("make,phrase", [
+    (lambda t: (t / "l1").symlink_to(t / "l2") or (t / "l2").symlink_to(t / "l1") or t / "l1", "symbolic links"),
+    (lambda t: t / "missing" / "o.nnet", "does not exist"),
+    (lambda t: (t / "d").symlink_to(t / "nodir" / "x.nnet") or t / "d", "does not exist"),
+    (lambda t: t, "is a directory"),
+], ids=["link-loop", "missing-folder", "dangling-link-into-missing-folder", "directory"])
+def test_unwritable_output_is_one_clean_line(fixtures_dir, tmp_path, run_cli, clean_cli_error, make, phrase):
+    out = make(tmp_path)
+    p = run_cli("compress", "--rank", "4", fixtures_dir / "tiny_mlp.nnet.txt", tmp_path / "ok.nnet",
+                "--report", out)
+    clean_cli_error(p, "--report", phrase)
+    assert not (tmp_path / "ok.nnet").exists()  # refused before the work
+    p = run_cli("copy", fixtures_dir / "tiny_mlp.nnet.txt", out)
+    clean_cli_error(p, "MODEL_OUT", phrase)
+
+
+def test_copy_vector_at_the_end_of_a_file_reads(tmp_path):
+    """A valid model whose last integer vector is longer than what follows it."""
+    idx = " ".join(str(i) for i in range(1, 61))
+    p = tmp_path / "copy.nnet"
+    p.write_text(f"<Nnet>\n<Copy> 60 60\n[ {idx} ]\n<!EndOfComponent>\n</Nnet>\n")
+    m = svdistill.read(p)
+    assert m[0].ints.tolist() == list(range(1, 61))
+    assert svdistill.read(io.BytesIO(p.read_bytes()))[0].ints.tolist() == list(range(1, 61))
+
+
+# ----------------------------------------------------------- messages and API
+
+def _one(m):
+    return Model([Component.activation("Sigmoid", 3)]) if m is None else m
+
+
+API_MISUSE = {
+    "write-None": (lambda t: svdistill.write(None, t / "x.nnet"), "expected a Model"),
+    "write-text-mode": (lambda t: svdistill.write(_one(None), open(t / "y.nnet", "w")), "binary mode ('wb')"),
+    "write-to-None": (lambda t: svdistill.write(_one(None), None), "expected the output as a path"),
+    "write-items": (lambda t: svdistill.write([1, 2], t / "x.nnet"), "item 1 of the model is a int"),
+    "write-binary": (lambda t: svdistill.write(_one(None), t / "x.nnet", binary="yes"), "binary must be"),
+    "read-None": (lambda t: svdistill.read(None), "expected a model: a path"),
+    "iter-int": (lambda t: svdistill.iter_components(3), "expected a model: a path"),
+    "info-None": (lambda t: svdistill.info(None), "expected a model: a path"),
+    "affine-ragged": (lambda t: Component.affine([[1, 2], [3]]), "weight must be a 2-D"),
+    "affine-strings": (lambda t: Component.affine(np.array([["a", "b"]])), "weight must be an array of real"),
+    "affine-complex": (lambda t: Component.affine(np.ones((2, 2), complex)), "weight must be an array of real"),
+    "affine-coef": (lambda t: Component.affine(np.ones((2, 2)), learn_rate_coef="fast"),
+                    "learn_rate_coef must be a number"),
+    "bias-strings": (lambda t: Component.affine(np.ones((2, 2)), "ab"), "bias must be an array of numbers"),
+    "activation-kind": (lambda t: Component.activation(None, 3), "kind must be a component kind"),
+    "activation-dim": (lambda t: Component.activation("Sigmoid", "x"), "dim must be an integer"),
+    "activation-float-dim": (lambda t: Component.activation("Sigmoid", 2.5), "dim must be an integer"),
+    "set-max-norm": (lambda t: setattr(Component.affine(np.ones((2, 2))), "max_norm", None),
+                     "<MaxNorm> must be a number"),
+    "Component-None": (lambda t: Component(None), "Component() wraps"),
+    "Model-None": (lambda t: Model(None), "Model() takes a list of Components"),
+    "Model-items": (lambda t: Model([Component.activation("Sigmoid", 3), "x"]), "item 2 is a str"),
+}
+
+
+@pytest.mark.parametrize("case", list(API_MISUSE))
+def test_api_misuse_is_an_error_that_says_what_was_expected(tmp_path, case):
+    call, phrase = API_MISUSE[case]
+    with pytest.raises(svdistill.Error) as e:
+        call(tmp_path)
+    assert phrase in str(e.value)
+    assert _temps(tmp_path) == [] and not (tmp_path / "x.nnet").exists()
+
+
+@pytest.mark.filterwarnings("ignore::svdistill.io.ConversionWarning")
+def test_pdnn_from_binary_input_writes_text(fixtures_dir, tmp_path):
+    """--dialect pdnn with a binary input: the obvious form (text), not an error."""
+    svdistill.write(svdistill.read(fixtures_dir / "tiny_mlp.nnet.bin"), tmp_path / "p.nnet", dialect="pdnn")
+    m = svdistill.read(tmp_path / "p.nnet")
+    assert not m.binary and m.dialect == "pdnn"
+
+
+def _structure_scan(path):
+    r = svdistill._core.Reader(str(path), True)
+    while r.next() is not None:
+        pass
+
+
+@pytest.mark.parametrize("model", ["dnn.nnet.txt", "tiny_mlp.nnet.txt", "extras.nnet.txt", "tiny_mlp.nnet.bin"])
+def test_truncated_model_is_described_one_way(fixtures_dir, tmp_path, model):
+    """The structure scan (compress, spectrum), the full parse (info, copy) and a pipe
+    all say the same thing about the same cut: where the input ends."""
+    data = (fixtures_dir / model).read_bytes()
+    cut = tmp_path / model
+    checked = 0
+    for n in range(97, len(data) - 20, max(1, len(data) // 61)):
+        cut.write_bytes(data[:n])
+        said = []
+        for how in (lambda: _structure_scan(cut), lambda: svdistill.read(cut),
+                    lambda: svdistill.read(io.BytesIO(data[:n]))):
+            with pytest.raises(svdistill.FormatError) as e:
+                how()
+            said.append(str(e.value))
+        assert all("the input ends" in s for s in said), (n, said)
+        assert "ragged" not in " ".join(said) and "values but the header says" not in " ".join(said), (n, said)
+        checked += 1
+    assert checked > 40
+
+
+def test_truncated_model_info_and_compress_agree(fixtures_dir, tmp_path, run_cli):
+    cut = tmp_path / "cut.nnet"
+    cut.write_bytes((fixtures_dir / "dnn.nnet.txt").read_bytes()[:200000])
+    lines = [run_cli("info", cut).stderr.decode(), run_cli("compress", "--rank", "4", cut, tmp_path / "o").stderr
+             .decode(), run_cli("info", "-", input=cut.read_bytes()).stderr.decode().replace("<stdin>", str(cut))]
+    assert lines[0] == lines[1] == lines[2]
+    assert "the input ends inside the weight matrix" in lines[0]
+
+
+UNKNOWN = (b"<Nnet>\n<Foo> 3 3 bar <Baz> 1 2\n<!EndOfComponent>\n"
+           b"<AffineTransform> 3 3\n<LearnRateCoef> 1 <BiasLearnRateCoef> 1 <MaxNorm> 0\n"
+           b"[ 1 2 3\n4 5 6\n7 8 9 ]\n[ 1 2 3 ]\n<!EndOfComponent>\n"
+           b"<MaxPoolingComponent> 3 3 <PoolSize> 1 <PoolStep> 1 <PoolStride> 1\n<!EndOfComponent>\n</Nnet>\n")
+
+
+def test_parameter_count_has_one_definition(tmp_path, run_cli):
+    p = tmp_path / "u.nnet"
+    p.write_bytes(UNKNOWN)
+    m = svdistill.read(p)
+    d = svdistill.info(p)
+    assert m.num_params == d["num_params"] == 12
+    assert m.uncounted == d["uncounted"] == [1]  # MaxPooling is not updatable: Kaldi counts 0 for it
+    assert [c.num_params for c in m] == [None, 12, 0]
+    r = run_cli("info", p)
+    assert r.returncode == 0, r.stderr
+    line = r.stdout.decode().splitlines()[3]
+    assert line.startswith("number-of-parameters 1.2e-05 millions without component 1 <Foo>")
+    assert "unknown" in line
