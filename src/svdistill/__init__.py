@@ -33,7 +33,7 @@ from .spectrum import spectrum
 from .forward import Network, forward
 from .compare import compare
 from .export import export  # imports torch only when called
-from .distill import DistillReport, EpochReport, distill
+from .distill import DistillReport, EpochReport, TrainingStopped, distill
 from . import linalg
 
 __version__ = "0.1.0"
@@ -47,6 +47,7 @@ __all__ = [
     "Model",
     "Network",
     "RankError",
+    "TrainingStopped",
     "compare",
     "compress",
     "distill",

@@ -33,12 +33,12 @@ import stat
 import struct
 import subprocess
 import sys
-import tempfile
 import warnings
 from typing import (IO, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Set, Tuple)
 
 import numpy as np
 
+from . import _core
 from .errors import Error, FormatError
 
 RSPECIFIER_HELP = ("an rspecifier is 'ark:FILE', 'scp:FILE' (lines 'KEY ARCHIVE:OFFSET'), 'ark:COMMAND |' "
@@ -760,36 +760,18 @@ class _Output:
         elif _is_std(name):
             self.f = sys.stdout.buffer
         else:
-            # Through a symlink to the file it names, as cp writes: the link stays a link.
-            self.target = os.path.realpath(name)
-            if os.path.isdir(self.target):
-                raise Error(f"{where}: {name} is a directory; give a file name for the output")
+            # The one mechanism every output file shares (models, reports, plots): through
+            # symlinks, a temporary beside the target with the target's mode, stale temporaries
+            # of dead processes removed; a device or FIFO (/dev/null) is written in place.
             try:
-                special = not stat.S_ISREG(os.stat(self.target).st_mode)
-            except OSError:
-                special = False
-            if special:  # a device or FIFO (/dev/null) is written in place: renaming would replace it
-                try:
-                    self.f = open(self.target, "wb")
-                except OSError as e:
-                    raise Error(f"{where}: cannot write {name}: {e.strerror or e}") from None
-                return
-            folder = os.path.dirname(self.target)
-            if not os.path.isdir(folder):
-                raise Error(f"{where}: cannot write {name}: the folder {os.path.dirname(name) or '.'} does not exist")
+                self.target, self.tmp = _core.prepare_output(name)
+            except Error as e:
+                raise Error(f"{where}: {e}") from None
             try:
-                fd, self.tmp = tempfile.mkstemp(prefix="." + os.path.basename(self.target) + ".svdistill-",
-                                                dir=folder)
+                self.f = open(self.tmp if self.tmp is not None else self.target, "wb")
             except OSError as e:
-                raise Error(f"{where}: cannot create a temporary file in {folder}: {e.strerror or e}") from None
-            try:
-                mode = os.stat(self.target).st_mode & 0o7777
-            except OSError:
-                mask = os.umask(0)
-                os.umask(mask)
-                mode = 0o666 & ~mask
-            os.fchmod(fd, mode)
-            self.f = os.fdopen(fd, "wb")
+                self.abort()
+                raise Error(f"{where}: cannot write {name}: {e.strerror or e}") from None
 
     def _failed(self) -> str:
         rc = self.proc.wait()  # type: ignore[union-attr]
@@ -832,15 +814,15 @@ class _Output:
             self.flush()
             return
         try:
-            self.f.flush()
-            if os.environ.get("SVDISTILL_FSYNC", "0") not in ("", "0"):
-                os.fsync(self.f.fileno())
             self.f.close()
-            os.replace(self.tmp, self.target)
         except OSError as e:
             self.abort()
             raise Error(f"{self.where}: cannot write {self.name}: {e.strerror or e}") from None
-        self.tmp = None
+        tmp, self.tmp = self.tmp, None
+        try:
+            _core.commit_output(tmp, self.target, self.name)  # fsync with SVDISTILL_FSYNC, rename
+        except Error as e:
+            raise Error(f"{self.where}: {e}") from None
 
     def abort(self) -> None:
         """Give up: a file output leaves nothing (an existing file is untouched); a command is stopped."""
@@ -855,7 +837,8 @@ class _Output:
             return
         if self.tmp is not None:
             try:
-                self.f.close()
+                if getattr(self, "f", None) is not None:
+                    self.f.close()
             except OSError:
                 pass
             try:

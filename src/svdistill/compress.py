@@ -34,10 +34,11 @@ POLICIES = ("rank", "ranks", "rank_fraction", "energy", "nuclear", "param_budget
 def _check_policy(kw: Dict[str, object]) -> Tuple[str, object]:
     given = [(k, v) for k, v in kw.items() if v is not None]
     if not given:
-        raise RankError("no rank policy: give exactly one of --rank, --ranks, --rank-fraction, "
-                        "--energy, --nuclear, --param-budget")
+        # Both spellings: the API's keywords and the CLI's flags (the CLI calls this).
+        raise RankError("no rank policy: give exactly one of rank, ranks, rank_fraction, energy, nuclear, "
+                        "param_budget (--rank, --ranks, --rank-fraction, --energy, --nuclear, --param-budget)")
     if len(given) > 1:
-        names = ", ".join("--" + k.replace("_", "-") for k, _ in given)
+        names = " and ".join(f"{k} (--{k.replace('_', '-')})" for k, _ in given)
         raise RankError(f"conflicting rank policies {names}: give exactly one")
     name, value = given[0]
     if name == "rank":

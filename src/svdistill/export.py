@@ -25,7 +25,7 @@ import numpy as np
 
 from .errors import Error
 from .forward import ModelLike
-from .io import same_file
+from .io import atomic_output, same_file
 
 __all__ = ["FORMATS", "export"]
 
@@ -138,10 +138,7 @@ def export(model: ModelLike, output: Union[str, "os.PathLike[str]"], *, format: 
     gen = torch.Generator().manual_seed(0)
     example = torch.randn(_TRACE_FRAMES, in_dim, generator=gen)
 
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".svdistill-tmp", dir=folder)
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:  # beside the target, renamed when complete, removed on any error
         with torch.no_grad(), warnings.catch_warnings():
             # Only torch runs here: its deprecation notices (torch.jit, the
             # TorchScript-based ONNX exporter) and the tracer's notes are about
@@ -164,11 +161,6 @@ def export(model: ModelLike, output: Union[str, "os.PathLike[str]"], *, format: 
                     raise Error(f"{path}: the traced TorchScript module does not reproduce the model "
                                 f"at other utterance lengths: {str(e).splitlines()[0]}") from None
                 torch.jit.save(traced, tmp)
-        _commit(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return {"path": path, "format": format, "opset": used_opset, "input_dim": in_dim,
             "output_dim": out_dim,
             "output_kind": _output_kind(net.ends_in_softmax, no_softmax, apply_log,
@@ -243,25 +235,3 @@ def _export_onnx(torch, module, example, tmp: str, opset: Optional[int]) -> int:
     import onnx
     return next((o.version for o in onnx.load(tmp, load_external_data=False).opset_import
                  if o.domain in ("", "ai.onnx")), 0)
-
-
-def _commit(tmp: str, path: str) -> None:
-    """Give the file the mode a new file gets (or the target's), flush if asked, rename into place."""
-    try:
-        mode = os.stat(path).st_mode & 0o7777
-    except OSError:
-        mask = os.umask(0)
-        os.umask(mask)
-        mode = 0o666 & ~mask
-    os.chmod(tmp, mode)
-    e = os.environ.get("SVDISTILL_FSYNC", "")
-    if e and e != "0":
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    try:
-        os.replace(tmp, path)
-    except OSError as err:
-        raise Error(f"{path}: cannot rename the finished export into place: {err.strerror}") from None

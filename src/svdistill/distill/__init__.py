@@ -35,7 +35,7 @@ import numpy as np
 
 from ..errors import Error, option_error
 from ..forward import ModelLike, _load
-from ..io import PathOrFile, write
+from ..io import PathOrFile, output_target, write
 from ..model import Model
 from .checkpoint import Checkpoints, data_fingerprint, model_fingerprint
 from .data import Data, FeatsLike, LabelsLike, Source, load_labels
@@ -410,16 +410,10 @@ def _check_output(output: Any) -> None:
         return
     if not isinstance(output, (str, os.PathLike)):
         raise option_error("output", f"expected a path, '-' or a binary file object, got {type(output).__name__}")
-    path = os.fspath(output)
-    if path == "-":
-        return
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise option_error("output", f"{path} is a folder; give the path of the model to write")
-    if not os.path.isdir(folder):
-        raise option_error("output", f"{path}: the folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise option_error("output", f"{path}: the folder {folder} is not writable")
+    try:
+        output_target(output)  # what every writer checks: folder, links, not a directory
+    except Error as e:
+        raise option_error("output", str(e)) from None
 
 
 def _choose_engine(engine: Optional[str], device: Any, precision: str) -> str:

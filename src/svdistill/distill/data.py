@@ -14,7 +14,6 @@ from __future__ import annotations
 import queue
 import threading
 import time
-import warnings
 import zlib
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
