@@ -163,13 +163,20 @@ MATS = _matrices()
 @pytest.mark.parametrize("e", [0.3, 0.5, 0.9, 0.99])
 @pytest.mark.parametrize("method", ["auto", "randomized", "exact"])
 def test_energy_rank_is_the_smallest(name, e, method):
+    """exact: the smallest k; the adaptive sketch: never below it, at most 5% above
+    (the README's bound, measured), and always at least E kept."""
     W = MATS[name].astype(np.float32)
     k = np_energy_k(W, e)
     _, rep = svdistill.compress(one_layer(W), energy=e, method=method, min_gain=0.0)
     L = rep.layers[0]
     o, i = W.shape
-    assert L.rank == (k if k * (o + i) < o * i else None), (name, e, L.rank, k)
-    if method == "exact" and L.rank is not None:
+    if method == "exact":
+        assert L.rank == (k if k * (o + i) < o * i else None), (name, e, L.rank, k)
+    elif L.rank is not None:
+        assert k <= L.rank <= max(k + 1, int(np.ceil(1.05 * k))), (name, e, L.rank, k)
+    else:
+        assert k * (o + i) >= o * i or np.ceil(1.05 * k) * (o + i) >= o * i
+    if L.rank is not None:
         assert L.retained_energy >= e - 1e-6
 
 
@@ -187,8 +194,10 @@ def test_energy_matches_spectrum_table():
     W = MATS["flat"].astype(np.float32)
     d = svdistill.spectrum(one_layer(W), fractions=[0.2, 0.4])
     for f in (0.2, 0.4):
-        _, rep = svdistill.compress(one_layer(W), energy=f, method="randomized")
+        _, rep = svdistill.compress(one_layer(W), energy=f, method="exact")
         assert rep.layers[0].rank == d["layers"][0]["energy_ranks"][str(f)]
+        _, rep = svdistill.compress(one_layer(W), energy=f, method="randomized")
+        assert rep.layers[0].rank >= d["layers"][0]["energy_ranks"][str(f)]
 
 
 @pytest.mark.parametrize("e", [0.999999, 1.0])

@@ -359,7 +359,20 @@ SvdResult adaptive_energy_svd(const float* a, int64_t m, int64_t n, double energ
     }
     if (energy == 0) k = 0;
     if ((k >= 0 && k + guard <= l) || l >= r) {
-      if (k < 0) k = static_cast<int64_t>(s.size());  // float rounding at full rank
+      if (k < 0) {
+        // The whole spectrum and still short of E: float32 rounding of the
+        // sketch (~1e-7 of the energy), as at E = 1 on a rank-deficient layer.
+        // Take the rank that reaches E within that rounding, not every column.
+        k = static_cast<int64_t>(s.size());
+        double kept = 0;
+        for (size_t i = 0; i < s.size(); ++i) {
+          kept += s[i] * s[i];
+          if (kept >= energy * total * (1 - 1e-6)) {
+            k = static_cast<int64_t>(i) + 1;
+            break;
+          }
+        }
+      }
       full.u.conservativeResize(m, k);
       full.vt.conservativeResize(k, n);
       full.s.resize(static_cast<size_t>(k));

@@ -180,13 +180,14 @@ def compress(model: Union[Model, PathOrFile], *,
     rank, ranks, rank_fraction, energy, nuclear, param_budget
         The rank policy; give exactly one. ``rank``: the same k everywhere.
         ``ranks``: one k per selected layer. ``rank_fraction``: round(f x
-        min(out, in)). ``energy``: the smallest k whose best rank-k
-        approximation keeps that fraction of ||W||_F^2, from the layer's full
-        spectrum (float64 eigenvalues of the Gram matrix, as :func:`spectrum`);
-        the factors are then the ``method``'s rank-k SVD, whose exact retained
-        energy the report gives (``"exact"``: at least the fraction;
-        randomized: within its accuracy of it). ``nuclear``: the same with
-        sum(s). ``param_budget``: the whole model's parameters, as written in the
+        min(out, in)). ``energy``: a rank k whose factors keep at least that
+        fraction of ||W||_F^2 (their retained energy is computed exactly): with
+        ``method="exact"`` the smallest such k, from the exact SVD; otherwise an
+        adaptive randomized SVD grows its sketch until it keeps the fraction, and
+        k is the smallest rank by the sketch's singular values, which never
+        exceed the true ones, so k is never below the smallest rank and may lie
+        a little above it (README). ``nuclear``: the smallest k keeping that
+        fraction of sum(s), read off the full spectrum. ``param_budget``: the whole model's parameters, as written in the
         output's dialect, <= f x the input's, ranks chosen to minimise the total
         squared Frobenius error (two passes).
     min_gain : float
@@ -288,12 +289,13 @@ def compress(model: Union[Model, PathOrFile], *,
                 yield comp
                 continue
             prog.update(len(reports), f"component {idx} {comp.output_dim}x{comp.input_dim}")
-            needs_spectrum = spectra or policy in ("energy", "nuclear")
+            t0 = time.perf_counter()  # the layer's time includes its spectrum
+            needs_spectrum = spectra or policy == "nuclear"
             sv = _core.singular_values(_finite_weight(comp, plan)) if needs_spectrum else None
             if spectra:
                 all_spectra[idx] = sv.tolist()
             rep, new = _compress_one(comp, plan, policy, value, min_gain, round_to, split,
-                                     out_dialect, method, n_oversamples, n_iter, seed, sv)
+                                     out_dialect, method, n_oversamples, n_iter, seed, sv, t0)
             reports.append(rep)
             params_after += sum(c.num_params or 0 for c in new)
             yield from new
@@ -394,32 +396,48 @@ def _finite_weight(comp: Component, plan: LayerPlan) -> np.ndarray:
 def _compress_one(comp: Component, plan: LayerPlan, policy: str, value, min_gain: float,
                   round_to: int, split: str, dialect: str, method: str,
                   n_oversamples: Optional[int], n_iter: Optional[int],
-                  seed: int, sv: Optional[np.ndarray] = None) -> Tuple[LayerReport, List[Component]]:
-    t0 = time.perf_counter()
+                  seed: int, sv: Optional[np.ndarray] = None,
+                  t0: Optional[float] = None) -> Tuple[LayerReport, List[Component]]:
+    t0 = time.perf_counter() if t0 is None else t0
     W = _finite_weight(comp, plan)
     out_dim, in_dim = W.shape
     before = comp.num_params or 0
     total_energy = float(_core.frobenius_sq(W))
-    # --energy and --nuclear: the smallest k by the full spectrum (as `spectrum`
-    # reports it), not by a sketch's singular values, which underestimate the
-    # true ones and so can only ask for a larger rank.
-    if policy == "energy":
-        k = int(_core.energy_rank(sv.tolist(), float(value), total_energy))
+    p, q = _svd_options(n_oversamples, n_iter)
+    factors = None
+    used_method = method
+    if policy == "energy" and method == "exact":
+        # The smallest k, from the exact spectrum; one decomposition gives k and the factors.
+        U, s, Vt, *_ = _core.truncated_svd(W, min(out_dim, in_dim), "exact", p, q, seed)
+        k = max(1, int(_core.energy_rank(s.tolist(), float(value), total_energy)))
+        factors = (U[:, :k], s[:k], Vt[:k])
+    elif policy == "energy":
+        # An adaptive sketch grown until the energy it keeps (exact for its
+        # factors) reaches E: no full spectrum, so large layers of low rank cost
+        # a fraction of an exact decomposition. A sketch's singular values never
+        # exceed the true ones, so k is never below the smallest rank (README).
+        U, s, Vt, *_ = _core.adaptive_energy_svd(W, float(value), p, q, seed)
+        k = max(1, len(s))
+        factors = (U, s, Vt)
+        used_method = "adaptive"
     elif policy == "nuclear":
         k = int(_core.nuclear_rank(sv.tolist(), float(value)))
     else:
         k = int(plan.rank)  # fixed policies and the budget's pass
-    k = _round(max(k, 1), round_to, plan)
+    k_rounded = _round(max(k, 1), round_to, plan)
+    if k_rounded != k:
+        factors = None  # more than the decomposition kept: recompute at the rounded rank
+    k = k_rounded
     if plan.rank == -1 or not _worth(k, out_dim, in_dim, min_gain, dialect):
         return LayerReport(index=plan.index, marker=plan.marker, out=out_dim, inp=in_dim, rank=None,
                            params_before=before, params_after=before, retained_energy=1.0,
                            rel_error=0.0, seconds=time.perf_counter() - t0, method="-",
                            note="unchanged: factoring would not reduce parameters"
                            + (f" by {min_gain:.0%}" if min_gain > 0 else "")), [comp]
-    used_method = _choose_method(method, k, out_dim, in_dim, n_oversamples)
-    p, q = _svd_options(n_oversamples, n_iter)
-    U, s, Vt, *_ = _core.truncated_svd(W, k, used_method, p, q, seed)
-    factors = (U, s, Vt)
+    if factors is None:
+        used_method = _choose_method(method, k, out_dim, in_dim, n_oversamples)
+        factors = tuple(_core.truncated_svd(W, k, used_method, p, q, seed)[:3])
+    s = factors[1]
     # The factors are an orthogonal projection of W, so this is their exact energy.
     kept = float(np.sum(np.square(s, dtype=np.float64)))
     retained = kept / total_energy if total_energy > 0 else 1.0
