@@ -848,3 +848,38 @@ def test_nan_input_gives_nan_output_not_a_silent_answer():
         y = svdistill.forward(m, x)
         assert np.isnan(y[1]).all()
         assert np.isfinite(y[[0, 2]]).all()
+
+
+# ---- the API checks nnet-forward's output options as the CLI does (issue 19: found by a new-user trial)
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(class_frame_counts="zeros"), "positive sum"),
+    (dict(class_frame_counts="negative"), "non-negative"),
+    (dict(class_frame_counts="ones", prior_scale="a"), "prior_scale must be a finite number"),
+    (dict(class_frame_counts="ones", prior_scale=float("nan")), "prior_scale must be a finite number"),
+    (dict(apply_log="no"), "apply_log must be True or False"),
+    (dict(no_softmax=1), "no_softmax must be True or False"),
+    (dict(class_frame_counts="text"), "expected a counts file or a vector of counts"),
+])
+def test_forward_api_checks_output_options(fixtures_dir, kw, match):
+    m = svdistill.read(fixtures_dir / "tiny_mlp.nnet.bin")
+    x = np.random.default_rng(0).standard_normal((3, m.input_dim)).astype(np.float32)
+    counts = {"zeros": [0.0] * m.output_dim, "negative": [-1.0] * m.output_dim,
+              "ones": [1.0] * m.output_dim, "text": object()}
+    if isinstance(kw.get("class_frame_counts"), str):
+        kw = dict(kw, class_frame_counts=counts[kw["class_frame_counts"]])
+    with pytest.raises(svdistill.Error, match=match):
+        svdistill.forward(m, x, **kw)
+
+
+@pytest.mark.parametrize("feats", [{"u": np.zeros((3, 4), np.float32)}, "ark:feats.ark"])
+def test_forward_api_names_what_it_got_instead_of_an_array(fixtures_dir, feats):
+    m = svdistill.read(fixtures_dir / "tiny_mlp.nnet.bin")
+    with pytest.raises(svdistill.Error, match=f"got a {type(feats).__name__}; .*forward_archive"):
+        svdistill.forward(m, feats)
+
+
+def test_singular_values_of_an_empty_matrix_is_quiet(capfd):
+    for shape in [(0, 5), (5, 0), (0, 0)]:
+        assert svdistill.linalg.singular_values(np.zeros(shape, np.float32)).size == 0
+    assert "illegal value" not in capfd.readouterr().err

@@ -387,6 +387,7 @@ std::vector<double> singular_values(const float* a, int64_t m, int64_t n) {
   // double copy of the input never exists at once.
   const bool rows_side = m < n;  // then use A A^T (m x m)
   const int64_t d = rows_side ? m : n;
+  if (m == 0 || n == 0) return std::vector<double>(static_cast<size_t>(d), 0.0);  // BLAS refuses ld = 0
   MatD g = MatD::Zero(d, d);
   if (!rows_side) {
     const int64_t block = std::max<int64_t>(1, (8 << 20) / std::max<int64_t>(n, 1));

@@ -24,7 +24,7 @@ from typing import Any, Dict, Optional, Union
 import numpy as np
 
 from .errors import Error
-from .forward import ModelLike
+from .forward import ModelLike, _check_output_options
 from .io import atomic_output, same_file
 
 __all__ = ["FORMATS", "export"]
@@ -115,8 +115,7 @@ def export(model: ModelLike, output: Union[str, "os.PathLike[str]"], *, format: 
     """
     if format not in FORMATS:
         raise Error(f"export: unknown format {format!r} (choose {' or '.join(FORMATS)})")
-    if apply_log and no_softmax:
-        raise Error("cannot use both apply_log and no_softmax (nnet-forward refuses it too)")
+    _check_output_options(apply_log, no_softmax, prior_scale)
     if opset is not None:
         if format != "onnx":
             raise Error("export: opset applies to the onnx format only")

@@ -7,15 +7,16 @@ GIL released). Archives are read and written by :mod:`svdistill.archive`
 from __future__ import annotations
 
 import contextlib
+import numbers
 import os
 import warnings
-from typing import Iterator, Optional, Tuple, Union
+from typing import Iterator, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
 from . import _core
 from .archive import TableWriter, check_finite, parse_rspecifier, read_table
-from .errors import Error
+from .errors import Error, option_error
 from .io import PathOrFile, read
 from .model import Model
 
@@ -42,9 +43,29 @@ def read_class_frame_counts(path: str) -> np.ndarray:
         counts = np.array([float(x) for x in body.split()], dtype=np.float64)
     except ValueError:
         raise Error(f"{path}: expected a vector of counts '[ c1 c2 ... ]'") from None
-    if counts.size == 0 or not np.all(np.isfinite(counts)) or counts.min() < 0 or counts.sum() <= 0:
-        raise Error(f"{path}: class frame counts must be non-negative with a positive sum")
+    return _checked_counts(counts, path)
+
+
+def _checked_counts(counts: np.ndarray, where: str) -> np.ndarray:
+    """Counts as Kaldi's PdfPrior needs them: a finite, non-negative vector with a positive sum."""
+    if counts.ndim != 1 or counts.size == 0 or not np.all(np.isfinite(counts)) or counts.min() < 0 \
+            or counts.sum() <= 0:
+        raise Error(f"{where}: class frame counts must be a non-empty vector of finite, non-negative "
+                    f"numbers with a positive sum")
     return counts
+
+
+def _check_output_options(apply_log, no_softmax, prior_scale) -> None:
+    """nnet-forward's output options, checked once for forward, forward_archive and export."""
+    for name, v in (("apply_log", apply_log), ("no_softmax", no_softmax)):
+        if not isinstance(v, (bool, np.bool_)):
+            raise option_error(name, f"must be True or False, got {v!r}")
+    if apply_log and no_softmax:
+        raise Error("cannot use both apply_log and no_softmax (--apply-log, --no-softmax; nnet-forward "
+                    "refuses it too)")
+    if isinstance(prior_scale, bool) or not isinstance(prior_scale, numbers.Real) \
+            or not np.isfinite(prior_scale):
+        raise option_error("prior_scale", f"must be a finite number, got {prior_scale!r}")
 
 
 def log_priors(counts: np.ndarray, prior_floor: float = 1e-10) -> np.ndarray:
@@ -96,7 +117,14 @@ class Network:
         return self._net.output_dim
 
     def __call__(self, feats: np.ndarray) -> np.ndarray:
-        feats = np.asarray(feats)
+        if isinstance(feats, (str, bytes, os.PathLike, Mapping)):
+            raise Error(f"features: expected one utterance as a 2-D (frames x dims) array, got a "
+                        f"{type(feats).__name__}; call it once per utterance, or use "
+                        f"svdistill.forward.forward_archive for an archive (the CLI's 'svdistill forward')")
+        try:
+            feats = np.asarray(feats, dtype=np.float32)
+        except (TypeError, ValueError) as e:
+            raise Error(f"features: expected a 2-D (frames x dims) array of numbers: {e}") from None
         if feats.ndim != 2:
             raise Error(f"features must be a 2-D (frames x dims) array, got shape {feats.shape}")
         return self._net.forward(feats)
@@ -124,8 +152,7 @@ def forward(model: Union[ModelLike, Network], feats: np.ndarray, *,
     -------
     ndarray (frames x output_dim), float32
     """
-    if apply_log and no_softmax:
-        raise Error("cannot use both apply_log and no_softmax (nnet-forward refuses it too)")
+    _check_output_options(apply_log, no_softmax, prior_scale)
     net = model if isinstance(model, Network) else Network(model, feature_transform=feature_transform,
                                                              no_softmax=no_softmax)
     out = net(feats)
@@ -135,8 +162,15 @@ def forward(model: Union[ModelLike, Network], feats: np.ndarray, *,
 def _priors(class_frame_counts, prior_scale: float, dim: int) -> Optional[np.ndarray]:
     if class_frame_counts is None:
         return None
-    counts = (read_class_frame_counts(class_frame_counts) if isinstance(class_frame_counts, (str, os.PathLike))
-              else np.asarray(class_frame_counts, dtype=np.float64))
+    if isinstance(class_frame_counts, (str, os.PathLike)):
+        counts = read_class_frame_counts(class_frame_counts)
+    else:
+        try:
+            counts = np.asarray(class_frame_counts, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise option_error("class_frame_counts", "expected a counts file or a vector of counts, got "
+                               f"{type(class_frame_counts).__name__}") from None
+        counts = _checked_counts(counts, "class_frame_counts")
     if counts.size != dim:
         raise Error(f"class frame counts have {counts.size} entries but the network outputs {dim}")
     return (prior_scale * log_priors(counts)).astype(np.float32)
@@ -167,8 +201,7 @@ def forward_archive(model: ModelLike, feats_rspecifier: str, out_wspecifier: str
     utterance, are errors. A file output appears only when complete (nothing is
     left on any error or interruption) and may be the input archive itself.
     """
-    if apply_log and no_softmax:
-        raise Error("cannot use both --apply-log and --no-softmax (nnet-forward refuses it too)")
+    _check_output_options(apply_log, no_softmax, prior_scale)
     parse_rspecifier(feats_rspecifier)
     net = Network(model, feature_transform=feature_transform, no_softmax=no_softmax)
     priors = _priors(class_frame_counts, prior_scale, net.output_dim)

@@ -295,8 +295,8 @@ class ForwardModule(nn.Module):
     def __init__(self, net: NnetModule, *, no_softmax: bool = False, apply_log: bool = False,
                  scaled_log_priors: Optional[np.ndarray] = None) -> None:
         super().__init__()
-        if apply_log and no_softmax:
-            raise Error("cannot use both apply_log and no_softmax (nnet-forward refuses it too)")
+        from .forward import _check_output_options
+        _check_output_options(apply_log, no_softmax, 1.0)
         self.net = net
         self.upto = len(net.layers) - 1 if no_softmax and net.ends_in_softmax else None
         self.apply_log = apply_log
