@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, NoReturn, Optional, Sequence
 
 import pytest
 
@@ -57,8 +57,61 @@ def feats(fixtures_dir: Path) -> Dict[str, Any]:
 def edge_dir(fixtures_dir: Path) -> Path:
     d = fixtures_dir / "edge"
     if not d.is_dir():
-        pytest.skip(f"{d} is missing from the reference fixtures")
+        skip_missing_data(f"{d} is missing from the reference fixtures")
     return d
+
+
+# ------------------------------------------------ skips for missing data
+
+#: tests/data travels with the repository and its sdist, so a test that skips for want of data
+#: there means a broken checkout or package. Where this is set (CI sets it; CI=true implies it
+#: unless it is 0), such a skip fails instead.
+REQUIRE_DATA_ENV = "SVDISTILL_REQUIRE_DATA"
+#: Reason prefix of skip_missing_data. A skip whose reason names the fixture folder or
+#: tests/data counts too, whoever raised it.
+MISSING_DATA = "missing test data: "
+DATA_DIR = Path(__file__).resolve().parent / "data"
+
+
+def require_data() -> bool:
+    v = os.environ.get(REQUIRE_DATA_ENV)
+    if v is not None:
+        return v.strip().lower() not in ("", "0", "false", "no")
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def skip_missing_data(what: str) -> NoReturn:
+    """Skip a test whose input data are missing; a failure where require_data()."""
+    pytest.skip(MISSING_DATA + what)
+
+
+def _missing_data_reason(longrepr) -> Optional[str]:
+    reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+    if MISSING_DATA in reason or any(str(p) in reason for p in {fixtures_root(), DATA_DIR}):
+        return reason
+    return None
+
+
+def _fail_missing_data_skip(rep) -> None:
+    if not rep.skipped or hasattr(rep, "wasxfail") or not require_data():
+        return
+    reason = _missing_data_reason(rep.longrepr)
+    if reason is not None:
+        rep.outcome = "failed"
+        rep.longrepr = (f"a test that needs the repository's data skipped, and {REQUIRE_DATA_ENV} "
+                        f"(or CI=true) makes that a failure: {reason}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    _fail_missing_data_skip(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield
+    _fail_missing_data_skip(outcome.get_result())
 
 
 # --------------------------------------------------------------------- CLI

@@ -164,7 +164,7 @@ def test_a_used_folder_is_not_taken_over_by_a_fresh_run(setup, tmp_path):
     _, _, student, feats = setup
     kw = _kw(setup, checkpoint_dir=str(tmp_path / "ck"), max_epochs=1)
     distill(student, feats, **kw)
-    with pytest.raises(svdistill.Error, match="already holds checkpoints of a run: --resume"):
+    with pytest.raises(svdistill.Error, match="already holds checkpoints of a run: give (--)?resume"):
         distill(student, feats, **{**kw, "seed": 2})
 
 
@@ -190,3 +190,44 @@ def test_label_training_checkpoints_too(tmp_path):
     a, _ = distill(model, feats, **kw)
     b, _ = distill(model, feats, resume=True, **kw)  # resumes the finished run: nothing left to train
     _same(a, b, exact=True)
+
+
+def test_checkpoints_are_written_as_every_output_and_flushed_whatever_svdistill_fsync(tmp_path, monkeypatch):
+    """One atomic-output mechanism: the usual mode (not mkstemp's 0600), a locked temporary that a
+    later run removes once its writer is gone, and durable (fsync) even without SVDISTILL_FSYNC."""
+    import fcntl
+    import re
+    import socket
+    from svdistill import _core
+    host = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname() or "host")[:32]
+    folder = tmp_path / "ck"
+    folder.mkdir()
+    stale = folder / f".checkpoint-0003-00000000.npz.svdistill-{host}.{os.getppid()}-zz9zz9"
+    busy = folder / f".checkpoint-0004-00000000.npz.svdistill-{host}.2147483646-yy8yy8"
+    old_style = folder / ".checkpoint-abc123.tmp"
+    for p in (stale, busy, old_style):
+        p.write_bytes(b"partial")
+    holder = os.open(busy, os.O_RDONLY)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    calls = []
+    real = _core.commit_output
+
+    def commit(tmp, target, name, fd=-1, durable=False):
+        calls.append(durable)
+        return real(tmp, target, name, fd, durable)
+
+    monkeypatch.setattr(_core, "commit_output", commit)
+    monkeypatch.delenv("SVDISTILL_FSYNC", raising=False)
+    try:
+        c = ckpt_mod.Checkpoints(str(folder), {"x": 1})
+        assert not stale.exists() and not old_style.exists() and busy.exists()
+        path = c.save({"epoch": 1}, {"w": np.ones(3, np.float32)}, 1, 0)
+    finally:
+        os.close(holder)
+    assert calls == [True]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
+    meta, arrays, _ = c.load_newest()
+    assert meta["epoch"] == 1 and arrays["w"].tolist() == [1, 1, 1]
+    assert sorted(p.name for p in folder.iterdir()) == [busy.name, "checkpoint-0001-00000000.npz"]

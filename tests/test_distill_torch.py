@@ -165,7 +165,7 @@ def test_divergence_and_labels_on_the_torch_engine():
     (dict(engine="core", device="cuda"), "the core engine runs on the CPU"),
     (dict(engine="core", precision="tf32"), "the core engine trains in fp32"),
     (dict(engine="gpu"), "engine must be 'core' or 'torch'"),
-    (dict(engine="torch", device="tpu"), "expected cpu, cuda or cuda:N"),
+    (dict(engine="torch", device="tpu"), "device must be cpu, cuda or cuda:N"),
 ] + ([] if CUDA else [(dict(device="cuda"), "PyTorch sees no CUDA device")]))
 def test_engine_options_are_checked(kw, message):
     rng = np.random.default_rng(1)

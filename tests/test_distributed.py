@@ -134,5 +134,5 @@ def test_the_core_engine_refuses_several_ranks(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     rng = np.random.default_rng(1)
     model = Model([Component.affine(rng.normal(size=(3, 4)).astype(np.float32)), Component.activation("Softmax", 3)])
-    with pytest.raises(svdistill.Error, match="several processes train with --engine torch only"):
+    with pytest.raises(svdistill.Error, match="several processes train with the torch engine only"):
         svdistill.distill(model, rng.normal(size=(50, 4)).astype(np.float32), teachers=model)

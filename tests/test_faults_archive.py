@@ -88,12 +88,15 @@ def test_forward_output_archive_behind_the_input_scp_is_refused(fx, tiny, feats,
         forward_archive(tiny, f"scp:{scp}", f"ark,scp:{ark},{tmp_path / 'o.scp'}")
     assert ark.read_bytes() == before
     assert dir_listing(tmp_path) == ["g.ark", "g.scp"]
-    # a new archive, with the scp itself replaced: fine
-    p = run_cli("forward", tiny, f"scp:{scp}", f"ark,scp:{tmp_path / 'o.ark'},{scp}")
-    assert p.returncode == 0, p.stderr.decode()
-    got = {k: np.asarray(v) for k, v in kaldiio.load_scp(str(scp)).items()}
-    ref = forward_ref(tiny, feats)
-    assert list(got) == list(ref) and all(np.allclose(got[k], ref[k], atol=1e-7) for k in ref)
+    # a new archive into the input's scp, or the input's scp as the archive: refused as well
+    # (the features' index would then index the posteriors)
+    scp_before = scp.read_bytes()
+    for out in (f"ark,scp:{tmp_path / 'o.ark'},{scp}", f"ark,scp:{scp},{tmp_path / 'o.scp'}", f"ark:{scp}"):
+        line = clean_cli_error(run_cli("forward", tiny, f"scp:{scp}", out), "is the scp file of the input",
+                               "refusing to overwrite an input")
+        assert str(scp) in line
+    assert scp.read_bytes() == scp_before and ark.read_bytes() == before
+    assert dir_listing(tmp_path) == ["g.ark", "g.scp"]
 
 
 def test_failed_forward_leaves_no_output_and_keeps_the_old_one(fx, tiny, feats, tmp_path):
@@ -492,3 +495,250 @@ def test_compare_accepts_features_as_distill_does(fx, tiny, feats, run_cli):
 def test_distill_features_from_stdin_say_why(tiny):
     msg = error_of(svdistill.distill, tiny, "ark:-", labels={"u": [1]})
     assert "stdin" in msg and "once per epoch" in msg
+
+
+# ------------------------------------------------------------ review of the issue-19 fixes
+
+
+def _huge_header(rows: int, cols: int) -> bytes:
+    return b"utt1 \0BFM \x04" + struct.pack("<i", rows) + b"\x04" + struct.pack("<i", cols) + b"\0" * 100
+
+
+@pytest.mark.parametrize("rows,cols,says", [(2**31 - 1, 2**31 - 1, "more than any memory"),
+                                            (200_000_000, 40, "only 100 followed")])
+@pytest.mark.parametrize("how", ["command", "stdin"])
+def test_a_damaged_size_read_from_a_pipe_allocates_nothing(rows, cols, says, how, tmp_path, run_cli,
+                                                           clean_cli_error):
+    """A pipe's size is unknown: the declared size is only a claim until the bytes arrive (before:
+    an OverflowError traceback, or 'out of memory' after allocating and zeroing 32 GB)."""
+    bad = tmp_path / "bad.ark"
+    bad.write_bytes(_huge_header(rows, cols))
+    model = Path(__file__).resolve().parent.parent / "examples" / "small.nnet"
+    if how == "command":
+        proc = run_cli("forward", model, f"ark:cat {bad} |", f"ark:{tmp_path / 'o.ark'}")
+    else:
+        proc = run_cli("forward", model, "ark:-", f"ark:{tmp_path / 'o.ark'}", input=bad.read_bytes())
+    line = clean_cli_error(proc, "utterance utt1", "byte 20", says)
+    assert f"{rows} x {cols}" in line
+    assert not (tmp_path / "o.ark").exists()
+
+
+@pytest.mark.parametrize("text,kind,bad,offset", [
+    (b"u1 1 2 --5\n", "ints", "'--5'", 7),
+    (b"u1 1 2 1_0\n", "ints", "'1_0'", 7),
+    (b"u1 [ 1 2 ]\nu2 +3 x7\n", "ints", "'x7'", 17),
+    (b"u1 [\n 1 2\n 3 1_0 ]\n", "matrix", "'1_0'", 13),
+    (b"u1 [ 1 2 0x10 ]\n", "matrix", "'0x10'", 9),
+    (b"u1 [ 1e5 .5 ]\nu2 [ 1 2. 3e ]\n", "matrix", "'3e'", 24),
+])
+def test_malformed_numbers_in_text_are_named_with_their_offset(text, kind, bad, offset, tmp_path):
+    """Kaldi's number syntax, strictly (Python's int/float also take '1_0'); before, '--5' ended in
+    'RuntimeError: generator raised StopIteration'."""
+    from svdistill.archive import read_table
+    ark = tmp_path / "t.ark"
+    ark.write_bytes(text)
+    msg = error_of(lambda: list(read_table(f"ark:{ark}", kind=kind)))
+    assert bad in msg and f"byte {offset} " in msg, msg
+    assert ("utterance u2" if b"u2" in text else "utterance u1") in msg
+
+
+def test_text_numbers_kaldi_writes_are_read(tmp_path):
+    from svdistill.archive import read_table
+    ark = tmp_path / "t.ark"
+    ark.write_bytes(b"u1 [ 1 -2.5e-3 +.5 7. 1E+2 ]\nu2 [\n 0 -0 ]\n")
+    got = dict(read_table(f"ark:{ark}"))
+    np.testing.assert_array_equal(got["u1"], np.array([[1, -2.5e-3, 0.5, 7, 100]], np.float32))
+    ark.write_bytes(b"u1 [ 1 +2 -3 ]\nu2 2147483647 -2147483648\n")
+    got = dict(read_table(f"ark:{ark}", kind="ints"))
+    assert got["u1"].tolist() == [1, 2, -3] and got["u2"].tolist() == [2**31 - 1, -2**31]
+    ark.write_bytes(b"u1 2147483648\n")
+    assert "does not fit a 32-bit integer" in error_of(lambda: list(read_table(f"ark:{ark}", kind="ints")))
+
+
+def test_keys_are_read_in_blocks_and_split_anywhere(feats, tmp_path):
+    """Keys and headers come from a buffer: the same table whether it arrives at once or a
+    byte at a time through a pipe (keys, headers and data split across reads)."""
+    from svdistill.archive import read_table
+    ark = tmp_path / "k.ark"
+    long_keys = {f"spk{i:06d}-utterance-{i:015d}": v for i, v in enumerate(feats.values())}
+    kaldiio.save_ark(str(ark), long_keys)
+    trickle = tmp_path / "trickle.py"
+    trickle.write_text("import sys, time\ndata = open(sys.argv[1], 'rb').read()\n"
+                       "for i in range(0, len(data), 7):\n"
+                       "    sys.stdout.buffer.write(data[i:i + 7]); sys.stdout.buffer.flush()\n")
+    import sys
+    for spec in (f"ark:{ark}", f"ark:{sys.executable} {trickle} {ark} |"):
+        got = dict(read_table(spec))
+        assert list(got) == list(long_keys)
+        assert all(np.array_equal(got[k], long_keys[k]) for k in long_keys)
+
+
+def test_an_output_is_never_an_input_scp_or_the_scp_over_an_input_archive(fx, tiny, feats, tmp_path):
+    """Only the output archive may replace an input archive read directly ('copy X X')."""
+    ark, scp = tmp_path / "g.ark", tmp_path / "g.scp"
+    kaldiio.save_ark(str(ark), feats, scp=str(scp))
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    for rs, ws, says in [
+        (f"scp:{scp}", f"ark,scp:{tmp_path / 'o.ark'},{scp}", "the output scp"),
+        (f"scp:{scp}", f"ark:{scp}", "the output archive"),
+        (f"ark:{ark}", f"ark,scp:{tmp_path / 'o.ark'},{ark}", "the output scp"),
+    ]:
+        msg = error_of(forward_archive, tiny, rs, ws)
+        assert says in msg and "refusing to overwrite an input" in msg, msg
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    msg = error_of(forward_archive, tiny, f"ark:{ark}", f"ark,scp:{tmp_path / 'o.ark'},{tmp_path / 'o.ark'}")
+    assert "the archive and the scp are the same file" in msg
+    # the archive replacing itself is still fine
+    forward_archive(tiny, f"ark:{ark}", f"ark:{ark}")
+    assert list(load_ark(ark)) == list(feats)
+
+
+def test_archive_and_scp_are_all_or_nothing_when_the_scp_cannot_be_renamed(tiny, feats, tmp_path, monkeypatch):
+    """The scp's rename fails after the archive's: the archive's previous content is put back
+    (a new archive is removed), so no new archive stands beside a stale scp."""
+    from svdistill import _core, archive
+    real = _core.commit_output
+
+    def failing(tmp, target, name, fd=-1, durable=False):
+        if target.endswith(".scp"):
+            os.unlink(tmp)
+            if fd >= 0:
+                os.close(fd)
+            raise svdistill.Error(f"{name}: cannot rename the finished output into place: Disk quota exceeded")
+        return real(tmp, target, name, fd, durable)
+
+    src = tmp_path / "f.ark"
+    kaldiio.save_ark(str(src), feats)
+    monkeypatch.setattr(archive._core, "commit_output", failing)
+    out_ark, out_scp = tmp_path / "o.ark", tmp_path / "o.scp"
+    # no previous pair: nothing is left
+    with pytest.raises(svdistill.Error, match="Disk quota"):
+        forward_archive(tiny, f"ark:{src}", f"ark,scp:{out_ark},{out_scp}")
+    assert dir_listing(tmp_path) == ["f.ark"]
+    # a previous pair: both stay as they were
+    out_ark.write_bytes(b"old archive")
+    out_scp.write_bytes(b"old scp")
+    with pytest.raises(svdistill.Error, match="Disk quota"):
+        forward_archive(tiny, f"ark:{src}", f"ark,scp:{out_ark},{out_scp}")
+    assert out_ark.read_bytes() == b"old archive" and out_scp.read_bytes() == b"old scp"
+    assert dir_listing(tmp_path) == ["f.ark", "o.ark", "o.scp"]
+
+
+def _host_tag() -> str:
+    import re
+    import socket
+    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname() or "host")[:32]
+
+
+def test_stale_temporaries_are_judged_by_their_lock_not_their_pid(tmp_path):
+    """A pid says nothing across PID namespaces (containers sharing a hostname and a volume):
+    a temporary someone holds locked is being written, whatever its pid; one nobody holds is
+    stale, even if its pid is alive here."""
+    import fcntl
+    from svdistill.io import atomic_output
+    target = tmp_path / "t.nnet"
+    host = _host_tag()
+    # pid 2147483646 runs nowhere here: a writer in another PID namespace, holding its lock
+    busy = tmp_path / f".t.nnet.svdistill-{host}.2147483646-a1b2c3"
+    # our parent is alive, but nobody holds this one: left by a killed writer elsewhere
+    stale = tmp_path / f".t.nnet.svdistill-{host}.{os.getppid()}-d4e5f6"
+    other = tmp_path / f".u.nnet.svdistill-{host}.2147483646-a1b2c3"  # another target's: not judged
+    for p in (busy, stale, other):
+        p.write_bytes(b"partial")
+    holder = os.open(busy, os.O_RDONLY)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        with atomic_output(target) as tmp:
+            assert os.path.basename(tmp).startswith(f".t.nnet.svdistill-{host}.{os.getpid()}-")
+            Path(tmp).write_bytes(b"new")
+        assert target.read_bytes() == b"new"
+        assert busy.exists() and other.exists() and not stale.exists()
+    finally:
+        os.close(holder)
+    # once its writer is gone, the busy one is stale too
+    with atomic_output(target) as tmp:
+        Path(tmp).write_bytes(b"newer")
+    assert not busy.exists() and dir_listing(tmp_path) == [other.name, "t.nnet"]
+
+
+def test_a_temporary_being_written_is_locked_until_its_rename(tmp_path):
+    import fcntl
+    from svdistill.io import atomic_output
+    target = tmp_path / "t.json"
+    with atomic_output(target) as tmp:
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
+        Path(tmp).write_text("{}")
+    assert target.read_text() == "{}" and dir_listing(tmp_path) == ["t.json"]
+
+
+# ---------------------------------------------------------------- second new-user trial
+
+
+def test_a_float_vector_as_the_first_utterance_is_said_without_contradiction(tmp_path):
+    path = tmp_path / "fv.ark"
+    kaldiio.save_ark(str(path), {"utt1": np.ones(40, np.float32), "utt2": np.ones(40, np.float32)})
+    from svdistill.archive import read_table
+    msg = error_of(lambda: list(read_table(f"ark:{path}")))
+    assert msg == (f"ark:{path}: utterance utt1 (byte 5 of {path}, the first utterance): expected a matrix "
+                   "(frames x dims), found a float vector (FV)"), msg
+
+
+def _text_feats(fx, tmp_path) -> bytes:
+    from svdistill.archive import read_table, write_table
+    path = tmp_path / "feats.txt"
+    write_table(f"ark,t:{path}", read_table(f"ark:{fx / 'feats.ark'}"))
+    return path.read_bytes()
+
+
+def test_a_text_archive_cut_anywhere_in_a_row_is_truncated_not_ragged(fx, tmp_path):
+    """The data end inside a row (with or without its newline): truncation, as at a row's end."""
+    from svdistill.archive import read_table
+    data = _text_feats(fx, tmp_path)
+    second = data.index(b"utt2")
+    row = data.index(b"\n", data.index(b"\n", second + 10) + 1)  # the end of utt2's second row
+    cuts = [row - 5, row - 30, row, row + 1, row + 12]
+    for cut in cuts:
+        for tail in (b"", b"\n"):
+            path = tmp_path / "cut.txt"
+            path.write_bytes(data[:cut] + tail)
+            msg = error_of(lambda: list(read_table(f"ark:{path}")))
+            assert "utterance utt2" in msg and "the archive is truncated" in msg and "ragged" not in msg, (cut, msg)
+
+
+def test_a_short_row_followed_by_more_data_is_still_ragged(fx, tmp_path):
+    from svdistill.archive import read_table
+    data = _text_feats(fx, tmp_path)
+    lines = data.split(b"\n")
+    lines[3] = b" ".join(lines[3].split()[:2])
+    path = tmp_path / "rag.txt"
+    path.write_bytes(b"\n".join(lines))
+    msg = error_of(lambda: list(read_table(f"ark:{path}")))
+    assert "ragged text matrix: row 2 has 2 numbers, row 0 has 40" in msg, msg
+
+
+def test_an_alignment_given_as_features_is_named_as_what_it_is(tmp_path):
+    from svdistill.archive import read_table
+    kaldiio.save_ark(str(tmp_path / "ali.ark"), {"utt1": np.zeros(50, np.int32)}, scp=str(tmp_path / "ali.scp"))
+    for spec in (f"ark:{tmp_path / 'ali.ark'}", f"scp:{tmp_path / 'ali.scp'}"):
+        msg = error_of(lambda: list(read_table(spec)))
+        assert "expected a matrix (frames x dims), found an integer vector (an alignment" in msg, msg
+        assert "scp offset" not in msg, msg
+
+
+def test_another_object_at_an_scp_offset_does_not_blame_the_offset(tmp_path):
+    """The offset points at a whole object, of another kind: the scp is right, the data are not features."""
+    from svdistill.archive import read_table
+    kaldiio.save_ark(str(tmp_path / "fv.ark"), {"utt1": np.ones(40, np.float32)}, scp=str(tmp_path / "fv.scp"))
+    msg = error_of(lambda: list(read_table(f"scp:{tmp_path / 'fv.scp'}")))
+    assert msg.endswith("found a float vector (FV)"), msg
+    kaldiio.save_ark(str(tmp_path / "m.ark"), {"utt1": np.ones((2, 3), np.float32)}, scp=str(tmp_path / "m.scp"))
+    msg = error_of(lambda: list(read_table(f"scp:{tmp_path / 'm.scp'}", kind="ints")))
+    assert msg.endswith("found a float matrix (FM)"), msg
+    (tmp_path / "off.scp").write_text(f"utt1 {tmp_path / 'm.ark'}:7\n")  # inside the header: the offset is wrong
+    msg = error_of(lambda: list(read_table(f"scp:{tmp_path / 'off.scp'}")))
+    assert msg.endswith("the scp offset does not point at the start of a matrix"), msg

@@ -113,14 +113,22 @@ def test_sigkill_temporaries_are_removed_by_the_next_write(tmp_path, big_text):
         assert proc.returncode == -signal.SIGKILL
     left = _temps(tmp_path)
     assert len(left) == 1  # the second run removed the first one's
-    # ".out.nnet.svdistill-<host>.<pid>-XXXXXX": another host's, and a live process's, stay.
+    # ".out.nnet.svdistill-<host>.<pid>-XXXXXX": another host's, and one being written (its
+    # writer holds its lock, whatever its pid) stay; one nobody holds goes, even with a live pid.
+    import fcntl
     host = left[0].name[len(".out.nnet.svdistill-"):].rsplit(".", 1)[0]
-    live = tmp_path / f".out.nnet.svdistill-{host}.{os.getpid()}-abcdef"
+    live = tmp_path / f".out.nnet.svdistill-{host}.999999999-abcdef"
+    unheld = tmp_path / f".out.nnet.svdistill-{host}.{os.getpid()}-ghijkl"
     foreign = tmp_path / ".out.nnet.svdistill-otherhost.12345-abcdef"
     other_target = tmp_path / f".other.nnet.svdistill-{host}.999999999-abcdef"
-    for p in (live, foreign, other_target):
+    for p in (live, unheld, foreign, other_target):
         p.write_bytes(b"x")
-    r = subprocess.run([sys.executable, "-m", "svdistill", "copy", big_text, target], capture_output=True)
+    holder = os.open(live, os.O_RDONLY)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        r = subprocess.run([sys.executable, "-m", "svdistill", "copy", big_text, target], capture_output=True)
+    finally:
+        os.close(holder)
     assert r.returncode == 0, r.stderr
     assert _temps(tmp_path) == sorted([live, foreign, other_target])
     assert svdistill.read(target).num_params == svdistill.read(big_text).num_params
@@ -369,3 +377,196 @@ def test_parameter_count_has_one_definition(tmp_path, run_cli):
     line = r.stdout.decode().splitlines()[3]
     assert line.startswith("number-of-parameters 1.2e-05 millions without component 1 <Foo>")
     assert "unknown" in line
+
+
+# ------------------------------------------------------------ review of the issue-19 fixes
+
+
+def test_an_archive_and_its_scp_named_alike_is_said_once_and_clearly(fixtures_dir, tmp_path, run_cli,
+                                                                     clean_cli_error):
+    out = tmp_path / "o.ark"
+    line = clean_cli_error(run_cli("forward", fixtures_dir / "tiny_mlp.nnet.bin", f"ark:{fixtures_dir / 'feats.ark'}",
+                                   f"ark,scp:{out},{out}"),
+                           "the archive and the scp are the same file", "give them two names")
+    assert "OUT_WSPECIFIER" not in line and " and ark,scp:" not in line, line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_path_given_as_an_rspecifier_says_an_rspecifier(fixtures_dir, tmp_path, run_cli, clean_cli_error):
+    line = clean_cli_error(run_cli("forward", fixtures_dir / "tiny_mlp.nnet.bin", "s.ark", f"ark:{tmp_path / 'o'}"),
+                           "'s.ark' is not an rspecifier")
+    assert " a rspecifier" not in line
+
+
+def test_specifier_files_are_those_of_the_archive_parsers(tmp_path):
+    """The CLI's input/output overlap check reads Kaldi specifiers with archive's parsers."""
+    from svdistill.cli import _files_of
+
+    def names(value, spec=""):
+        return [f for f, _ in _files_of(value, spec)]
+    assert names("ark,t:a.ark", "r") == ["a.ark"]
+    assert names("scp,p:a.scp", "r") == ["a.scp"]  # (not there: nothing behind it)
+    assert names("ark,scp,t:a.ark,a.scp", "w") == ["a.ark", "a.scp"]
+    assert names("t,ark:a.ark", "w") == ["a.ark"]  # options before the kind, as Kaldi allows
+    assert names("ark:gunzip -c a.gz |", "r") == [] and names("ark:| gzip -c > a.gz", "w") == []
+    assert names("ark:-", "r") == [] and names("model.nnet") == ["model.nnet"]
+    assert names("bogus:x", "r") == []  # invalid: the command itself says why
+    scp = tmp_path / "x.scp"
+    scp.write_text(f"u1 {tmp_path}/a.ark:5\nu2 {tmp_path}/b.ark:9\nu3 gunzip -c c.gz |\n")
+    assert _files_of(f"scp:{scp}", "r") == [(str(scp), False), (f"{tmp_path}/a.ark", True),
+                                            (f"{tmp_path}/b.ark", True)]
+
+
+def test_stopped_early_is_not_printed_as_an_error(tmp_path, run_cli, monkeypatch, capsys):
+    """The model was written (exit 3): 'svdistill: stopped early: CAUSE (the best model, epoch N, was
+    written to OUT)', the cause in the command's words, on one line."""
+    from svdistill import cli
+    from svdistill.distill import TrainingStopped
+    from svdistill.distill.report import DistillReport
+    from svdistill.errors import option_error
+
+    def fake_distill(*args, **kw):
+        e = TrainingStopped("x")
+        e.report = DistillReport(epochs=[], best_epoch=2, stopped="", temperature=1.0, hard_weight=0.0, teachers=1,
+                                 cv_frames=0, cv_source="", skipped_utterances=0, unlabelled_utterances=0,
+                                 engine="core", device="cpu", precision="fp32", ranks=1, error=None)
+        e.written = kw["output"]
+        e.cause = option_error("learn_rate", "1e+06 is too large: training diverges\neven at 976.562")
+        raise e
+
+    monkeypatch.setattr(sys.modules["svdistill.distill"], "distill", fake_distill)
+    t = tmp_path / "t.nnet"
+    Model([Component.activation("Softmax", 3)]).write(t)
+    rc = cli.main(["distill", "--teacher", str(t), str(t), "ark:/dev/null", str(tmp_path / "o.nnet")])
+    err = capsys.readouterr().err.splitlines()
+    assert rc == 3 and len(err) == 1, err
+    assert err[0] == ("svdistill: stopped early: --learn-rate 1e+06 is too large: training diverges; even at "
+                      f"976.562 (the best model, epoch 2, was written to {tmp_path / 'o.nnet'})"), err
+
+
+# ---------------------------------------------------------------- second new-user trial
+
+
+def _scp_copy(tmp_path: Path, fixtures_dir: Path, name: str) -> Path:
+    """An archive and its scp (name.ark, name.scp) holding the fixture features."""
+    from svdistill.archive import read_table, write_table
+    write_table(f"ark,scp:{tmp_path / name}.ark,{tmp_path / name}.scp",
+                read_table(f"ark:{fixtures_dir / 'feats.ark'}"))
+    return tmp_path / f"{name}.scp"
+
+
+def _labels_scp(tmp_path: Path) -> Path:
+    from svdistill.archive import read_table
+    import kaldiio
+    keys = [k for k, _ in read_table(f"ark:{tmp_path / 'tr.ark'}")]
+    kaldiio.save_ark(str(tmp_path / "al.ark"), {k: np.zeros(50, dtype=np.int32) for k in keys},
+                     scp=str(tmp_path / "al.scp"))
+    return tmp_path / "al.scp"
+
+
+SCP_OVERWRITES = {
+    "distill-student-out": (["distill", "--max-epochs", "1", "--teacher", "{model}", "{model}", "scp:{t}/tr.scp",
+                             "{t}/tr.ark"], "STUDENT_OUT", "FEATS_RSPECIFIER"),
+    "distill-cv-feats": (["distill", "--max-epochs", "1", "--teacher", "{model}", "--cv-feats", "scp:{t}/tr.scp",
+                          "{model}", "ark:{feats}", "{t}/tr.ark"], "STUDENT_OUT", "--cv-feats"),
+    "distill-report": (["distill", "--max-epochs", "1", "--teacher", "{model}", "--report", "{t}/tr.ark",
+                        "{model}", "scp:{t}/tr.scp", "{t}/o.nnet"], "--report", "FEATS_RSPECIFIER"),
+    "distill-labels": (["distill", "--max-epochs", "1", "--labels", "scp:{t}/al.scp", "{model}", "ark:{feats}",
+                        "{t}/al.ark"], "STUDENT_OUT", "--labels"),
+    "compress-model-out": (["compress", "--rank", "4", "--check", "scp:{t}/tr.scp", "{model}", "{t}/tr.ark"],
+                           "MODEL_OUT", "--check"),
+    "compress-report": (["compress", "--rank", "4", "--check", "scp:{t}/tr.scp", "--report", "{t}/tr.ark",
+                         "{model}", "{t}/o.nnet"], "--report", "--check"),
+}
+
+
+@pytest.mark.parametrize("case", list(SCP_OVERWRITES))
+def test_output_onto_an_archive_an_input_scp_reads_is_refused(fixtures_dir, tmp_path, run_cli, clean_cli_error,
+                                                               case):
+    """An scp input reads the archives its lines name: an output there would destroy the data
+    (and leave the scp pointing into a model)."""
+    model = _fixture_copy(fixtures_dir, tmp_path, "tiny_mlp.nnet.txt")
+    feats = _fixture_copy(fixtures_dir, tmp_path, "feats.ark")
+    _scp_copy(tmp_path, fixtures_dir, "tr")
+    _labels_scp(tmp_path)
+    before = {p: p.read_bytes() for p in tmp_path.iterdir()}
+    args, out_name, in_name = SCP_OVERWRITES[case]
+    p = run_cli(*[a.format(model=model, feats=feats, t=tmp_path) for a in args])
+    clean_cli_error(p, out_name, in_name, "reads from", "refusing to overwrite an input")
+    assert {q: q.read_bytes() for q in tmp_path.iterdir()} == before
+
+
+def _sh(command: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+    return subprocess.run(["bash", "-c", command], cwd=cwd, capture_output=True, env=env, timeout=120)
+
+
+@posix
+@pytest.mark.parametrize("args, user", [
+    ("info {model}", "'svdistill info'"),
+    ("info --json {model}", "'svdistill info'"),
+    ("forward {model} ark:{feats} ark:-", "OUT_WSPECIFIER ark:-"),
+    ("forward {model} ark:{feats} ark,t:-", "OUT_WSPECIFIER ark,t:-"),
+    ("copy {model} -", "MODEL_OUT '-'"),
+    ("compress --rank 4 {model} -", "MODEL_OUT '-'"),
+    ("compare {model} {model} ark:{feats}", "'svdistill compare'"),
+])
+def test_a_closed_stdout_is_one_clear_line(fixtures_dir, tmp_path, args, user):
+    cmd = args.format(model=fixtures_dir / "tiny_mlp.nnet.txt", feats=fixtures_dir / "feats.ark")
+    p = _sh(f"{sys.executable} -m svdistill {cmd} >&-", tmp_path)
+    err = p.stderr.decode()
+    assert p.returncode == 2 and err.splitlines() == [
+        f"svdistill: error: standard output is closed, and {user} writes to it: redirect it to a file (or to "
+        "/dev/null to discard it)"], err
+
+
+@posix
+@pytest.mark.parametrize("args, user", [
+    ("forward {model} ark:- ark:o.ark", "FEATS_RSPECIFIER ark:-"),
+    ("forward {model} ark,t:- ark:o.ark", "FEATS_RSPECIFIER ark,t:-"),
+    ("info -", "MODEL -"),
+    ("copy - o.nnet", "MODEL_IN -"),
+    ("compare {model} {model} ark:-", "FEATS_RSPECIFIER ark:-"),
+])
+def test_a_closed_stdin_is_one_clear_line(fixtures_dir, tmp_path, args, user):
+    cmd = args.format(model=fixtures_dir / "tiny_mlp.nnet.txt")
+    p = _sh(f"{sys.executable} -m svdistill {cmd} <&-", tmp_path)
+    err = p.stderr.decode()
+    assert p.returncode == 2 and err.splitlines() == [
+        f"svdistill: error: standard input is closed, and {user} reads from it: give it a file or a pipe"], err
+    assert list(tmp_path.iterdir()) == []
+
+
+@posix
+def test_a_closed_stdout_does_not_matter_to_a_command_that_does_not_use_it(fixtures_dir, tmp_path):
+    """...and the output file opened first does not become descriptor 1."""
+    p = _sh(f"{sys.executable} -m svdistill forward {fixtures_dir / 'tiny_mlp.nnet.txt'} "
+            f"ark:{fixtures_dir / 'feats.ark'} ark:o.ark >&-", tmp_path)
+    assert p.returncode == 0, p.stderr.decode()
+    from svdistill.archive import read_table
+    assert [k for k, _ in read_table(f"ark:{tmp_path / 'o.ark'}")] == ["utt1", "utt2", "utt3"]
+
+
+@posix
+@pytest.mark.parametrize("args", ["copy {big} -", "copy --binary {big} -", "forward {big} ark:{feats} ark,t:-",
+                                  "forward {big} ark:{feats} ark:-",
+                                  "compress --rank 8 {big} -"])
+def test_a_reader_that_goes_away_ends_every_command_quietly_with_141(big_text, fixtures_dir, tmp_path, args):
+    """As '| head' does: the reader takes a few bytes and closes the pipe."""
+    from svdistill.archive import read_table, write_table
+    feats = tmp_path / "f.ark"
+    _, m = next(iter(read_table(f"ark:{fixtures_dir / 'feats.ark'}")))
+    write_table(f"ark:{feats}", [(f"u{i}", np.tile(np.hstack([m] * 11), (20, 1))) for i in range(20)])
+    proc = _popen(*args.format(big=big_text, feats=feats).split(), cwd=tmp_path)
+    assert len(proc.stdout.read(10)) == 10
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, (proc.returncode, err)
+    assert "error" not in err and "Traceback" not in err and "Exception" not in err, err
+
+
+def test_exit_statuses_are_documented(run_cli):
+    top = " ".join(run_cli("--help").stdout.decode().split())
+    assert "141 the reader of standard output went away" in top and "129, 130, 143 SIGHUP" in top
+    distill_help = " ".join(run_cli("distill", "--help").stdout.decode().split())
+    assert "129 hangup (SIGHUP)" in distill_help

@@ -348,3 +348,94 @@ def test_cli_spectrum_threads_and_layers(small_nnet, run_cli, clean_cli_error):
     clean_cli_error(run_cli("spectrum", "--layers", "4", small_nnet), "--layers names component 4")
     p = run_cli("spectrum", "--layers", "2-6", "--json", small_nnet)
     assert p.returncode == 0, p.stderr.decode()
+
+
+# ---------------------------------------------------------------- second new-user trial
+
+
+@pytest.mark.parametrize("args, flags", [
+    (["--rank", "4", "--energy", "0.9"], "--rank and --energy are conflicting rank policies"),
+    (["--rank", "4", "--nuclear", "0.5", "--param-budget", "0.5"],
+     "--rank and --nuclear and --param-budget are conflicting rank policies"),
+])
+def test_conflicting_policies_are_said_in_the_callers_words(small_nnet, tmp_path, run_cli, clean_cli_error,
+                                                            args, flags):
+    line = clean_cli_error(run_cli("compress", *args, small_nnet, tmp_path / "o"), flags)
+    assert "param_budget" not in line and "(--" not in line
+    with pytest.raises(svdistill.RankError) as info:
+        svdistill.compress(small_nnet, rank=4, energy=0.9)
+    assert str(info.value) == "rank and energy are conflicting rank policies: give exactly one"
+
+
+@pytest.mark.parametrize("kw, phrase", [
+    (dict(layers="5", skip_output_layer=True), "skip_output_layer leaves no layer to compress: layers 5 selects "
+                                               "only the output layer (component 5; affine layers: 1, 3, 5)"),
+    (dict(layers=[5], skip_output_layer=True), "layers [5] selects only the output layer"),
+])
+def test_a_selection_that_leaves_no_layer_is_an_error(fixtures_dir, tmp_path, kw, phrase):
+    """Nothing to factor: writing the model unchanged would pass for a compression."""
+    with pytest.raises(svdistill.RankError) as info:
+        svdistill.compress(fixtures_dir / "tiny_mlp.nnet.txt", rank=4, output=tmp_path / "o", **kw)
+    assert phrase in str(info.value) and info.value.option == "skip_output_layer"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_selection_that_leaves_no_layer_cli(fixtures_dir, tmp_path, run_cli, clean_cli_error):
+    clean_cli_error(run_cli("compress", "--rank", "4", "--skip-output-layer", "--layers", "5",
+                            fixtures_dir / "tiny_mlp.nnet.txt", tmp_path / "o"),
+                    "--skip-output-layer leaves no layer to compress: --layers 5 selects only the output layer")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_one_layer_model_with_skip_output_layer_and_no_affine_model(tmp_path):
+    W = np.ones((3, 4), np.float32)
+    with pytest.raises(svdistill.RankError, match=r"only <AffineTransform> \(component 1\) is its output layer"):
+        svdistill.compress(one_layer(W), rank=1, skip_output_layer=True)
+    with pytest.raises(svdistill.RankError, match="the model has no <AffineTransform>"):
+        svdistill.compress(Model([Component.activation("Sigmoid", 4)]), rank=1)
+
+
+def test_feature_transform_without_check_is_refused(fixtures_dir, tmp_path, run_cli, clean_cli_error):
+    clean_cli_error(run_cli("compress", "--rank", "4", "--feature-transform", fixtures_dir / "final.feature_transform",
+                            fixtures_dir / "tiny_mlp.nnet.txt", tmp_path / "o"),
+                    "--feature-transform is the feature transform of --check, and no --check was given")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_check_says_the_model_was_written(fixtures_dir, tmp_path, run_cli, clean_cli_error):
+    """The check runs after MODEL_OUT was written: the error says so (and the help documents it)."""
+    out = tmp_path / "cc.bin"
+    p = run_cli("compress", "--rank", "4", "--report", tmp_path / "r.json", "--check",
+                f"ark:cat {fixtures_dir / 'feats.ark'}; false |", fixtures_dir / "tiny_mlp.nnet.bin", out)
+    line = p.stderr.decode().splitlines()[-1]  # after the per-layer table
+    assert p.returncode == 2 and "Traceback" not in p.stderr.decode(), p.stderr.decode()
+    assert line.startswith(f"svdistill: error: MODEL_OUT {out} was written (--report not); the check failed: "), line
+    assert "failed (exit status 1)" in line
+    assert svdistill.read(out).num_params < svdistill.read(fixtures_dir / "tiny_mlp.nnet.bin").num_params
+    assert not (tmp_path / "r.json").exists()
+    helptext = run_cli("compress", "--help").stdout.decode()
+    assert "was written; the check failed" in " ".join(helptext.split())
+
+
+def test_a_bad_check_rspecifier_is_refused_before_compressing(fixtures_dir, tmp_path, run_cli, clean_cli_error):
+    clean_cli_error(run_cli("compress", "--rank", "4", "--check", "feats.ark", fixtures_dir / "tiny_mlp.nnet.bin",
+                            tmp_path / "o"), "--check 'feats.ark' is not")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_energy_help_says_what_the_randomized_method_gives(run_cli):
+    text = " ".join(run_cli("compress", "--help").stdout.decode().split())
+    i = text.index("--energy E ")
+    energy = text[i:text.index("--nuclear", i)]
+    assert "--method exact the smallest such rank" in energy and "never below the smallest" in energy, energy
+
+
+@pytest.mark.parametrize("kw, flag", [(dict(n_iter=3), "--n-iter 3"), (dict(n_oversamples=8), "--oversamples 8")])
+def test_randomized_settings_with_the_exact_method_are_refused(small_nnet, tmp_path, run_cli, clean_cli_error,
+                                                               kw, flag):
+    (name, value), = kw.items()
+    with pytest.raises(svdistill.Error, match=f"{name} {value} applies to the randomized SVD, and method is exact"):
+        svdistill.compress(small_nnet, rank=4, method="exact", **kw)
+    clean_cli_error(run_cli("compress", "--rank", "4", "--method", "exact", *flag.split(), small_nnet, tmp_path / "o"),
+                    f"{flag} applies to the randomized SVD, and --method is exact")
+    svdistill.compress(small_nnet, rank=4, method="randomized", **kw)  # where they apply

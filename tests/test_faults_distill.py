@@ -108,6 +108,8 @@ def test_failure_before_any_improvement_writes_nothing(tmp_path):
     with pytest.raises(svdistill.Error, match="learn_rate 1e\\+09 is too large") as info:
         distill(model, feats, labels=labels, minibatch_size=20, learn_rate=1e9, output=tmp_path / "o.nnet")
     assert not isinstance(info.value, TrainingStopped)
+    assert str(info.value).endswith(f"no epoch improved on the student, so {tmp_path / 'o.nnet'} was not written")
+    assert info.value.option == "learn_rate" and info.value.detail.endswith("was not written")
     assert not (tmp_path / "o.nnet").exists()
 
 
@@ -180,8 +182,10 @@ def test_cli_exit_status_3_when_training_stopped_early(tmp_path, run_cli):
     err = proc.stderr.decode()
     assert proc.returncode == 3, err
     last = err.splitlines()[-1]
-    assert last.startswith("svdistill: error: --learn-rate 0.008 is too large"), last
-    assert last.endswith(f"the best model so far (epoch 1) was written to {tmp_path / 'o.nnet'}"), last
+    # stopped early is no error: the model was written, and the line says so
+    assert last.startswith("svdistill: stopped early: --learn-rate 0.008 is too large"), last
+    assert last.endswith(f"(the best model, epoch 1, was written to {tmp_path / 'o.nnet'})"), last
+    assert "svdistill: error" not in err and "training stopped early" not in last, err
     import json
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["best_epoch"] == 1 and report["error"].startswith("learn_rate")
@@ -199,7 +203,7 @@ def test_cv_feats_leave_every_training_frame_to_training(engine):
     assert rep.epochs[1].train_frames == 50 * 40 and rep.cv_frames == 10 * 40
     assert rep.cv_source == "--cv-feats"
     # A fraction of the training data to hold out, and held-out data: one of them is a mistake.
-    with pytest.raises(svdistill.Error, match="cv_fraction applies only without held-out features") as info:
+    with pytest.raises(svdistill.Error, match="cv_fraction applies only without cv_feats") as info:
         distill(model, feats, labels=labels, cv_feats=cv, cv_labels=cv_labels, cv_fraction=0.5, engine=engine)
     assert info.value.option == "cv_fraction"
 
@@ -299,10 +303,16 @@ def test_no_frames_says_why(kind, message, engine):
     ({"dialect": "nnet3"}, "dialect", "must be 'kaldi' or 'pdnn'"),
     ({"digits": 7}, "digits", "must be 'shortest' or 'kaldi'"),
     ({"engine": "gpu"}, "engine", "must be 'core' or 'torch'"),
-    ({"device": 0}, "device", "must be 'cpu', 'cuda' or 'cuda:N'"),
+    ({"device": 0}, "device", "must be cpu, cuda or cuda:N, got 0"),
+    ({"device": "cuda:x"}, "device", "must be cpu, cuda or cuda:N, got 'cuda:x'"),
+    ({"device": "banana:7"}, "device", "must be cpu, cuda or cuda:N, got 'banana:7'"),
+    ({"device": "tpu", "engine": "torch"}, "device", "must be cpu, cuda or cuda:N, got 'tpu'"),
+    ({"precision": "bf16"}, "precision", "bf16 needs a CUDA device (device cuda or cuda:N)"),
+    ({"precision": "tf32", "device": "cpu"}, "precision", "tf32 needs a CUDA device"),
+    ({"precision": "bf16", "engine": "core"}, "precision", "bf16: the core engine trains in fp32"),
     ({"teachers": [123]}, "teachers", "expected a Model, a path or a binary file object, got int"),
     ({"hard_weight": 0.5, "labels": None, "teachers": "T"}, "hard_weight", "0.5 > 0 needs labels"),
-    ({"cv_labels": "L"}, "cv_labels", "have nothing to label"),
+    ({"cv_labels": "L"}, "cv_labels", "are the labels of cv_feats, and none were given"),
     ({"output": "/nonexistent-folder/o.nnet"}, "output", "the folder /nonexistent-folder does not exist"),
 ])
 def test_bad_option_values_name_the_keyword(kw, option, message):
@@ -315,7 +325,8 @@ def test_bad_option_values_name_the_keyword(kw, option, message):
     with pytest.raises(svdistill.Error) as info:
         distill(model, feats, **kw)
     assert info.value.option == option, str(info.value)
-    assert str(info.value) == f"{option} {info.value.detail}" and message in info.value.detail, str(info.value)
+    assert str(info.value).startswith(f"{option} ") and message in str(info.value), str(info.value)
+    assert "--" not in str(info.value)  # the API's words, not the command line's
 
 
 def test_the_pdnn_binary_is_refused_before_training(tmp_path):
@@ -330,9 +341,14 @@ def test_the_pdnn_binary_is_refused_before_training(tmp_path):
     (["--l2-penalty", "-1"], "--l2-penalty must be >= 0, got -1"),
     (["--hard-weight", "2"], "--hard-weight must lie in [0, 1], got 2"),
     (["--temperature", "0"], "--temperature must be > 0, got 0"),
-    (["--min-epochs", "5", "--max-epochs", "2"], "--min-epochs is 5, more than max_epochs (2)"),
-    (["--cv-labels", "ark:ali"], "--cv-labels have nothing to label"),
-    (["--cv-feats", "ark:cv", "--cv-fraction", "0.5"], "--cv-fraction applies only without held-out features"),
+    (["--min-epochs", "5", "--max-epochs", "2"], "--min-epochs is 5, more than --max-epochs (2)"),
+    (["--cv-labels", "ark:ali"], "--cv-labels are the labels of --cv-feats, and none were given"),
+    (["--cv-feats", "ark:cv", "--cv-fraction", "0.5"], "--cv-fraction applies only without --cv-feats"),
+    (["--device", "banana:7"], "--device must be cpu, cuda or cuda:N, got 'banana:7'"),
+    (["--device", "tpu"], "--device must be cpu, cuda or cuda:N, got 'tpu'"),
+    (["--precision", "bf16"], "--precision bf16 needs a CUDA device (--device cuda or cuda:N)"),
+    (["--precision", "tf32", "--device", "cpu", "--engine", "torch"], "--precision tf32 needs a CUDA device"),
+    (["--precision", "bf16", "--engine", "core"], "--precision bf16: the core engine trains in fp32"),
     (["--randomizer-size", "0"], "--randomizer-size must be an integer >= 1, got 0"),
     (["--checkpoint-every", "100"], "--checkpoint-every needs a checkpoint folder to save into"),
 ])
@@ -350,3 +366,120 @@ def test_cli_no_training_frames_says_why(tmp_path, run_cli):
     err = proc.stderr.decode()
     assert proc.returncode == 2, err
     assert err.splitlines()[-1].startswith("svdistill: error: --minibatch-size is 100000, more than the "), err
+    assert "minibatch_size" not in err  # every option it names in the command line's words
+
+
+def test_sigterm_while_the_reader_waits_on_a_feature_command(tmp_path):
+    """The reading thread is blocked on a command's pipe (it printed its data, then stalls):
+    SIGTERM stops the command and the run at once, and the best model is written."""
+    model = _cli_problem(tmp_path, hidden=None)
+    (tmp_path / "runs").mkdir()
+    script = tmp_path / "feats.sh"
+    # From epoch 2 on, the command stalls after its data, as a hung pipe or NFS read would.
+    script.write_text(f"n=$(ls {tmp_path / 'runs'} | wc -l); touch {tmp_path / 'runs'}/$n\n"
+                      f"cat {tmp_path / 'f.ark'}\n"
+                      f"if [ $n -ge {BEFORE_EPOCH_2} ]; then sleep 60; fi\n")
+    out = tmp_path / "o.nnet"
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "svdistill", "distill", "--labels", f"ark:{tmp_path / 'ali.ark'}",
+         "--minibatch-size", "16", "--max-epochs", "5", str(tmp_path / "s.nnet"),
+         f"ark:sh {script} |", str(out)], stderr=subprocess.PIPE, env=env, text=True,
+        start_new_session=True)
+    lines = []
+    try:
+        for line in proc.stderr:
+            lines.append(line)
+            if "accepted" in line:
+                break
+        import time
+        deadline = time.monotonic() + 60
+        while len(os.listdir(tmp_path / "runs")) <= BEFORE_EPOCH_2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)  # the epoch-2 pass has read all the data and waits for the command's end
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, rest = proc.communicate(timeout=50)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    err = "".join(lines) + rest
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert took < 10, f"{took:.1f} s after SIGTERM:\n{err}"
+    assert "the best model so far (epoch 1)" in err and "Traceback" not in err, err
+    assert [c.kind for c in svdistill.read(out)] == [c.kind for c in model]
+
+
+def test_cli_divergence_before_any_accepted_epoch_says_nothing_was_written(tmp_path, run_cli):
+    _cli_problem(tmp_path, hidden=None)
+    proc = run_cli("distill", "--labels", f"ark:{tmp_path / 'ali.ark'}", "--minibatch-size", "16",
+                   "--learn-rate", "1e9", tmp_path / "s.nnet", f"ark:{tmp_path / 'f.ark'}", tmp_path / "o.nnet",
+                   timeout=300)
+    line = proc.stderr.decode().splitlines()[-1]
+    assert proc.returncode == 2, proc.stderr.decode()
+    assert line.startswith("svdistill: error: --learn-rate 1e+09 is too large: training diverges"), line
+    assert line.endswith(f"no epoch improved on the student, so {tmp_path / 'o.nnet'} was not written"), line
+    assert not (tmp_path / "o.nnet").exists()
+
+
+def test_a_pdnn_output_of_a_binary_student_is_pdnn_text(tmp_path):
+    """dialect='pdnn' with the student's (binary) encoding resolves as write() resolves it:
+    PDNN text, not a refusal (only binary=True with pdnn is refused, before training)."""
+    feats, labels, model = _problem(utterances=10)
+    model.write(tmp_path / "s.bin", binary=True)
+    distill(str(tmp_path / "s.bin"), feats, labels=labels, dialect="pdnn", max_epochs=1,
+            output=tmp_path / "o.txt", log=lambda line: None)
+    m = svdistill.read(tmp_path / "o.txt")
+    assert m.dialect == "pdnn" and not m.binary
+
+
+# ---------------------------------------------------------------- second new-user trial
+
+
+def test_option_error_says_every_keyword_it_names_in_the_callers_words():
+    """An option error naming a second option: the API says keywords, the command line flags."""
+    from svdistill.errors import option_error, option_text
+    e = option_error("min_epochs", "is 5, more than {max_epochs} (2)", others=["max_epochs"])
+    assert str(e) == "min_epochs is 5, more than max_epochs (2)"
+    assert option_text(e, lambda k: "--" + k.replace("_", "-")) == "--min-epochs is 5, more than --max-epochs (2)"
+    plain = option_error("rank", "must be > 0, got {x}")  # braces in a detail without others stay as they are
+    assert str(plain) == "rank must be > 0, got {x}" and option_text(plain, str.upper) == "RANK must be > 0, got {x}"
+
+
+def test_too_few_frames_for_a_minibatch_says_the_api_keyword_in_the_api():
+    feats, labels, model = _problem(utterances=4, frames=10)
+    with pytest.raises(svdistill.Error) as info:
+        distill(model, feats, labels=labels, minibatch_size=10000, max_epochs=1)
+    assert info.value.option == "minibatch_size" and "--" not in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"optimizer": "adam", "momentum": 0.9}, "momentum 0.9 applies to optimizer sgd; adam has moments of its own"),
+    ({"average_logits": True, "teachers": ["T"]}, "average_logits averages the logits of several teachers, and 1 "
+                                                  "was given"),
+    ({"average_logits": True}, "average_logits averages the logits of several teachers, and 0 were given"),
+    ({"hard_weight": 0.5}, "hard_weight 0.5 weighs the labels against the soft targets of teachers, and no teacher "
+                           "was given"),
+])
+def test_options_that_would_do_nothing_are_refused(kw, message):
+    feats, labels, model = _problem(utterances=10)
+    kw = {k: ([model] if v == ["T"] else v) for k, v in kw.items()}
+    lines = []
+    with pytest.raises(svdistill.Error) as info:
+        distill(model, feats, labels=labels, max_epochs=1, log=lines.append, **kw)
+    assert str(info.value).startswith(message) and lines == [], str(info.value)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--optimizer", "adam", "--momentum", "0.9"], "--momentum 0.9 applies to --optimizer sgd"),
+    (["--average-logits"], "--average-logits averages the logits of several --teacher, and 0 were given"),
+    (["--hard-weight", "0.5"], "--hard-weight 0.5 weighs the labels against the soft targets of --teacher"),
+])
+def test_options_that_would_do_nothing_are_refused_cli(tmp_path, run_cli, args, message):
+    _cli_problem(tmp_path)
+    proc = run_cli("distill", "--labels", f"ark:{tmp_path / 'ali.ark'}", *args, tmp_path / "s.nnet",
+                   f"ark:{tmp_path / 'f.ark'}", tmp_path / "o.nnet")
+    assert_clean_cli_error(proc, message)
+    assert not (tmp_path / "o.nnet").exists()

@@ -471,5 +471,9 @@ def test_blas_workers_sleep_soon_after_a_call():
     if threads < 2:
         pytest.skip("one BLAS thread: no workers to spin")
     assert burnt < 0.03, f"{burnt:.3f} s of CPU burnt while idle"
-    user_burnt, _ = _idle_cpu_after_blas("28")  # OpenBLAS's own default, set by the user
-    assert user_burnt > 0.05, f"the user's OPENBLAS_THREAD_TIMEOUT was overridden ({user_burnt:.3f} s)"
+    # The user's own setting must win. How much a spinning worker burns depends on
+    # the CPU it gets: on a loaded machine (other jobs, a parallel CI step) it gets
+    # less, so compare with our setting's figure, measured alike, not a fixed time.
+    user_burnt = max(_idle_cpu_after_blas("28")[0] for _ in range(2))  # OpenBLAS's own default
+    assert user_burnt > max(0.02, 3 * burnt), \
+        f"the user's OPENBLAS_THREAD_TIMEOUT was overridden ({user_burnt:.3f} s vs {burnt:.3f} s)"

@@ -60,6 +60,7 @@ SUBSTITUTES = {
 # Commands the tests do not run, and why.
 NOT_RUN = {
     "pip": "installs packages: needs a compiler and the network; the tests run in an installed environment",
+    "auditwheel": "repairs a release wheel: needs auditwheel, patchelf and pip wheel's output; .ci/build_wheel.sh runs it",
 }
 NOT_RUN_COMMANDS = {
     ("python", "-m", "pytest", "-q"): "the test suite itself",
@@ -131,7 +132,9 @@ def find(path: Path, lang: str, needle: str) -> Block:
 # until a test claims it here.
 CLAIMS = [
     (README, "sh", "pip install . && svdistill compress", "test_quickstart_block"),
+    (README, "sh", "from PyPI, once published", "excused: every line is a pip install"),
     (README, "sh", 'pip install ".[plot]"', "excused: every line is a pip install"),
+    (README, "sh", "auditwheel repair", "excused: builds a release wheel (.ci/build_wheel.sh, CI)"),
     (README, "text", "$ svdistill compress", "test_compress_table_block"),
     (README, "sh", "svdistill compress --energy 0.9", "test_typical_distill_run_block"),
     (README, "text", "$ svdistill distill", "test_distill_table_block"),
@@ -257,8 +260,9 @@ def test_compress_table_block(user_dir):
 
 
 def test_typical_distill_run_block(user_dir):
+    import kaldiio
     b = find(README, "sh", "svdistill compress --energy 0.9")
-    compress, distill, compare = run_block(b, user_dir)
+    compress, distill, compare, forward = run_block(b, user_dir)
     small = svdistill.read(user_dir / "small.nnet")
     kd = svdistill.read(user_dir / "small.kd.nnet")
     assert [(c.kind, c.input_dim, c.output_dim) for c in kd] == [(c.kind, c.input_dim, c.output_dim) for c in small]
@@ -266,6 +270,14 @@ def test_typical_distill_run_block(user_dir):
     assert "best epoch" in distill.stderr
     m = re.search(r"top-1 agreement\s+([\d.]+)%", compare.stdout + compare.stderr)
     assert m and float(m.group(1)) > 50, compare.stdout + compare.stderr
+    # forward's log-posteriors: one matrix per dev utterance, rows summing to 1 as posteriors
+    out = commands(b.text)[3][-1]
+    assert out.startswith("ark:"), out
+    post = dict(kaldiio.load_ark(str(user_dir / out[4:])))
+    assert sorted(post) == sorted(k for k, _ in kaldiio.load_ark(str(user_dir / "feats.ark")))
+    for v in post.values():
+        assert v.shape == (50, kd.output_dim)
+        np.testing.assert_allclose(np.exp(v).sum(1), 1, rtol=1e-4)
 
 
 def _shape(line: str) -> str:
@@ -397,8 +409,14 @@ def _subcommands():
     return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
 
 
+# Flags of other programs that the command sections name (torchrun's, in the distill section).
+OTHER_PROGRAMS_FLAGS = {"--nproc-per-node", "--nnodes", "--node-rank", "--master-addr", "--standalone"}
+
+
 def test_command_table_options_exist():
-    """Each synopsis in the command table names only options its command has."""
+    """Each synopsis in the command table, and each command's section of the reference, names
+    only options its command has; the environment table holds every variable the CLI's help
+    lists."""
     sub = _subcommands()
     rows = re.findall(r"^\| `svdistill (\w+) (.*?)` \|", README.read_text(encoding="utf-8"), re.M)
     assert sorted(c for c, _ in rows) == sorted(sub)
@@ -406,10 +424,32 @@ def test_command_table_options_exist():
         have = {o for a in sub[command]._actions for o in a.option_strings}
         named = set(re.findall(r"(--[a-z][\w-]*)", synopsis))
         assert named <= have, (command, named - have)
+    for command in sub:
+        have = {o for a in sub[command]._actions for o in a.option_strings}
+        body = re.sub(r"```.*?```", "", _section(f"### `svdistill {command}`"), flags=re.S)
+        named = set(re.findall(r"(?<![\w-])(--[a-z][\w-]*)", body)) - OTHER_PROGRAMS_FLAGS
+        assert named <= have, (command, named - have)
+    from svdistill.cli import build_parser
+    listed = set(re.findall(r"(SVDISTILL_\w+)=", build_parser().epilog))
+    environment = _section("### Conventions").split("**Environment:**")[1]
+    assert listed and listed <= set(re.findall(r"`(SVDISTILL_\w+)=", environment)), listed
+    reference = _section("## Command line reference")
+    assert "`svdistill --version`" in reference and "`svdistill.build_info()`" in reference
+    assert any("--version" in a.option_strings for a in build_parser()._actions)
+    assert svdistill.build_info()["version"] == svdistill.__version__
+
+
+def _section(heading: str) -> str:
+    """The README's text under `heading` (a whole line), up to the next heading of its level or above."""
+    text = README.read_text(encoding="utf-8")
+    level = len(heading) - len(heading.lstrip("#"))
+    start = text.index("\n" + heading + "\n")
+    end = re.search(r"\n#{1,%d} " % level, text[start + 1:])
+    return text[start:start + 1 + end.start()] if end else text[start:]
 
 
 def test_distill_defaults_in_the_text_are_the_cli_defaults():
-    text = README.read_text(encoding="utf-8")
+    text = _section("### `svdistill distill`")
     stated = re.findall(r"`(--[\w-]+)`(?: frames)? \((?:default )?([-\d.]+)\)", text)
     newbob = re.search(r"newbob schedule of\s+`steps/nnet/train_scheduler.sh` \((.*?)\)", text, re.S)
     stated += re.findall(r"`(--[\w-]+) ([-\d.]+)`", newbob.group(1))

@@ -120,20 +120,31 @@ void BindIo(py::module_& m) {
                       "a directory or a missing folder.");
   m.def("prepare_output", [](const std::string& path) -> py::tuple {
     std::string target, tmp;
+    int fd = -1;
     {
       py::gil_scoped_release nogil;
       target = svd::output_target(path);
-      if (!svd::is_special_file(target)) ::close(svd::create_temp_beside(target, path, &tmp));
+      if (!svd::is_special_file(target)) fd = svd::create_temp_beside(target, path, &tmp);
     }
-    return py::make_tuple(target, tmp.empty() ? py::object(py::none()) : py::object(py::str(tmp)));
+    return py::make_tuple(target, tmp.empty() ? py::object(py::none()) : py::object(py::str(tmp)), fd);
   }, py::arg("path"),
-        "(target, tmp): the file `path` stands for (links followed) and a new empty temporary\n"
-        "beside it, or tmp None when the target is a device or FIFO to write in place.");
-  m.def("commit_output", [](const std::string& tmp, const std::string& target, const std::string& name) {
+        "(target, tmp, fd): the file `path` stands for (links followed), a new empty temporary\n"
+        "beside it and a descriptor of it holding its lock (keep it open while writing; pass it to\n"
+        "commit_output, or close it after removing tmp); tmp None and fd -1 when the target is a\n"
+        "device or FIFO to write in place.");
+  m.def("commit_output", [](const std::string& tmp, const std::string& target, const std::string& name, int fd,
+                            bool durable) {
     py::gil_scoped_release nogil;
-    svd::commit_temp(-1, tmp, target, name);
-  }, py::arg("tmp"), py::arg("target"), py::arg("name"),
-        "Renames the finished temporary onto target (fsync first with SVDISTILL_FSYNC); removes it on failure.");
+    svd::commit_temp(fd, tmp, target, name, durable);
+  }, py::arg("tmp"), py::arg("target"), py::arg("name"), py::arg("fd") = -1, py::arg("durable") = false,
+        "Renames the finished temporary onto target, then closes fd (prepare_output's); fsync first\n"
+        "(and of the folder after) with durable or SVDISTILL_FSYNC; removes tmp on failure.");
+  m.def("remove_stale_temporaries", [](const std::string& folder, const std::string& start) {
+    py::gil_scoped_release nogil;
+    svd::remove_stale_temps(folder, start);
+  }, py::arg("folder"), py::arg("start"),
+        "Removes the temporaries of prepare_output's naming in folder whose names start with `start`\n"
+        "and that no process holds locked (left by a killed process).");
 
   py::class_<Writer>(m, "Writer")
       .def(py::init([](py::object target, const std::string& name, bool binary, const std::string& dialect,

@@ -33,6 +33,22 @@ std::string core_name() {
   return c ? c : "unknown";
 }
 
+std::string config() {
+  const char* c = scipy_openblas_get_config();
+  return c ? c : "unknown";
+}
+
+int threads_in_use() { return scipy_openblas_get_num_threads(); }
+
+const char* threading() {
+  switch (scipy_openblas_get_parallel()) {
+    case 0: return "sequential";
+    case 1: return "pthreads";
+    case 2: return "openmp";
+    default: return "unknown";
+  }
+}
+
 void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
            int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   for (int64_t v : {m, n, k, lda, ldb, ldc}) check_dims(v);

@@ -56,6 +56,11 @@ class ThreadsForWork {
   bool narrowed_;
 };
 std::string core_name();  // the kernel OpenBLAS picked, e.g. "Haswell"
+// OpenBLAS's version, build options and the kernel in use, e.g.
+// "OpenBLAS 0.3.34.481.3 DYNAMIC_ARCH NO_AFFINITY SkylakeX MAX_THREADS=64".
+std::string config();
+int threads_in_use();      // threads OpenBLAS runs the next call on
+const char* threading();  // "pthreads", "openmp" or "sequential"
 
 }  // namespace blas
 }  // namespace svd

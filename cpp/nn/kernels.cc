@@ -2,6 +2,17 @@
 
 #include <cmath>
 
+#include "util/cpu.h"
+
+// A kernel's body is inlined into both of its variants: always_inline makes
+// a body that could not be inlined a build error, not a v3 variant that
+// silently calls the baseline code.
+#if defined(__GNUC__) || defined(__clang__)
+#define SVD_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define SVD_ALWAYS_INLINE inline
+#endif
+
 namespace svd {
 namespace {
 
@@ -46,32 +57,30 @@ inline float max_floats(const float* p, int64_t n) {
   return m;
 }
 
-}  // namespace
-
-SVD_DISPATCH void sigmoid_span(const float* x, float* y, int64_t n) {
+SVD_ALWAYS_INLINE void sigmoid_span_body(const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = 1.f / (1.f + fast_exp(-x[i]));
 }
 
-SVD_DISPATCH void tanh_span(const float* x, float* y, int64_t n) {
+SVD_ALWAYS_INLINE void tanh_span_body(const float* x, float* y, int64_t n) {
   // tanh(x) = 1 - 2 / (exp(2x) + 1); exact at the saturated ends.
   for (int64_t i = 0; i < n; ++i) y[i] = 1.f - 2.f / (fast_exp(2.f * x[i]) + 1.f);
 }
 
-SVD_DISPATCH void softmax_span(const float* x, float* y, int64_t n) {
+SVD_ALWAYS_INLINE void softmax_span_body(const float* x, float* y, int64_t n) {
   const float m = max_floats(x, n);
   for (int64_t j = 0; j < n; ++j) y[j] = fast_exp(x[j] - m);
   const float inv = 1.f / sum_floats(y, n);
   for (int64_t j = 0; j < n; ++j) y[j] *= inv;
 }
 
-SVD_DISPATCH int64_t argmax_span(const float* p, int64_t n) {
+SVD_ALWAYS_INLINE int64_t argmax_span_body(const float* p, int64_t n) {
   const float m = max_floats(p, n);
   for (int64_t j = 0; j < n; ++j)
     if (p[j] == m) return j;
   return 0;  // NaNs only
 }
 
-SVD_DISPATCH float exp_sum_span(const float* z, float m, float scale, float* e, int64_t n) {
+SVD_ALWAYS_INLINE float exp_sum_span_body(const float* z, float m, float scale, float* e, int64_t n) {
   for (int64_t j = 0; j < n; ++j) {
     const float v = (z[j] - m) * scale;
     e[j] = v < kExpFloor ? 0.f : fast_exp(v);
@@ -79,7 +88,7 @@ SVD_DISPATCH float exp_sum_span(const float* z, float m, float scale, float* e, 
   return sum_floats(e, n);
 }
 
-SVD_DISPATCH float kl_span(const float* q, const float* z, float m, float scale, float log_s, int64_t n) {
+SVD_ALWAYS_INLINE float kl_span_body(const float* q, const float* z, float m, float scale, float log_s, int64_t n) {
   float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
   int64_t j = 0;
   for (; j + 8 <= n; j += 8)
@@ -90,20 +99,52 @@ SVD_DISPATCH float kl_span(const float* q, const float* z, float m, float scale,
   return s + ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
 
-SVD_DISPATCH void soft_grad_span(const float* e, float inv_s, const float* q, float a, float* g, int64_t n) {
+SVD_ALWAYS_INLINE void soft_grad_span_body(const float* e, float inv_s, const float* q, float a, float* g, int64_t n) {
   for (int64_t j = 0; j < n; ++j) g[j] = a * (e[j] * inv_s - q[j]);
 }
 
-SVD_DISPATCH void sigmoid_grad_span(const float* y, float* d, int64_t n) {
+SVD_ALWAYS_INLINE void sigmoid_grad_span_body(const float* y, float* d, int64_t n) {
   for (int64_t i = 0; i < n; ++i) d[i] *= y[i] * (1.f - y[i]);
 }
 
-SVD_DISPATCH void tanh_grad_span(const float* y, float* d, int64_t n) {
+SVD_ALWAYS_INLINE void tanh_grad_span_body(const float* y, float* d, int64_t n) {
   for (int64_t i = 0; i < n; ++i) d[i] *= 1.f - y[i] * y[i];
 }
 
-SVD_DISPATCH void relu_grad_span(const float* y, float* d, int64_t n) {
+SVD_ALWAYS_INLINE void relu_grad_span_body(const float* y, float* d, int64_t n) {
   for (int64_t i = 0; i < n; ++i) d[i] = y[i] > 0.f ? d[i] : 0.f;
 }
+
+}  // namespace
+
+// Each kernel: its body compiled for x86-64-v3 as <name>_v3 and, inlined, into
+// the public function, which hands the call to <name>_v3 when simd_level()
+// says so: one cached test per call, outside the loops.
+#if SVD_HAVE_X86_64_V3
+#define SVD_KERNEL(ret, name, params, args)                              \
+  namespace {                                                            \
+  SVD_TARGET_X86_64_V3 ret name##_v3 params { return name##_body args; } \
+  }                                                                      \
+  ret name params {                                                      \
+    if (simd_level() == SimdLevel::X86_64_V3) return name##_v3 args;     \
+    return name##_body args;                                             \
+  }
+#else
+#define SVD_KERNEL(ret, name, params, args) \
+  ret name params { return name##_body args; }
+#endif
+
+SVD_KERNEL(void, sigmoid_span, (const float* x, float* y, int64_t n), (x, y, n))
+SVD_KERNEL(void, tanh_span, (const float* x, float* y, int64_t n), (x, y, n))
+SVD_KERNEL(void, softmax_span, (const float* x, float* y, int64_t n), (x, y, n))
+SVD_KERNEL(int64_t, argmax_span, (const float* p, int64_t n), (p, n))
+SVD_KERNEL(float, exp_sum_span, (const float* z, float m, float scale, float* e, int64_t n), (z, m, scale, e, n))
+SVD_KERNEL(float, kl_span, (const float* q, const float* z, float m, float scale, float log_s, int64_t n),
+           (q, z, m, scale, log_s, n))
+SVD_KERNEL(void, soft_grad_span, (const float* e, float inv_s, const float* q, float a, float* g, int64_t n),
+           (e, inv_s, q, a, g, n))
+SVD_KERNEL(void, sigmoid_grad_span, (const float* y, float* d, int64_t n), (y, d, n))
+SVD_KERNEL(void, tanh_grad_span, (const float* y, float* d, int64_t n), (y, d, n))
+SVD_KERNEL(void, relu_grad_span, (const float* y, float* d, int64_t n), (y, d, n))
 
 }  // namespace svd

@@ -7,15 +7,6 @@
 
 #include "util/threads.h"
 
-// Hot elementwise kernels are compiled twice on x86-64 (baseline SSE2 and
-// x86-64-v3: AVX2 + FMA) and picked at load time by the CPU (GCC/Clang
-// target_clones); a portable wheel still runs 8-wide on current machines.
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) && !defined(SVD_NO_MULTIVERSION)
-#define SVD_DISPATCH __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define SVD_DISPATCH
-#endif
-
 namespace svd {
 
 // exp(x) for float, ~1 ulp on [-86, 88], written so compilers vectorise it:
@@ -63,6 +54,8 @@ inline void for_rows(int64_t rows, int64_t cols, F&& f) {
   parallel_for(blocks, [&](int64_t b) { f(rows * b / blocks, rows * (b + 1) / blocks); });
 }
 
+// The span kernels below are compiled for the baseline and for x86-64-v3
+// (AVX2 + FMA); each call takes the variant simd_level() (util/cpu.h) picks.
 // Spans: n contiguous floats, one thread. y may equal x unless stated.
 void sigmoid_span(const float* x, float* y, int64_t n);
 void tanh_span(const float* x, float* y, int64_t n);

@@ -2,7 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <signal.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -95,27 +95,41 @@ std::string temp_prefix(const std::string& base) {
   return "." + base.substr(0, std::min(base.size(), room)) + kTag;
 }
 
-// Removes "<prefix><host>.<pid>-XXXXXX" in `dir` whose writer, a process of
-// this host, has died: what a SIGKILL or a power cut left behind.
-void remove_stale_temps(const std::string& dir, const std::string& prefix) {
+// Whether `n` is "<start>...<kTag><host>.<pid>-XXXXXX": a temporary of ours, made on this host.
+// (Another host's writers hold their locks on their own host: with NFS's local locking this
+// host could not see them, so only this host's temporaries are judged here.)
+bool is_our_temp(const std::string& n, const std::string& start) {
+  const std::string& host = host_tag();
+  if (n.size() < start.size() + kRandom + 2 || n.compare(0, start.size(), start) != 0) return false;
+  const size_t dash = n.size() - kRandom - 1;
+  if (n[dash] != '-') return false;
+  size_t dot = dash;
+  while (dot > 0 && n[dot - 1] >= '0' && n[dot - 1] <= '9') --dot;
+  if (dot == dash || dash - dot > 10 || dot == 0 || n[dot - 1] != '.') return false;
+  const std::string tail = std::string(kTag) + host + ".";
+  const size_t at = dot - tail.size();
+  return dot >= tail.size() && n.compare(at, tail.size(), tail) == 0 && at + std::strlen(kTag) >= start.size();
+}
+
+// Removes the temporaries of ours in `dir` whose names start with `start` and that no process
+// is writing: each writer holds an flock on its temporary until the rename, so one that can be
+// locked was left by a process that died (SIGKILL, power loss). Locks, not pids: a pid says
+// nothing across PID namespaces (containers sharing a hostname and a volume).
+void remove_stale_temps_in(const std::string& dir, const std::string& start) {
   DIR* d = ::opendir(dir.c_str());
   if (!d) return;
-  const std::string& host = host_tag();
-  const pid_t self = ::getpid();
   while (struct dirent* e = ::readdir(d)) {
     const std::string n = e->d_name;
-    if (n.size() <= prefix.size() + host.size() + 2 + kRandom || n.compare(0, prefix.size(), prefix) != 0) continue;
-    const std::string rest = n.substr(prefix.size());
-    if (rest.compare(0, host.size(), host) != 0 || rest[host.size()] != '.') continue;
-    const size_t dash = rest.size() - kRandom - 1;
-    if (rest[dash] != '-' || dash <= host.size() + 1) continue;
-    const std::string digits = rest.substr(host.size() + 1, dash - host.size() - 1);
-    if (digits.size() > 10 || !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
-      continue;
-    const long pid = std::strtol(digits.c_str(), nullptr, 10);
-    if (pid <= 0 || pid == self) continue;
-    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;  // alive (or not ours to judge)
-    ::unlinkat(::dirfd(d), n.c_str(), 0);
+    if (!is_our_temp(n, start)) continue;
+    const int fd = ::openat(::dirfd(d), n.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0) continue;
+    struct stat by_fd, by_name;
+    // Locked by its writer (or the lock cannot be taken here, e.g. ENOLCK): not ours to remove.
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0 && ::fstat(fd, &by_fd) == 0 &&
+        ::fstatat(::dirfd(d), n.c_str(), &by_name, AT_SYMLINK_NOFOLLOW) == 0 &&
+        by_fd.st_dev == by_name.st_dev && by_fd.st_ino == by_name.st_ino && S_ISREG(by_name.st_mode))
+      ::unlinkat(::dirfd(d), n.c_str(), 0);
+    ::close(fd);
   }
   ::closedir(d);
 }
@@ -237,34 +251,52 @@ bool is_special_file(const std::string& target) {
   return ::stat(target.c_str(), &st) == 0 && !S_ISREG(st.st_mode);
 }
 
+void remove_stale_temps(const std::string& dir, const std::string& start) { remove_stale_temps_in(dir, start); }
+
 int create_temp_beside(const std::string& target, const std::string& name, std::string* tmp) {
   std::string dir, base;
   split_path(target, &dir, &base);
   const std::string prefix = temp_prefix(base);
-  remove_stale_temps(dir, prefix);
+  remove_stale_temps_in(dir, prefix);
   const std::string tmpl = (dir == "/" ? "" : dir) + "/" + prefix + host_tag() + "." +
                            std::to_string(::getpid()) + "-" + std::string(kRandom, 'X');
-  std::vector<char> buf(tmpl.begin(), tmpl.end());
-  buf.push_back('\0');
-  const int fd = ::mkostemp(buf.data(), O_CLOEXEC);
-  if (fd < 0) throw Error(name + ": cannot create a temporary file in " + dir + ": " + std::strerror(errno));
-  // The output gets the mode any new file gets (0666 & ~umask), or an existing
-  // target's: mkstemp's 0600 would hide a model from the group that reads it.
-  struct stat st;
-  const mode_t mode = ::stat(target.c_str(), &st) == 0 ? (st.st_mode & 07777) : (0666 & ~current_umask());
-  ::fchmod(fd, mode);
-  *tmp = buf.data();
-  return fd;
+  for (int attempt = 0;; ++attempt) {
+    std::vector<char> buf(tmpl.begin(), tmpl.end());
+    buf.push_back('\0');
+    const int fd = ::mkostemp(buf.data(), O_CLOEXEC);
+    if (fd < 0) throw Error(name + ": cannot create a temporary file in " + dir + ": " + std::strerror(errno));
+    // Held until the rename: another process's cleanup removes only temporaries it can lock.
+    // Where the file system has no locks (ENOLCK, EOPNOTSUPP) cleanup cannot lock it either.
+    int rc;
+    do rc = ::flock(fd, LOCK_EX);
+    while (rc != 0 && errno == EINTR);
+    // Between mkostemp and flock another cleanup may have locked and removed the new file:
+    // then the name is gone (or another file's), and a new temporary is made.
+    struct stat by_fd, by_name;
+    if (::fstat(fd, &by_fd) == 0 && ::lstat(buf.data(), &by_name) == 0 && by_fd.st_dev == by_name.st_dev &&
+        by_fd.st_ino == by_name.st_ino) {
+      // The output gets the mode any new file gets (0666 & ~umask), or an existing
+      // target's: mkstemp's 0600 would hide a model from the group that reads it.
+      struct stat st;
+      const mode_t mode = ::stat(target.c_str(), &st) == 0 ? (st.st_mode & 07777) : (0666 & ~current_umask());
+      ::fchmod(fd, mode);
+      *tmp = buf.data();
+      return fd;
+    }
+    ::close(fd);
+    if (attempt >= 10) throw Error(name + ": cannot create a temporary file in " + dir + ": it keeps disappearing");
+  }
 }
 
-void commit_temp(int fd, const std::string& tmp, const std::string& target, const std::string& name) {
+void commit_temp(int fd, const std::string& tmp, const std::string& target, const std::string& name, bool durable) {
   auto fail = [&](const std::string& what) {
     const std::string e = std::strerror(errno);
-    if (fd >= 0) ::close(fd);
     ::unlink(tmp.c_str());
+    if (fd >= 0) ::close(fd);
     throw Error(name + ": " + what + ": " + e);
   };
-  if (durable_outputs()) {
+  durable = durable || durable_outputs();
+  if (durable) {
     if (fd < 0) {
       fd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
       if (fd < 0) fail("cannot flush to disk");
@@ -272,11 +304,23 @@ void commit_temp(int fd, const std::string& tmp, const std::string& target, cons
     if (::fsync(fd) != 0 && errno != EINVAL) fail("cannot flush to disk");
   }
   if (fd >= 0) {
-    const int f = fd;
-    fd = -1;
-    if (::close(f) != 0 && errno != EINTR) fail("close failed");
+    // close() reports late write errors (NFS); a duplicate is closed so that the
+    // descriptor, and with it the lock, is kept until the rename.
+    const int d = ::dup(fd);
+    if (d >= 0 && ::close(d) != 0 && errno != EINTR) fail("close failed");
   }
   if (::rename(tmp.c_str(), target.c_str()) != 0) fail("cannot rename the finished output into place");
+  if (durable) {
+    // The rename itself is on disk only once the folder is.
+    std::string dir, base;
+    split_path(target, &dir, &base);
+    const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+      ::fsync(dfd);
+      ::close(dfd);
+    }
+  }
+  if (fd >= 0) ::close(fd);
 }
 
 std::unique_ptr<ByteSink> open_sink(const std::string& path) {

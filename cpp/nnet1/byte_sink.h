@@ -41,16 +41,23 @@ std::string output_target(const std::string& path);
 bool is_special_file(const std::string& target);
 
 // A temporary file for `target`, beside it (so the rename is atomic):
-// ".<base>.svdistill-<host>.<pid>-XXXXXX", with the mode the target will end up
-// with (an existing target's, else 0666 & ~umask). Temporaries for the same
-// target left by processes of this host that no longer run (SIGKILL, power
-// loss) are removed first, so they cannot pile up. `name` is the output as the
-// user gave it, for messages. Returns the open descriptor; the path in *tmp.
+// ".<base>.svdistill-<host>.<pid>-XXXXXX" (the pid for people reading the folder), with
+// the mode the target will end up with (an existing target's, else 0666 & ~umask). The
+// returned descriptor holds an exclusive flock on it until commit_temp (or close):
+// temporaries for the same target that nobody holds locked (left by a SIGKILL or a power
+// loss) are removed first, so they cannot pile up. `name` is the output as the user gave
+// it, for messages. Returns the open descriptor; the path in *tmp.
 int create_temp_beside(const std::string& target, const std::string& name, std::string* tmp);
 
-// Makes the finished temporary `tmp` the file `target` (flushed to disk first
-// when SVDISTILL_FSYNC is set). `fd`, if >= 0, is tmp's open descriptor and is
-// closed. On failure tmp is removed and Error is thrown.
-void commit_temp(int fd, const std::string& tmp, const std::string& target, const std::string& name);
+// Makes the finished temporary `tmp` the file `target`: flushed to disk first (and the
+// folder after the rename) when `durable` or SVDISTILL_FSYNC is set. `fd`, if >= 0, is
+// tmp's open descriptor (holding its lock) and is closed after the rename. On failure tmp
+// is removed and Error is thrown.
+void commit_temp(int fd, const std::string& tmp, const std::string& target, const std::string& name,
+                 bool durable = false);
+
+// Removes temporaries of ours (as create_temp_beside names them, made on this host) in
+// `dir` whose names start with `start` and that no process holds locked.
+void remove_stale_temps(const std::string& dir, const std::string& start);
 
 }  // namespace svd

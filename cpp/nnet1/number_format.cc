@@ -7,9 +7,11 @@
 #include <cstring>
 #include <string>
 
-// SVD_NO_MULTIVERSION (as for the kernels) keeps the portable path only.
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(SVD_NO_MULTIVERSION)
-#define SVD_ROW_V3 1
+#include "util/cpu.h"
+
+// The row parser's AVX2 path exists where the kernels' x86-64-v3 variants do
+// (not with SVD_NO_MULTIVERSION) and runs where simd_level() picks them.
+#if SVD_HAVE_X86_64_V3
 #include <immintrin.h>
 #endif
 
@@ -83,8 +85,8 @@ bool parse_row_portable(const char* p, const char* e, float* dst, int64_t n) {
   }
 }
 
-#if SVD_ROW_V3
-#define SVD_TARGET_V3 __attribute__((target("avx2,bmi,bmi2")))
+#if SVD_HAVE_X86_64_V3
+#define SVD_TARGET_V3 SVD_TARGET_X86_64_V3
 
 // pshufb indices and decimal exponents by mantissa shape, key len * 16 + d
 // (len: mantissa bytes with the sign, at most 15; d: the dot's offset, len if
@@ -201,10 +203,8 @@ SVD_TARGET_V3 bool parse_row_v3(const char* p, const char* e, const char* readab
 }  // namespace
 
 bool parse_row(const char* p, const char* e, const char* readable, float* dst, int64_t n) {
-#if SVD_ROW_V3
-  static const bool v3 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi") &&
-                         __builtin_cpu_supports("bmi2");
-  if (v3) return parse_row_v3(p, e, readable, dst, n);
+#if SVD_HAVE_X86_64_V3
+  if (simd_level() == SimdLevel::X86_64_V3) return parse_row_v3(p, e, readable, dst, n);
 #endif
   (void)readable;
   return parse_row_portable(p, e, dst, n);

@@ -150,7 +150,8 @@ __attribute__((always_inline)) inline ParseStatus parse_float(const char* p, con
 // separated by blanks (' ', '\t', '\r') in [p, e), nothing else, parsed as
 // parse_float would into dst. False on anything else, for the caller's exact
 // parser to report. Bytes from e up to `readable` may be loaded (wide loads)
-// but never count; x86-64 CPUs with AVX2 take a branch-free path per number.
+// but never count; where simd_level() (util/cpu.h) picks x86-64-v3, a
+// branch-free AVX2 path per number.
 bool parse_row(const char* p, const char* e, const char* readable, float* dst, int64_t n);
 
 // Parses an optionally signed decimal int32; same contract.

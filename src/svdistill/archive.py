@@ -33,6 +33,7 @@ import stat
 import struct
 import subprocess
 import sys
+import threading
 import warnings
 from typing import (IO, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Set, Tuple)
 
@@ -40,6 +41,7 @@ import numpy as np
 
 from . import _core
 from .errors import Error, FormatError
+from .io import discard_output, same_file
 
 RSPECIFIER_HELP = ("an rspecifier is 'ark:FILE', 'scp:FILE' (lines 'KEY ARCHIVE:OFFSET'), 'ark:COMMAND |' "
                    "or 'ark:-' (stdin), optionally with Kaldi's options, e.g. 'ark,p:FILE'")
@@ -73,10 +75,11 @@ class WSpec(NamedTuple):
 
 
 def _options(spec: str, kind: str, help_text: str) -> Tuple[List[str], str]:
+    article = "an" if kind == "rspecifier" else "a"
     if not isinstance(spec, str):
         raise Error(f"expected a Kaldi {kind} string, got {type(spec).__name__}; {help_text}")
     if ":" not in spec:
-        raise Error(f"'{spec}' is not a {kind}: {help_text}")
+        raise Error(f"'{spec}' is not {article} {kind}: {help_text}")
     before, after = spec.split(":", 1)
     # Kaldi splits the options on commas and spaces, keeping empty ones (which it refuses).
     return re.split(r"[, ]", before), after
@@ -156,25 +159,38 @@ def describe_status(returncode: int) -> str:
 class _Bad(Exception):
     """A fault in the bytes of a table; ``pos`` is the byte where it was found."""
 
-    def __init__(self, detail: str, pos: int) -> None:
+    def __init__(self, detail: str, pos: int, *, other_object: bool = False) -> None:
         super().__init__(detail)
         self.detail, self.pos = detail, pos
+        self.other_object = other_object  # a whole object of another kind: not a wrong position
 
 
 class _Input:
-    """The bytes of an rxfilename (a file, stdin or a command's output), counting the position."""
+    """The bytes of an rxfilename (a file, stdin or a command's output), buffered, counting the position.
+
+    ``pos`` is the position of the next byte the parser gets. Reads go through one
+    buffer (keys and headers are parsed from it without a system call per byte);
+    a matrix body is read in chunks of at most _CHUNK as it arrives, so a damaged
+    size read from a pipe never allocates more than the data that came.
+    """
+
+    _BLOCK = 1 << 16
 
     def __init__(self, name: str, where: str) -> None:
         self.name, self.pos, self.size = name, 0, None
         self.proc: Optional[subprocess.Popen] = None
-        self._pending = b""
+        self._buf = b""   # bytes read ahead; _buf[_off:] are not consumed yet
+        self._off = 0
         self._own = True
+        self._closed = False
         if _is_command(name):
             self.cmd = _command_of(name)
             if name.strip().startswith("|") or not self.cmd:
                 raise Error(f"{where}: '{name}' is not an input command: write 'ark:COMMAND |'")
             try:
-                self.proc = subprocess.Popen(self.cmd, shell=True, stdout=subprocess.PIPE)
+                # Its own session: the whole pipeline can be killed when reading stops early.
+                self.proc = subprocess.Popen(self.cmd, shell=True, stdout=subprocess.PIPE,
+                                             start_new_session=True)
             except OSError as e:
                 raise Error(f"{where}: cannot run '{self.cmd}': {e.strerror or e}") from None
             self.f: IO[bytes] = self.proc.stdout  # type: ignore[assignment]
@@ -195,64 +211,126 @@ class _Input:
         return ("of the command's output" if self.proc is not None
                 else "of stdin" if not self._own else "of " + self.name)
 
-    def read(self, n: int) -> bytes:
-        out = b""
-        if self._pending:
-            out, self._pending = self._pending[:n], self._pending[n:]
-            n -= len(out)
-        while n > 0:
-            got = self.f.read(min(n, _CHUNK))
-            if not got:
-                break
-            out += got
-            n -= len(got)
+    def _raw(self, n: int) -> bytes:
+        """At most ``n`` bytes from the file: what is there (a pipe), without waiting for all ``n``."""
+        read1 = getattr(self.f, "read1", None)
+        return read1(n) if read1 is not None else self.f.read(n)
+
+    def _more(self) -> bool:
+        """Reads another block into the buffer; False at the end of the data."""
+        got = self._raw(self._BLOCK)
+        if not got:
+            return False
+        self._buf = self._buf[self._off:] + got if self._off < len(self._buf) else got
+        self._off = 0
+        return True
+
+    def _take(self, n: int) -> bytes:
+        out = self._buf[self._off:self._off + n]
+        self._off += len(out)
         self.pos += len(out)
         return out
+
+    def read(self, n: int) -> bytes:
+        """At most ``n`` bytes (fewer only at the end of the data)."""
+        while len(self._buf) - self._off < n and self._more():
+            pass
+        return self._take(n)
+
+    def peek_until(self, pattern: "re.Pattern[bytes]", limit: int) -> Tuple[bytes, Optional["re.Match[bytes]"]]:
+        """(the unconsumed buffer, the first match of ``pattern`` in it or None), reading
+        more until it matches, the data end or ``limit`` bytes are buffered."""
+        scanned = self._off
+        while True:
+            m = pattern.search(self._buf, scanned)
+            if m is not None or len(self._buf) - self._off > limit:
+                break
+            scanned = max(self._off, len(self._buf) - 1)  # a match may need the byte before
+            before = self._off
+            if not self._more():
+                break
+            scanned -= before  # _more() moved the unconsumed bytes to the front
+        return self._buf, m
+
+    def skip_to(self, index: int) -> None:
+        """Consume the buffer up to ``index`` (an index into what peek_until returned)."""
+        self.pos += index - self._off
+        self._off = index
 
     def read_exact(self, n: int, what: str) -> bytearray:
         """``n`` bytes into a writable buffer, or _Bad saying how many of them the table holds."""
         start = self.pos
-        if self.size is not None and not self._pending and start + n > self.size:
+        if n > sys.maxsize:
+            raise _Bad(f"corrupt header: {what} would take {n:,} bytes, more than any memory "
+                       "(the archive is damaged)", start)
+        if self.size is not None and start + n > self.size:
             raise _Bad(f"the data ends inside {what}: it needs {n:,} bytes, only {self.size - start:,} "
                        f"remain (the archive is truncated or damaged)", start)
-        buf = bytearray(n)
-        view = memoryview(buf)
-        k = 0
-        if self._pending:
-            k = min(n, len(self._pending))
-            view[:k] = self._pending[:k]
-            self._pending = self._pending[k:]
-        while k < n:
-            got = self.f.readinto(view[k:k + _CHUNK])
-            if not got:
-                break
-            k += got
-        self.pos += k
+        have = min(n, len(self._buf) - self._off)
+        if self.size is not None:
+            # The file holds all n bytes: one buffer of the final size.
+            buf = bytearray(n)
+            buf[:have] = self._take(have)
+            view = memoryview(buf)
+            k = have
+            while k < n:
+                got = self.f.readinto(view[k:k + _CHUNK])  # type: ignore[attr-defined]
+                if not got:
+                    break
+                k += got
+            self.pos += k - have
+        else:
+            # A pipe or stdin: the size is only a claim until the bytes arrive.
+            buf = bytearray(self._take(have))
+            k = have
+            while k < n:
+                got = self._raw(min(n - k, _CHUNK))
+                if not got:
+                    break
+                buf += got
+                k += len(got)
+            self.pos += k - have
         if k < n:
             raise _Bad(f"the data ends inside {what}: it needs {n:,} bytes, only {k:,} followed "
                        f"(the archive is truncated)", start)
         return buf
 
     def readline(self) -> bytes:
-        if self._pending:
-            nl = self._pending.find(b"\n")
-            if nl >= 0:
-                line, self._pending = self._pending[:nl + 1], self._pending[nl + 1:]
-            else:
-                line, self._pending = self._pending + self.f.readline(_MAX_LINE), b""
-        else:
-            line = self.f.readline(_MAX_LINE)
-        self.pos += len(line)
+        """The next line with its newline (at most _MAX_LINE bytes; without a newline at the end)."""
+        buf, m = self.peek_until(_NEWLINE, _MAX_LINE)
+        end = m.end() if m is not None else min(len(buf), self._off + _MAX_LINE)
+        return self._take(end - self._off)
+
+    def peek_line(self) -> bytes:
+        """The next line, left to be read again."""
+        line = self.readline()
+        self.unread(line)
         return line
 
     def unread(self, data: bytes) -> None:
-        self._pending = data + self._pending
+        """Give back the ``data`` just read."""
+        self._buf = data + self._buf[self._off:]
+        self._off = 0
         self.pos -= len(data)
 
     def seek(self, offset: int) -> None:
-        self._pending = b""
+        start = self.pos - self._off  # the file position of _buf[0]
+        if start <= offset <= start + len(self._buf):
+            self._off += offset - self.pos
+            self.pos = offset
+            return
+        self._buf, self._off = b"", 0
         self.f.seek(offset)
         self.pos = offset
+
+    def close(self) -> None:
+        """Stop reading, from another thread: a command is killed (its whole process group),
+        so that a reader blocked on its pipe gets the end of the data at once. A file or
+        stdin is left to the reader (closing a descriptor under a blocked read does not
+        wake it)."""
+        self._closed = True
+        if self.proc is not None and self.proc.poll() is None:
+            _kill_command(self.proc)
 
     def finish(self) -> Optional[str]:
         """Close after reading all: for a command, how it failed (None if it exited 0)."""
@@ -267,26 +345,38 @@ class _Input:
         """Close before the end (an error, or the reader stopped). With ``wait``: a command that
         had already failed by then is returned as finish() does, to explain damaged data."""
         failed = None
-        if self.proc is not None and wait > 0:
+        if self.proc is not None and wait > 0 and not self._closed:
             try:
                 rc = self.proc.wait(timeout=wait)
                 if rc != 0:
                     failed = f"the command '{self.cmd}' failed ({describe_status(rc)})"
             except subprocess.TimeoutExpired:
                 pass
+        if self.proc is not None and self.proc.poll() is None:
+            # Its output is no longer read: it ends on SIGPIPE at its next write, or now.
+            try:
+                self.proc.wait(timeout=0 if self._closed else 1.0)
+            except subprocess.TimeoutExpired:
+                _kill_command(self.proc)
+                self.proc.wait()
         if self._own:
             try:
                 self.f.close()
             except OSError:
                 pass
-        if self.proc is not None and self.proc.poll() is None:
-            # Its output is no longer read: it ends on SIGPIPE at its next write, or now.
-            try:
-                self.proc.wait(timeout=1.0)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
         return failed
+
+
+def _kill_command(proc: subprocess.Popen) -> None:
+    """SIGKILL to the command's whole process group (the shell and what it started: killing
+    the shell alone leaves 'sleep 20' in 'cat f; sleep 20 |' holding the pipe open)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except OSError:
+        try:
+            proc.kill()
+        except OSError:
+            pass
 
 
 def _preview(data: bytes) -> str:
@@ -296,57 +386,60 @@ def _preview(data: bytes) -> str:
     return "bytes " + " ".join(f"{b:02x}" for b in text)
 
 
+_NOT_SPACE = re.compile(rb"[^ \t\r\n]")
+_KEY_END = re.compile(rb"[ \t\r\n]")
+_NEWLINE = re.compile(rb"\n")
+_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
+
+
 def _read_key(inp: _Input) -> Optional[str]:
     """The next key (whitespace skipped before it, one space or tab after it consumed), None at the end."""
     while True:
-        c = inp.read(1)
-        if not c:
-            return None
-        if c not in b" \t\r\n":
+        buf, m = inp.peek_until(_NOT_SPACE, _MAX_KEY)
+        if m is not None:
             break
-    start = inp.pos - 1
-    if start == 0 and c == b"\x1f":
-        head = c + inp.read(1)
+        inp.skip_to(len(buf))  # all whitespace
+        if not inp._more():
+            return None
+    inp.skip_to(m.start())
+    start = inp.pos
+    if start == 0:
+        head = inp.read(2)
+        inp.unread(head)
         if head == b"\x1f\x8b":
             raise _Bad("this is gzip-compressed data, not an archive: read it through a command, "
                        "e.g. 'ark:gunzip -c FILE |'", 0)
-        inp.unread(head[1:])
-    buf = bytearray(c)
-    while True:
-        c = inp.read(1)
-        if not c:
-            raise _Bad(f"the data ends after the key {_preview(bytes(buf))}: no matrix follows it "
-                       "(the archive is truncated, or this is not a Kaldi archive)", start)
-        if c in b" \t":
-            break
-        if c in b"\r\n":
-            inp.unread(c)  # as Kaldi: a newline after a key is allowed and not consumed
-            break
-        buf += c
-        if len(buf) > _MAX_KEY:
-            raise _Bad(f"no utterance key ({_MAX_KEY:,} bytes without a space): this is not a Kaldi "
-                       "archive, or it is damaged", start)
+    buf, m = inp.peek_until(_KEY_END, _MAX_KEY)
+    end = m.start() if m is not None else len(buf)
+    key_bytes = bytes(buf[inp._off:end])
+    if end - inp._off > _MAX_KEY:
+        raise _Bad(f"no utterance key ({_MAX_KEY:,} bytes without a space): this is not a Kaldi "
+                   "archive, or it is damaged", start)
+    if m is None:
+        raise _Bad(f"the data ends after the key {_preview(key_bytes)}: no matrix follows it "
+                   "(the archive is truncated, or this is not a Kaldi archive)", start)
+    # One space or tab after the key is consumed; as in Kaldi, a newline is allowed and kept.
+    inp.skip_to(end + 1 if buf[end:end + 1] in (b" ", b"\t") else end)
     try:
-        key = buf.decode("utf-8")
+        key = key_bytes.decode("utf-8")
     except UnicodeDecodeError:
         key = ""
-    if not key or any(ord(ch) < 32 or ord(ch) == 127 for ch in key):
-        raise _Bad(f"expected an utterance key, found {_preview(bytes(buf))}: this is not a Kaldi archive, "
+    if not key or _CONTROL.search(key_bytes):
+        raise _Bad(f"expected an utterance key, found {_preview(key_bytes)}: this is not a Kaldi archive, "
                    "or it is damaged (or an scp offset is wrong)", start)
     return key
 
 
 def _read_token(inp: _Input) -> str:
     start = inp.pos
-    tok = bytearray()
-    while len(tok) <= 4:
-        c = inp.read(1)
-        if not c:
+    tok = inp.read(6)
+    sp = tok.find(b" ")
+    if sp < 0 or sp > 4:
+        if sp < 0 and len(tok) < 5:
             raise _Bad("the data ends inside a binary header (the archive is truncated)", start)
-        if c == b" ":
-            return tok.decode("latin-1")
-        tok += c
-    raise _Bad(f"expected a binary type (FM, DM, CM, CM2, CM3), found {_preview(bytes(tok))}", start)
+        raise _Bad(f"expected a binary type (FM, DM, CM, CM2, CM3), found {_preview(tok[:5])}", start)
+    inp.unread(tok[sp + 1:])
+    return tok[:sp].decode("latin-1")
 
 
 def _int32(inp: _Input, what: str) -> int:
@@ -357,16 +450,28 @@ def _int32(inp: _Input, what: str) -> int:
     return struct.unpack("<i", bytes(b[1:]))[0]
 
 
+_ROWS_COLS = struct.Struct("<xixi")
 _KINDS = {"FM": "a float matrix (FM)", "DM": "a double matrix (DM)", "CM": "a compressed matrix (CM)",
           "CM2": "a compressed matrix (CM2)", "CM3": "a compressed matrix (CM3)", "FV": "a float vector (FV)",
           "DV": "a double vector (DV)"}
 
 
 def _read_binary_matrix(inp: _Input, obj: int) -> np.ndarray:
+    first = inp.read(1)
+    inp.unread(first)
+    if first == _SIZE_BYTE:  # Kaldi's binary integer vector starts with the int32 size byte
+        raise _Bad("expected a matrix (frames x dims), found an integer vector (an alignment, as ali-to-pdf "
+                   "writes it?)", obj, other_object=True)
     tok = _read_token(inp)
     if tok in ("FM", "DM"):
-        rows = _int32(inp, "the number of rows")
-        cols = _int32(inp, "the number of columns")
+        start = inp.pos
+        head = inp.read(10)
+        if len(head) == 10 and head[0] == 4 and head[5] == 4:  # both sizes at once (the usual case)
+            rows, cols = _ROWS_COLS.unpack(head)
+        else:
+            inp.unread(head)
+            rows = _int32(inp, "the number of rows")
+            cols = _int32(inp, "the number of columns")
         if rows < 0 or cols < 0:
             raise _Bad(f"corrupt matrix header: {rows} rows x {cols} columns", obj)
         width = 4 if tok == "FM" else 8
@@ -388,13 +493,33 @@ def _read_binary_matrix(inp: _Input, obj: int) -> np.ndarray:
             raise _Bad(f"cannot decode the compressed matrix: {e or type(e).__name__}", obj) from None
         return np.array(mat, dtype=np.float32)
     if tok in _KINDS:
-        raise _Bad(f"expected a matrix (frames x dims), found {_KINDS[tok]}", obj)
+        raise _Bad(f"expected a matrix (frames x dims), found {_KINDS[tok]}", obj, other_object=True)
     raise _Bad(f"unknown binary type {_preview(tok.encode('latin-1'))}: expected FM, DM, CM, CM2 or CM3", obj)
 
 
+# Numbers as Kaldi's text reader takes them (C++ stream syntax, and inf/nan as Kaldi writes
+# them): Python's float() and int() also take '1_0', which Kaldi refuses.
+_FLOAT = rb"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[iI][nN][fF](?:[iI][nN][iI][tT][yY])?|[nN][aA][nN])"
+_INT = rb"[+-]?[0-9]+"
+_FLOAT_ROW = re.compile(rb"\s*(?:" + _FLOAT + rb"\s+)*(?:" + _FLOAT + rb")?\s*")
+_INT_ROW = re.compile(rb"\s*(?:" + _INT + rb"\s+)*(?:" + _INT + rb")?\s*")
+_TOKEN = re.compile(rb"\S+")
+
+
+def _first_bad(text: bytes, number: bytes) -> Tuple[int, bytes]:
+    """(offset in ``text``, token) of the first token of ``text`` that is not a ``number``."""
+    whole = re.compile(number)
+    for m in _TOKEN.finditer(text):
+        if not whole.fullmatch(m.group()):
+            return m.start(), m.group()
+    raise AssertionError("every token is a number")  # the caller's row pattern said otherwise
+
+
 def _read_text_matrix(inp: _Input, obj: int) -> np.ndarray:
+    line_pos = inp.pos
     line = inp.readline()
     while line and not line.strip():
+        line_pos = inp.pos
         line = inp.readline()
     s = line.lstrip()
     if not s.startswith(b"["):
@@ -402,40 +527,40 @@ def _read_text_matrix(inp: _Input, obj: int) -> np.ndarray:
             raise _Bad("the data ends where a matrix should begin (the archive is truncated)", obj)
         raise _Bad(f"expected a matrix ('\\0B' binary or '[' text), found {_preview(s)}", obj)
     rest = s[1:]
+    rest_pos = line_pos + len(line) - len(rest)  # the byte where ``rest`` starts
     rows: List[np.ndarray] = []
-    row_pos = obj
     while True:
         close = rest.find(b"]")
         part = rest if close < 0 else rest[:close]
         if part.strip():
             try:
+                # float() takes every number of Kaldi's syntax, and one thing more: '1_0'
                 row = np.array(part.split(), dtype=np.float32)
+                ok = b"_" not in part
             except ValueError:
-                bad = next(t for t in part.split() if not _is_float(t))
-                raise _Bad(f"row {len(rows)} of the text matrix: {_preview(bad)} is not a number", row_pos) from None
+                ok = False
+            if not ok and not _FLOAT_ROW.fullmatch(part):
+                at, bad = _first_bad(part, _FLOAT)
+                raise _Bad(f"row {len(rows)} of the text matrix: {_preview(bad)} is not a number", rest_pos + at)
             if rows and row.size != rows[0].size:
+                if close < 0 and row.size < rows[0].size and not inp.peek_line():
+                    # A short last row where the data end: cut off, not ragged.
+                    raise _Bad(f"the data ends inside row {len(rows)} of the text matrix ({row.size} of "
+                               f"{rows[0].size} numbers, no closing ']'; the archive is truncated)", rest_pos)
                 raise _Bad(f"ragged text matrix: row {len(rows)} has {row.size} numbers, row 0 has "
-                           f"{rows[0].size}", row_pos)
+                           f"{rows[0].size}", rest_pos)
             rows.append(row)
         if close >= 0:
             if rest[close + 1:].strip():
-                raise _Bad(f"unexpected {_preview(rest[close + 1:].strip())} after the matrix's ']'", row_pos)
+                raise _Bad(f"unexpected {_preview(rest[close + 1:].strip())} after the matrix's ']'", rest_pos)
             break
-        row_pos = inp.pos
+        rest_pos = inp.pos
         rest = inp.readline()
         if not rest:
-            raise _Bad("the data ends inside the text matrix (no closing ']'; the archive is truncated)", row_pos)
+            raise _Bad("the data ends inside the text matrix (no closing ']'; the archive is truncated)", rest_pos)
     if not rows:
         return np.zeros((0, 0), np.float32)
     return np.stack(rows)
-
-
-def _is_float(t: bytes) -> bool:
-    try:
-        float(t)
-        return True
-    except ValueError:
-        return False
 
 
 def _read_ints(inp: _Input, obj: int) -> np.ndarray:
@@ -445,7 +570,8 @@ def _read_ints(inp: _Input, obj: int) -> np.ndarray:
         if c != _SIZE_BYTE:
             inp.unread(c)
             tok = _read_token(inp)
-            raise _Bad(f"expected an integer vector (ali-to-pdf output), found {_KINDS.get(tok, repr(tok))}", obj)
+            raise _Bad(f"expected an integer vector (ali-to-pdf output), found {_KINDS.get(tok, repr(tok))}", obj,
+                       other_object=tok in _KINDS)
         inp.unread(c)
         n = _int32(inp, "the vector's length")
         if n < 0:
@@ -458,14 +584,24 @@ def _read_ints(inp: _Input, obj: int) -> np.ndarray:
         return arr["value"].astype(np.int32)
     inp.unread(head)
     line = inp.readline()
-    toks = line.split()
-    if toks[:1] == [b"["] and toks[-1:] == [b"]"]:
-        toks = toks[1:-1]
+    body = line
+    stripped = line.strip()
+    if stripped.startswith(b"[") and stripped.endswith(b"]"):  # Kaldi's '[ 1 2 3 ]' form
+        lo = line.index(b"[") + 1
+        body = b" " * lo + line[lo:line.rindex(b"]")]
     try:
-        return np.array([int(t) for t in toks], dtype=np.int32)
+        values = [int(t) for t in body.split()]  # int() takes Kaldi's integers, and also '1_0'
+        ok = b"_" not in body
     except ValueError:
-        bad = next(t for t in toks if not t.lstrip(b"-").isdigit())
-        raise _Bad(f"expected integers (pdf ids), found {_preview(bad)}", obj) from None
+        ok = False
+    if not ok and not _INT_ROW.fullmatch(body):
+        at, bad = _first_bad(body, _INT)
+        raise _Bad(f"expected integers (pdf ids), found {_preview(bad)}", obj + at)
+    for m, v in zip(_TOKEN.finditer(body), values) if values and not -2**31 <= min(values) <= max(values) < 2**31 \
+            else ():
+        if not -2**31 <= v < 2**31:
+            raise _Bad(f"{v} does not fit a 32-bit integer (pdf ids are int32)", obj + m.start())
+    return np.array(values, dtype=np.int32)
 
 
 def _read_object(inp: _Input, kind: str) -> np.ndarray:
@@ -491,17 +627,47 @@ def check_finite(mat: np.ndarray, where: str, what: str = "features", why: Optio
 
 
 def _locate(spec: str, key: Optional[str], last: Optional[str], pos: int, origin: str) -> str:
-    where = f"{spec}: utterance {key}" if key is not None else f"{spec}"
+    if key is not None:
+        after = f"after utterance {last}" if last is not None else "the first utterance"
+        return f"{spec}: utterance {key} (byte {pos:,} {origin}, {after})"
     after = f"after utterance {last}" if last is not None else "before any utterance"
-    return f"{where} (byte {pos:,} {origin}, {after})"
+    return f"{spec} (byte {pos:,} {origin}, {after})"
 
 
-def read_table(rspecifier: str, *, kind: str = "matrix", finite: bool = True) -> Iterator[Tuple[str, np.ndarray]]:
+class OpenInputs:
+    """The inputs a reader has open, for another thread to stop it: :meth:`close` kills the
+    input commands, so that a reader blocked on a command's pipe returns at once."""
+
+    def __init__(self) -> None:
+        self._open: Set[_Input] = set()
+        self._lock = threading.Lock()
+        self.closed = False
+
+    def add(self, inp: _Input) -> None:
+        with self._lock:
+            self._open.add(inp)
+            if self.closed:
+                inp.close()
+
+    def discard(self, inp: _Input) -> None:
+        with self._lock:
+            self._open.discard(inp)
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+            for inp in self._open:
+                inp.close()
+
+
+def read_table(rspecifier: str, *, kind: str = "matrix", finite: bool = True,
+               inputs: Optional[OpenInputs] = None) -> Iterator[Tuple[str, np.ndarray]]:
     """``(key, array)`` in table order: float32 (frames x dims) matrices, or int32 vectors with
-    ``kind="ints"`` (alignments). ``finite``: matrices with NaN/inf are an error."""
+    ``kind="ints"`` (alignments). ``finite``: matrices with NaN/inf are an error. ``inputs``:
+    where the files and commands it reads are registered while open (see OpenInputs)."""
     spec = parse_rspecifier(rspecifier)
     if spec.kind == "scp":
-        table = ScpTable(rspecifier, kind=kind, finite=finite)
+        table = ScpTable(rspecifier, kind=kind, finite=finite, inputs=inputs)
         try:
             for i in range(len(table)):
                 try:
@@ -516,6 +682,8 @@ def read_table(rspecifier: str, *, kind: str = "matrix", finite: bool = True) ->
             table.close()
         return
     inp = _Input(spec.name, spec.text)
+    if inputs is not None:
+        inputs.add(inp)
     last: Optional[str] = None
     ok = False
     try:
@@ -550,6 +718,8 @@ def read_table(rspecifier: str, *, kind: str = "matrix", finite: bool = True) ->
     finally:
         if not ok:
             inp.abandon()
+        if inputs is not None:
+            inputs.discard(inp)
 
 
 class _ScpEntry(NamedTuple):
@@ -607,8 +777,10 @@ def _parse_scp_line(line: str, n: int, where: str) -> _ScpEntry:
     return _ScpEntry(key, rx, path, offset, rows, cols, n)
 
 
-def _read_scp_lines(spec: RSpec) -> List[_ScpEntry]:
+def _read_scp_lines(spec: RSpec, inputs: Optional[OpenInputs] = None) -> List[_ScpEntry]:
     inp = _Input(spec.name, spec.text)
+    if inputs is not None:
+        inputs.add(inp)
     entries: List[_ScpEntry] = []
     ok = False
     try:
@@ -634,27 +806,40 @@ def _read_scp_lines(spec: RSpec) -> List[_ScpEntry]:
     finally:
         if not ok:
             inp.abandon()
+        if inputs is not None:
+            inputs.discard(inp)
     return entries
 
 
 class ScpTable:
     """The entries of an scp file; ``load(i)`` reads entry ``i`` (keeping its archive open for the next)."""
 
-    def __init__(self, rspecifier: str, *, kind: str = "matrix", finite: bool = True) -> None:
+    def __init__(self, rspecifier: str, *, kind: str = "matrix", finite: bool = True,
+                 inputs: Optional[OpenInputs] = None) -> None:
         spec = parse_rspecifier(rspecifier)
         if spec.kind != "scp":
             raise Error(f"'{rspecifier}' is not an scp rspecifier")
-        self.spec, self.kind, self.finite = spec, kind, finite
-        self.entries = _read_scp_lines(spec)
+        self.spec, self.kind, self.finite, self.inputs = spec, kind, finite, inputs
+        self.entries = _read_scp_lines(spec, inputs)
         self.keys = [e.key for e in self.entries]
         self._open: Optional[_Input] = None
 
     def __len__(self) -> int:
         return len(self.entries)
 
+    def _opened(self, inp: _Input) -> _Input:
+        if self.inputs is not None:
+            self.inputs.add(inp)
+        return inp
+
+    def _done(self, inp: _Input) -> None:
+        if self.inputs is not None:
+            self.inputs.discard(inp)
+
     def close(self) -> None:
         if self._open is not None:
             self._open.abandon()
+            self._done(self._open)
             self._open = None
 
     def load(self, i: int) -> np.ndarray:
@@ -664,11 +849,11 @@ class ScpTable:
         inp = None
         try:
             if command:
-                inp = _Input(e.path, where)
+                inp = self._opened(_Input(e.path, where))
             else:
                 if self._open is None or self._open.name != e.path:
                     self.close()
-                    self._open = _Input(e.path, where)
+                    self._open = self._opened(_Input(e.path, where))
                 inp = self._open
                 offset = e.offset or 0
                 if inp.size is not None and offset >= inp.size:
@@ -681,11 +866,13 @@ class ScpTable:
                 pos, detail = err.pos, err.detail
             else:
                 pos, detail = (inp.pos if inp else 0), f"read error: {err.strerror or err}"
-            if e.offset is not None and pos == e.offset and "found" in detail:
+            if e.offset is not None and pos == e.offset and "found" in detail \
+                    and not getattr(err, "other_object", False):
                 detail += "; the scp offset does not point at the start of a matrix"
             msg = f"{where}: byte {pos:,} {inp.origin if inp else e.path}: {detail}"
             if command and inp is not None:
                 why = inp.abandon(wait=1.0)
+                self._done(inp)
                 msg += f"; {why}" if why else ""
             else:
                 self.close()
@@ -693,8 +880,10 @@ class ScpTable:
         except BaseException:
             if command and inp is not None:
                 inp.abandon()
+                self._done(inp)
             raise
         if command:
+            self._done(inp)
             failed = inp.finish()
             if failed:
                 raise Error(f"{where}: {failed}")
@@ -731,14 +920,14 @@ def table_files(rspecifier: str) -> Tuple[Set[str], Set[str]]:
     return direct, behind
 
 
+def output_files(wspecifier: str) -> List[str]:
+    """The files a wspecifier writes (the archive, then the scp); none for commands and stdout.
+    Raises Error for a wspecifier that is not valid."""
+    spec = parse_wspecifier(wspecifier)
+    return [n for n in (spec.ark, spec.scp) if n is not None and not _is_command(n) and not _is_std(n)]
+
+
 # ----------------------------------------------------------------- writing
-
-
-def _same_file(a: str, b: str) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 class _Output:
@@ -748,6 +937,7 @@ class _Output:
         self.name, self.where, self.pos = name, where, 0
         self.proc: Optional[subprocess.Popen] = None
         self.tmp: Optional[str] = None
+        self._lock_fd = -1  # holds the temporary's lock until the rename
         if _is_command(name):
             self.cmd = _command_of(name)
             if not self.cmd:
@@ -764,7 +954,7 @@ class _Output:
             # symlinks, a temporary beside the target with the target's mode, stale temporaries
             # of dead processes removed; a device or FIFO (/dev/null) is written in place.
             try:
-                self.target, self.tmp = _core.prepare_output(name)
+                self.target, self.tmp, self._lock_fd = _core.prepare_output(name)
             except Error as e:
                 raise Error(f"{where}: {e}") from None
             try:
@@ -799,6 +989,16 @@ class _Output:
         except OSError as e:
             raise Error(f"{self.where}: cannot write {self.name}: {e.strerror or e}") from None
 
+    def finish(self) -> None:
+        """A file output: every byte written and the temporary closed; commit() then renames it."""
+        if self.proc is not None or self.tmp is None or self.f.closed:
+            return
+        try:
+            self.f.close()
+        except OSError as e:
+            self.abort()
+            raise Error(f"{self.where}: cannot write {self.name}: {e.strerror or e}") from None
+
     def commit(self) -> None:
         """Complete the output: a file appears (rename), a command must exit 0."""
         if self.proc is not None:
@@ -813,16 +1013,50 @@ class _Output:
         if self.tmp is None:
             self.flush()
             return
-        try:
-            self.f.close()
-        except OSError as e:
-            self.abort()
-            raise Error(f"{self.where}: cannot write {self.name}: {e.strerror or e}") from None
+        self.finish()
         tmp, self.tmp = self.tmp, None
         try:
-            _core.commit_output(tmp, self.target, self.name)  # fsync with SVDISTILL_FSYNC, rename
+            # fsync with SVDISTILL_FSYNC, rename, let go of the temporary's lock
+            _core.commit_output(tmp, self.target, self.name, self._lock_fd)
         except Error as e:
             raise Error(f"{self.where}: {e}") from None
+
+    def keep_previous(self) -> "_Previous":
+        """Before commit(): a way back to what the target holds now (see restore())."""
+        prev = _Previous()
+        if self.tmp is None or self.proc is not None:
+            return prev
+        try:
+            st = os.lstat(self.target)
+        except FileNotFoundError:
+            prev.existed = False
+            return prev
+        except OSError:
+            return prev
+        if not stat.S_ISREG(st.st_mode):
+            return prev
+        try:
+            # A second name for the current file (no copy): a temporary of the usual naming,
+            # so that a crash here leaves nothing the next run does not clean up.
+            _, path, fd = _core.prepare_output(self.name)
+            os.unlink(path)
+            os.link(self.target, path)
+            prev.path, prev.fd = path, fd
+        except (OSError, Error):
+            prev.path = None
+        return prev
+
+    def restore(self, prev: "_Previous") -> None:
+        """After commit(): put back what keep_previous() kept (the pair's second half failed)."""
+        try:
+            if prev.existed is False:
+                os.unlink(self.target)
+            elif prev.path is not None:
+                os.replace(prev.path, self.target)
+                prev.path = None
+        except OSError:
+            pass
+        prev.drop()
 
     def abort(self) -> None:
         """Give up: a file output leaves nothing (an existing file is untouched); a command is stopped."""
@@ -841,11 +1075,30 @@ class _Output:
                     self.f.close()
             except OSError:
                 pass
+            discard_output(self.tmp, self._lock_fd)
+            self.tmp = None
+
+
+class _Previous:
+    """What a target held before a commit: ``existed`` False (none: restoring removes the new
+    file), or a second name ``path`` for the old file (``fd`` holds its lock); neither: it
+    cannot be restored."""
+
+    def __init__(self) -> None:
+        self.existed: Optional[bool] = None
+        self.path: Optional[str] = None
+        self.fd = -1
+
+    def drop(self) -> None:
+        if self.path is not None:
+            discard_output(self.path, self.fd)
+            self.path = None
+        elif self.fd >= 0:
             try:
-                os.unlink(self.tmp)
+                os.close(self.fd)
             except OSError:
                 pass
-            self.tmp = None
+        self.fd = -1
 
 
 class TableWriter:
@@ -865,17 +1118,12 @@ class TableWriter:
         spec = parse_wspecifier(wspecifier)
         self.spec = spec
         self.count = 0
-        files = [n for n in (spec.ark, spec.scp) if n is not None and not _is_command(n) and not _is_std(n)]
-        if spec.scp is not None and len(files) == 2 and (files[0] == files[1] or _same_file(*files)):
-            raise Error(f"{spec.text}: the archive and the scp are the same file")
-        if not _is_command(spec.ark) and not _is_std(spec.ark):
-            for rs in inputs:
-                _, behind = table_files(rs)
-                for path in behind:
-                    if path == spec.ark or _same_file(path, spec.ark):
-                        raise Error(f"{spec.text}: the output archive {spec.ark} is read through the input "
-                                    f"{rs}: replacing it would leave that scp pointing at the wrong data; "
-                                    "write to a new archive")
+        files = output_files(wspecifier)
+        if spec.scp is not None and len(files) == 2 and (files[0] == files[1] or same_file(*files)):
+            raise Error(f"{spec.text}: the archive and the scp are the same file ({files[0]}); "
+                        "give them two names, e.g. 'ark,scp:out.ark,out.scp'")
+        for rs in inputs:
+            _check_not_an_input(spec, rs)
         if spec.scp is not None and (_is_command(spec.ark) or _is_std(spec.ark)):
             raise Error(f"{spec.text}: an scp needs the archive in a file (its offsets point into it)")
         self._ark = _Output(spec.ark, spec.text)
@@ -913,14 +1161,34 @@ class TableWriter:
     __call__ = write
 
     def commit(self) -> None:
+        """The archive and its scp appear together: both are written out completely first, then
+        renamed archive first (an scp never points into an archive that is not there yet). If
+        the scp's rename fails, the archive's previous content is put back (or the new archive
+        removed when there was none), so the pair is all or nothing. What POSIX cannot close:
+        between the two renames (microseconds), and if the process dies there, a reader may see
+        the new archive with the old scp."""
+        if self._scp is None:
+            self._ark.commit()
+            return
+        try:
+            self._ark.finish()
+            self._scp.finish()
+        except BaseException:
+            self.abort()
+            raise
+        previous = self._ark.keep_previous()
         try:
             self._ark.commit()
         except BaseException:
-            if self._scp is not None:
-                self._scp.abort()
+            self._scp.abort()
+            previous.drop()
             raise
-        if self._scp is not None:
+        try:
             self._scp.commit()
+        except BaseException:
+            self._ark.restore(previous)
+            raise
+        previous.drop()
 
     def abort(self) -> None:
         self._ark.abort()
@@ -935,6 +1203,33 @@ class TableWriter:
             self.commit()
         else:
             self.abort()
+
+
+def _check_not_an_input(spec: WSpec, rspecifier: str) -> None:
+    """Refuses an output file that is a file of the input ``rspecifier``. Only the output archive
+    may be an input archive read directly ('ark:f.ark' in and out, as 'copy X X'): the new one
+    replaces it when complete, after it was read. An input's scp, or an archive an input scp
+    points into, is refused (replacing either would leave that scp indexing other data), and so
+    is an scp written over an input archive."""
+    direct, behind = table_files(rspecifier)
+    try:
+        kind = parse_rspecifier(rspecifier).kind
+    except Error:
+        return
+    for out, role in ((spec.ark, "archive"), (spec.scp, "scp")):
+        if out is None or _is_command(out) or _is_std(out):
+            continue
+        for path in sorted(direct) + sorted(behind):
+            if not (path == out or same_file(path, out)):
+                continue
+            if path in direct and kind == "ark" and role == "archive":
+                continue
+            if path not in direct:
+                raise Error(f"{spec.text}: the output {role} {out} is read through the input {rspecifier}: "
+                            "replacing it would leave that scp pointing at the wrong data; write to a new file")
+            what = "the scp file" if kind == "scp" else "the archive"
+            raise Error(f"{spec.text}: the output {role} {out} is {what} of the input {rspecifier}: refusing "
+                        "to overwrite an input; write to a new file")
 
 
 def write_table(wspecifier: str, items: Iterable[Tuple[str, np.ndarray]], *, inputs: Sequence[str] = ()) -> int:

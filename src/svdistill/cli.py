@@ -9,10 +9,10 @@ import argparse
 import json
 import sys
 import warnings
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
-from . import __version__
 from ._core import Error
+from .errors import option_text
 from .info import format_info, info
 from .io import ConversionWarning, atomic_output, iter_components, output_target, same_file, write
 from . import linalg
@@ -108,15 +108,19 @@ def cmd_compress(a: argparse.Namespace) -> int:
     from .compress import compress
     if a.check and (a.input == "-" or a.output == "-"):
         raise Error("--check needs MODEL_IN and MODEL_OUT to be files, not '-'")
-    import os
-    for opt, path in (("--report", a.report), ("--plot", a.plot)):
-        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-            raise Error(f"{opt} {path}: the folder {os.path.dirname(os.path.abspath(path))} does not exist")
+    if a.feature_transform and not a.check:
+        raise Error("--feature-transform is the feature transform of --check, and no --check was given: "
+                    "give --check FEATS_RSPECIFIER too, or leave it out")
+    if a.check:
+        from .archive import parse_rspecifier
+        try:
+            parse_rspecifier(a.check)  # a bad rspecifier is said now, not after the compression
+        except Error as e:
+            raise Error(f"--check {e}") from None
     if a.threads:
         linalg.set_num_threads(a.threads)
     if a.plot:
-        from .plot import plot_spectra  # noqa: F401  (fail early if matplotlib is missing)
-        _require_matplotlib()
+        _require_matplotlib()  # before the compression, not after it
     _, report = compress(
         a.input, rank=a.rank, ranks=a.ranks, rank_fraction=a.rank_fraction, energy=a.energy,
         nuclear=a.nuclear, param_budget=a.param_budget, min_gain=a.min_gain, round_to=a.round_to,
@@ -127,7 +131,13 @@ def cmd_compress(a: argparse.Namespace) -> int:
     check = None
     if a.check:
         from .compare import compare, format_compare
-        check = compare(a.input, a.output, a.check, feature_transform=a.feature_transform)
+        try:
+            check = compare(a.input, a.output, a.check, feature_transform=a.feature_transform)
+        except Error as e:
+            unwritten = " and ".join(f for f, v in (("--report", a.report), ("--plot", a.plot)) if v)
+            e.cli_context = (f"MODEL_OUT {a.output} was written{f' ({unwritten} not)' if unwritten else ''}; "
+                             "the check failed: ")
+            raise
         print("fidelity on " + a.check + ":\n" + format_compare(check), file=sys.stderr)
     if a.report:
         d = report.to_dict()
@@ -213,6 +223,9 @@ def _check_output_path(opt: str, path: Optional[str]) -> None:
 
 #: The exit status of a distill that stopped early but wrote the best model of the epochs before.
 DISTILL_STOPPED_EARLY = 3
+#: The exit status when the reader of standard output goes away ('| head'): the command stops
+#: quietly, as a Unix tool killed by SIGPIPE does, with the status a shell reports for that.
+EXIT_READER_GONE = 128 + 13
 
 
 def cmd_distill(a: argparse.Namespace) -> int:
@@ -240,13 +253,10 @@ def cmd_distill(a: argparse.Namespace) -> int:
             engine=a.engine, device=a.device, precision=a.precision, checkpoint_dir=a.checkpoint_dir,
             checkpoint_every=a.checkpoint_every, resume=a.resume,
             log=lambda line: print(line, file=sys.stderr, flush=True))
-    except TrainingStopped as e:  # the best model so far is written: say so, with its own exit status
+    except TrainingStopped as e:  # the best model so far is written; _run says so
         if a.report and writer:
             _write_json(a.report, e.report.to_dict())
-        text = f"{_flag_of(build_parser(), 'distill', e.option)} {e.detail}" if getattr(e, "option", None) \
-            else str(e)
-        print(f"svdistill: error: {text}", file=sys.stderr)
-        return DISTILL_STOPPED_EARLY
+        raise
     if a.report and writer:
         _write_json(a.report, report.to_dict())
     return 0
@@ -267,6 +277,49 @@ def cmd_export(a: argparse.Namespace) -> int:
     return 0
 
 
+def version_text() -> str:
+    """``svdistill --version``: the version and the core's build facts (svdistill.build_info())."""
+    from . import build_info
+    b = build_info()
+    x86 = b["arch"] == "x86_64"
+    simd = {"x86-64-v3": "x86-64-v3 (AVX2 + FMA)",
+            "baseline": "baseline x86-64 (SSE2)" if x86 else f"baseline ({b['arch']})"}[b["simd"]]
+    if b["simd_forced_portable"]:
+        simd += ", forced by SVDISTILL_PORTABLE"
+    elif b["simd"] == "baseline" and x86:
+        simd += (", the CPU lacks x86-64-v3" if "x86-64-v3" in b["simd_built"]
+                 else ", the only path built (SVD_NO_MULTIVERSION)")
+    built = f"built: {', '.join(b['simd_built'])}"
+    if x86:
+        cpu = [n for n, has in (("x86-64-v3", b["cpu_x86_64_v3"]), ("AVX-512F", b["cpu_avx512f"])) if has]
+        built += f"; CPU: {', '.join(cpu) or 'baseline only'}"
+        if b["cpu_avx512f"]:
+            built += "; AVX-512 is not used by the core"
+    zlib = f"yes ({b['zlib_version']})" if b["zlib"] else "no (gzip read through Python)"
+    return "\n".join([
+        f"svdistill {b['version']}",
+        f"  compiler  {b['compiler']}, {b['cxx_standard']}, {b['build_type']} build, {b['arch']}",
+        f"  BLAS      {b['blas_package']}: {b['blas_config']}",
+        f"            kernel {b['blas_corename']}, {b['blas_threads']} threads ({b['blas_threading']})",
+        f"  threads   {b['threads']}",
+        f"  zlib      {zlib}",
+        f"  SIMD      {simd}",
+        f"            {built}",
+    ])
+
+
+class _VersionAction(argparse.Action):
+    """--version: prints version_text() to stdout and exits 0."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS,
+                 help="show the version and the core's build facts (compiler, BLAS, SIMD paths) and exit"):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="svdistill",
@@ -279,8 +332,17 @@ def build_parser() -> argparse.ArgumentParser:
                "environment:\n"
                "  SVDISTILL_NUM_THREADS=N  threads of the core (default: all cores)\n"
                "  SVDISTILL_FSYNC=1        flush outputs to disk before the rename\n"
-               "  SVDISTILL_HUGEPAGES=0    no transparent-huge-page advice for weight blocks")
-    p.add_argument("--version", action="version", version=f"svdistill {__version__}")
+               "  SVDISTILL_HUGEPAGES=0    no transparent-huge-page advice for weight blocks\n\n"
+               "exit status:\n"
+               "  0              done\n"
+               "  2              an error, said on one line 'svdistill: error: ...'; outputs not\n"
+               "                 written (a failed compress --check says what was)\n"
+               f"  {DISTILL_STOPPED_EARLY}              distill stopped early, the best model so far written\n"
+               "  129, 130, 143  SIGHUP, Ctrl-C (SIGINT), SIGTERM: unfinished outputs removed\n"
+               f"  {EXIT_READER_GONE}            the reader of standard output went away (e.g. '| head'): the\n"
+               "                 command stops quietly, as Unix tools do; a closed stdout ('>&-')\n"
+               "                 is an error")
+    p.add_argument("--version", action=_VersionAction)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -310,7 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Replace each selected <AffineTransform> W (out x in) by a k x in "
                     "<LinearTransform> and an out x k <AffineTransform> that keeps the bias "
                     "(Xue, Li & Gong 2013). Give exactly one rank policy. The per-layer table "
-                    "goes to stderr; MODEL_OUT appears atomically when complete.")
+                    "goes to stderr; MODEL_OUT appears atomically when complete.",
+        epilog="Exit status: 0 done; 2 an error: nothing written, except when --check fails after "
+               "MODEL_OUT was written (the error says 'MODEL_OUT ... was written; the check failed: ...', "
+               "and --report and --plot are not written).")
     pz.add_argument("input", metavar="MODEL_IN")
     pz.add_argument("output", metavar="MODEL_OUT")
     g = pz.add_argument_group("rank policy (exactly one)")
@@ -318,8 +383,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ranks", type=_ints, metavar="K1,K2,...", help="one rank per selected layer")
     g.add_argument("--rank-fraction", type=float, metavar="F", help="rank = round(F x min(out, in))")
     g.add_argument("--energy", type=float, metavar="E",
-                   help="smallest rank whose best approximation keeps E of sum(s^2), from the "
-                        "layer's full spectrum (as 'svdistill spectrum' shows it)")
+                   help="a rank whose factors keep at least E of sum(s^2) (computed exactly): with "
+                        "--method exact the smallest such rank, from the full spectrum (as 'svdistill "
+                        "spectrum' shows it); otherwise an adaptive randomized sketch grows until it "
+                        "keeps E, and its rank is never below the smallest and may be a little above")
     g.add_argument("--nuclear", type=float, metavar="N",
                    help="smallest rank keeping N of sum(s), from the full spectrum")
     g.add_argument("--param-budget", type=float, metavar="F",
@@ -411,8 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
                "Exit status: 0 trained to the end of the schedule, STUDENT_OUT written; 2 an error, "
                "nothing written; " f"{DISTILL_STOPPED_EARLY}" " training stopped early (it diverged at "
                "every learning rate tried, or the data failed in a later epoch), the best model so far "
-               "written, the last line says why and which epoch it is; 130 interrupted (Ctrl-C), 143 "
-               "terminated (SIGTERM), the best model of the finished epochs written if one improved.")
+               "written, the last line says why and which epoch it is; 129 hangup (SIGHUP), 130 "
+               "interrupted (Ctrl-C), 143 terminated (SIGTERM), the best model of the finished epochs "
+               "written if one improved.")
     pd.add_argument("student", metavar="STUDENT_IN")
     pd.add_argument("feats", metavar="FEATS_RSPECIFIER",
                     help="training features (read once per epoch: a file, an scp or 'ark:cmd |', not stdin)")
@@ -510,7 +578,8 @@ _API_TO_DEST = {"l2": "l2_penalty", "n_oversamples": "oversamples", "random_stat
 
 
 def _flag_of(parser: argparse.ArgumentParser, command: str, keyword: str) -> str:
-    """The flag (or argument name) of ``command`` that sets the API keyword ``keyword``."""
+    """How ``command``'s help names what sets ``keyword``: an API keyword or an argparse
+    dest (--flag, or METAVAR for a positional argument)."""
     dest = _API_TO_DEST.get(keyword, keyword)
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     for action in sub.choices[command]._actions:
@@ -521,18 +590,11 @@ def _flag_of(parser: argparse.ArgumentParser, command: str, keyword: str) -> str
     return keyword
 
 
-def _name_of(parser: argparse.ArgumentParser, command: str, dest: str) -> str:
-    """How ``command``'s help names the argument stored in ``dest`` (--flag or METAVAR)."""
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    for action in sub.choices[command]._actions:
-        if action.dest == dest and action.help != argparse.SUPPRESS:
-            return action.option_strings[0] if action.option_strings else (action.metavar or dest.upper())
-    return dest
-
-
 # Arguments naming files a command reads: model paths, and rspecifiers.
 _INPUTS = ("input", "model", "student", "teacher", "teachers", "feature_transform", "class_frame_counts",
            "feats", "check", "labels", "cv_feats", "cv_labels")
+# Those of them that are Kaldi rspecifiers.
+_RSPECIFIERS = ("feats", "check", "labels", "cv_feats", "cv_labels")
 # Files a command writes (forward's output is a wspecifier: see _files_of).
 _OUTPUTS = ("output", "report", "plot")
 # Model outputs that may be their input: the input is read in full, or streamed
@@ -542,22 +604,23 @@ _MAY_REPLACE = {"copy": ("input",), "compress": ("input",), "distill": ("student
 _API_CHECKED = {"export": ("model", "feature_transform")}
 
 
-def _files_of(value: str, specifier: bool) -> List[str]:
-    """The plain files an argument names: a path, or those of a Kaldi r/wspecifier
-    (``ark,t:f.ark``, ``ark,scp:f.ark,f.scp``); none for pipes and '-'."""
+def _files_of(value: str, specifier: str = "") -> List[Tuple[str, bool]]:
+    """The plain files an argument names, each with whether it is read only through an scp:
+    a path, or the files a Kaldi ``specifier`` ("r" or "w") reads or writes -- for an input
+    scp, the scp and every archive its lines point into. None for pipes and '-' (nor for a
+    specifier that is not valid: the command itself says why)."""
     if not value or value == "-":
         return []
-    if specifier:
-        kinds, colon, rest = value.partition(":")
-        if not colon or not {k.strip() for k in kinds.split(",")} & {"ark", "scp"}:
-            return []
-        if rest.rstrip().endswith("|") or rest.lstrip().startswith("|") or rest == "-":
-            return []
-        parts = kinds.split(",")
-        if "ark" in parts and "scp" in parts:  # ark,scp:a.ark,a.scp
-            return [f for f in rest.split(",", 1) if f and f != "-"]
-        return [rest]
-    return [value]
+    if not specifier:
+        return [(value, False)]
+    from .archive import output_files, table_files
+    try:
+        if specifier == "w":
+            return [(f, False) for f in output_files(value)]
+        direct, behind = table_files(value)
+    except Error:
+        return []
+    return [(f, False) for f in sorted(direct)] + [(f, True) for f in sorted(behind - direct)]
 
 
 def _check_outputs(parser: argparse.ArgumentParser, a: argparse.Namespace) -> None:
@@ -569,9 +632,9 @@ def _check_outputs(parser: argparse.ArgumentParser, a: argparse.Namespace) -> No
         value = getattr(a, dest, None)
         if not value:
             continue
-        name = _name_of(parser, cmd, dest)
-        if cmd == "forward" and dest == "output":  # an archive: its writer checks its folder
-            outputs += [(name, value, f) for f in _files_of(value, True)]
+        name = _flag_of(parser, cmd, dest)
+        if cmd == "forward" and dest == "output":  # an archive (and its scp): its writer checks them
+            outputs += [(name, value, f) for f, _ in _files_of(value, "w")]
             continue
         if value != "-":
             _check_output_path(name, value)
@@ -580,8 +643,8 @@ def _check_outputs(parser: argparse.ArgumentParser, a: argparse.Namespace) -> No
     for dest in _INPUTS:
         values = getattr(a, dest, None)
         for v in ([] if values is None else values if isinstance(values, list) else [values]):
-            spec = dest in ("feats", "check", "labels", "cv_feats", "cv_labels")
-            inputs += [(dest, v, f) for f in _files_of(v, spec)]
+            spec = "r" if dest in _RSPECIFIERS else ""
+            inputs += [(dest, v, f, behind) for f, behind in _files_of(v, spec)]
 
     def where(path: str) -> str:
         try:
@@ -590,22 +653,25 @@ def _check_outputs(parser: argparse.ArgumentParser, a: argparse.Namespace) -> No
             return os.path.realpath(path)
 
     for i, (name, value, f) in enumerate(outputs):
-        for dest, v, g in inputs:
+        for dest, v, g, behind in inputs:
             if cmd == "forward" and dest == "feats":
                 continue  # output archive = input archive: forward's own writer decides
-            if name == _name_of(parser, cmd, "output") and dest in _API_CHECKED.get(cmd, ()):
+            if name == _flag_of(parser, cmd, "output") and dest in _API_CHECKED.get(cmd, ()):
                 continue
-            replaceable = dest in _MAY_REPLACE.get(cmd, ()) and name == _name_of(parser, cmd, "output")
+            replaceable = dest in _MAY_REPLACE.get(cmd, ()) and name == _flag_of(parser, cmd, "output")
             if replaceable and same_file(f, g) and getattr(a, "check", None):
-                raise Error(f"{name} {value} is {_name_of(parser, cmd, dest)}: --check would compare the "
+                raise Error(f"{name} {value} is {_flag_of(parser, cmd, dest)}: --check would compare the "
                             f"output with itself; write it to another file")
             if replaceable:
                 continue
+            if same_file(f, g) and behind:
+                raise Error(f"{name} {value} is an archive that {_flag_of(parser, cmd, dest)} {v} reads from: "
+                            f"refusing to overwrite an input")
             if same_file(f, g):
-                raise Error(f"{name} {value} is the same file as {_name_of(parser, cmd, dest)} {v}: "
+                raise Error(f"{name} {value} is the same file as {_flag_of(parser, cmd, dest)} {v}: "
                             f"refusing to overwrite an input")
         for other, ovalue, g in outputs[:i]:
-            if where(f) == where(g):
+            if other != name and where(f) == where(g):  # (an archive and its scp: the writer's check)
                 raise Error(f"{name} {value} and {other} {ovalue} are the same file: give each output its own")
 
 
@@ -661,6 +727,99 @@ def main(argv: Optional[List[str]] = None) -> int:
         _restore_handlers(previous)
 
 
+def _error_text(parser: argparse.ArgumentParser, command: str, e: Error) -> str:
+    """An Error as one line of the command's words: an API keyword said as its flag."""
+    text = str(e)
+    if getattr(e, "option", None):
+        text = option_text(e, lambda keyword: _flag_of(parser, command, keyword))
+    text = getattr(e, "cli_context", "") + text  # what the command had done before e
+    return "; ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+def _stdout_user(parser: argparse.ArgumentParser, a: argparse.Namespace) -> Optional[str]:
+    """What of this command writes to standard output (as its help names it), or None."""
+    if a.command in ("info", "spectrum", "compare"):
+        return f"'svdistill {a.command}'"
+    out = getattr(a, "output", None)
+    if a.command == "forward":
+        from .archive import _is_std, parse_wspecifier
+        try:
+            to_stdout = _is_std(parse_wspecifier(out).ark)
+        except Error:
+            return None
+        return f"{_flag_of(parser, a.command, 'output')} {out}" if to_stdout else None
+    return f"{_flag_of(parser, a.command, 'output')} '-'" if out == "-" else None
+
+
+def _closed(fd: int) -> bool:
+    import os
+    try:
+        os.fstat(fd)
+        return False
+    except OSError:
+        return True
+
+
+def _reader_gone() -> bool:
+    """Whether standard output is a pipe whose reader has closed it (poll says POLLERR)."""
+    import select
+    try:
+        p = select.poll()
+        p.register(1, select.POLLOUT)
+        return any(ev & select.POLLERR for _, ev in p.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _stdin_user(parser: argparse.ArgumentParser, a: argparse.Namespace) -> Optional[str]:
+    """Which argument of this command reads standard input (as its help names it), or None."""
+    from .archive import _is_std, parse_rspecifier
+    for dest in _INPUTS:
+        values = getattr(a, dest, None)
+        for v in ([] if values is None else values if isinstance(values, list) else [values]):
+            if dest in _RSPECIFIERS:
+                try:
+                    if not _is_std(parse_rspecifier(v).name):
+                        continue
+                except Error:
+                    continue
+            elif v != "-":
+                continue
+            return f"{_flag_of(parser, a.command, dest)} {v}"
+    return None
+
+
+def _check_std_streams(parser: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+    """A closed standard input or output ('<&-', '>&-') is an error when the command uses it.
+    Either way the descriptor is held by /dev/null, so that no file the command opens becomes
+    descriptor 0 or 1 (where anything printed would land in it)."""
+    import os
+    for fd, mode, flags, attr, user, message in (
+            (0, "r", os.O_RDONLY, "stdin", _stdin_user,
+             "standard input is closed, and {} reads from it: give it a file or a pipe"),
+            (1, "w", os.O_WRONLY, "stdout", _stdout_user,
+             "standard output is closed, and {} writes to it: redirect it to a file (or to /dev/null to "
+             "discard it)")):
+        if not _closed(fd):
+            continue
+        held = os.open(os.devnull, flags)
+        if held != fd:
+            os.dup2(held, fd)
+            os.close(held)
+        setattr(sys, attr, open(fd, mode, closefd=False))
+        name = user(parser, a)
+        if name:
+            raise Error(message.format(name))
+
+
+def _quiet_stdout() -> None:
+    """The reader went away: what is left in Python's buffer must not fail again at exit."""
+    import os
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+
+
 def _run(parser: argparse.ArgumentParser, a: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -672,22 +831,29 @@ def _run(parser: argparse.ArgumentParser, a: argparse.Namespace) -> int:
         warnings.showwarning = show
         warnings.simplefilter("always", ConversionWarning)
         warnings.filterwarnings("always", category=UserWarning, module=r"svdistill(\..*)?")
+        from .distill import TrainingStopped
         try:
+            _check_std_streams(parser, a)
             _check_outputs(parser, a)
-            return a.func(a)
+            rc = a.func(a)
+            if sys.stdout is not None:
+                sys.stdout.flush()  # here, where a reader that went away is seen, not at exit
+            return rc
+        except TrainingStopped as e:  # not an error: the best model of the epochs before was kept
+            kept = (f"the best model, epoch {e.report.best_epoch}, was written to {e.written}"
+                    if e.written is not None else f"the best model is epoch {e.report.best_epoch}; not written here")
+            print(f"svdistill: stopped early: {_error_text(parser, a.command, e.cause)} ({kept})", file=sys.stderr)
+            return DISTILL_STOPPED_EARLY
         except Error as e:
-            text = str(e)
-            if getattr(e, "option", None):  # an API keyword: say it as this command's flag
-                text = f"{_flag_of(parser, a.command, e.option)} {e.detail}"
-            one_line = "; ".join(part.strip() for part in text.splitlines() if part.strip())
-            print(f"svdistill: error: {one_line}", file=sys.stderr)
+            if _stdout_user(parser, a) and _reader_gone():  # the core's write to stdout failed
+                _quiet_stdout()
+                return EXIT_READER_GONE
+            print(f"svdistill: error: {_error_text(parser, a.command, e)}", file=sys.stderr)
             return 2
         except BrokenPipeError:
-            # The reader went away (e.g. '| head'): stop quietly, as Unix tools do.
-            import os
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            return 1
+            # The reader of stdout went away (e.g. '| head'): stop quietly, as Unix tools do.
+            _quiet_stdout()
+            return EXIT_READER_GONE
         except OSError as e:  # e.g. --report into a folder that does not exist
             where = f"{e.filename}: " if e.filename else ""
             print(f"svdistill: error: {where}{e.strerror or e}", file=sys.stderr)

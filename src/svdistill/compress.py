@@ -38,8 +38,9 @@ def _check_policy(kw: Dict[str, object]) -> Tuple[str, object]:
         raise RankError("no rank policy: give exactly one of rank, ranks, rank_fraction, energy, nuclear, "
                         "param_budget (--rank, --ranks, --rank-fraction, --energy, --nuclear, --param-budget)")
     if len(given) > 1:
-        names = " and ".join(f"{k} (--{k.replace('_', '-')})" for k, _ in given)
-        raise RankError(f"conflicting rank policies {names}: give exactly one")
+        others = [k for k, _ in given[1:]]
+        raise option_error(given[0][0], "and " + " and ".join("{%s}" % k for k in others) + " are conflicting "
+                           "rank policies: give exactly one", RankError, others=others)
     name, value = given[0]
     if name == "rank":
         return name, _int_option("rank", value, 1, cls=RankError)
@@ -136,6 +137,20 @@ def _fixed_rank(plan: LayerPlan, policy: str, value, position: int) -> int:
 
 def _round(k: int, round_to: int, plan: LayerPlan) -> int:
     return int(_core.round_rank(int(k), int(max(1, round_to)), plan.out, plan.inp))
+
+
+def _nothing_selected(structure, layers: LayerSpec) -> None:
+    """Raises the RankError that says why no layer is left to factor."""
+    affine = [e.index for e in structure if e.kind == "AffineTransform"]
+    if not affine:
+        raise RankError("the model has no <AffineTransform>: there is no layer to compress")
+    if layers is None:
+        raise option_error("skip_output_layer", f"leaves no layer to compress: the model's only "
+                                                f"<AffineTransform> (component {affine[-1]}) is its output "
+                                                "layer", RankError)
+    raise option_error("skip_output_layer", f"leaves no layer to compress: {{layers}} {layers} selects only the "
+                                            f"output layer (component {affine[-1]}; affine layers: "
+                                            f"{', '.join(map(str, affine))})", RankError, others=["layers"])
 
 
 class _Progress:
@@ -243,6 +258,9 @@ def compress(model: Union[Model, PathOrFile], *,
         raise option_error("dialect", f"must be 'kaldi' or 'pdnn', got {dialect!r}", RankError)
     _svd_options(n_oversamples, n_iter)
     _choose_method(method, 1, 1, 1, None)
+    for name, v in (("n_oversamples", n_oversamples), ("n_iter", n_iter)):
+        if v is not None and method == "exact":  # it would be ignored
+            raise option_error(name, f"{v} applies to the randomized SVD, and {{method}} is exact", others=["method"])
     t_start = time.perf_counter()
     seed = _seed(random_state)
 
@@ -252,6 +270,8 @@ def compress(model: Union[Model, PathOrFile], *,
         in_memory = True
     structure = scan_structure(model)
     plans = plan_layers(structure, layers, skip_output_layer)
+    if not plans:  # writing the model unchanged would look like a compression that did nothing
+        _nothing_selected(structure, layers)
     if policy == "ranks" and len(value) != len(plans):  # type: ignore[arg-type]
         raise option_error("ranks", f"has {len(value)} values but {len(plans)} layers are "  # type: ignore
                                     f"selected ({', '.join(str(p.index) for p in plans) or 'none'})",

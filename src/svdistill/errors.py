@@ -8,11 +8,11 @@ without a second copy of each check.
 """
 from __future__ import annotations
 
-from typing import Type
+from typing import Callable, Sequence, Type
 
 from ._core import Error, FormatError
 
-__all__ = ["Error", "FormatError", "RankError", "option_error"]
+__all__ = ["Error", "FormatError", "RankError", "option_error", "option_text"]
 
 
 class RankError(Error):
@@ -21,13 +21,29 @@ class RankError(Error):
     that is not an affine layer."""
 
 
-def option_error(option: str, detail: str, cls: Type[Error] = Error) -> Error:
+def option_error(option: str, detail: str, cls: Type[Error] = Error, others: Sequence[str] = ()) -> Error:
     """An error about the value of the API keyword ``option``: ``"{option} {detail}"``.
 
-    ``detail`` reads on from the option's name ("must be > 0, got -1"). Raise
-    what this returns; the CLI rewrites the name as its flag.
+    ``detail`` reads on from the option's name ("must be > 0, got -1"). Other
+    keywords it names are written as ``{keyword}`` placeholders and listed in
+    ``others`` ("is 5, more than {max_epochs} (2)", others=["max_epochs"]):
+    ``str()`` says each as its keyword, the CLI as its flag. Raise what this
+    returns.
     """
-    e = cls(f"{option} {detail}")
+    others = tuple(others)
+    e = cls(f"{option} {_fill(detail, others, str)}")
     e.option = option
     e.detail = detail
+    e.others = others
     return e
+
+
+def _fill(detail: str, others: Sequence[str], name: Callable[[str], str]) -> str:
+    for keyword in others:
+        detail = detail.replace("{" + keyword + "}", name(keyword))
+    return detail
+
+
+def option_text(e: Error, name: Callable[[str], str]) -> str:
+    """An :func:`option_error` as it reads when each keyword is said as ``name(keyword)``."""
+    return f"{name(e.option)} {_fill(e.detail, getattr(e, 'others', ()), name)}"

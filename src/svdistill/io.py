@@ -47,28 +47,37 @@ def output_target(path: Union[str, "os.PathLike[str]"]) -> str:
 
 
 @contextlib.contextmanager
-def atomic_output(path: Union[str, "os.PathLike[str]"]) -> Iterator[str]:
+def atomic_output(path: Union[str, "os.PathLike[str]"], *, durable: bool = False) -> Iterator[str]:
     """Write a file by path, atomically, as models are written: yields the path to write.
 
     That is a temporary file beside the target (through symbolic links), with the
     mode the target will have; when the block ends normally it is renamed over
-    the target (flushed first with ``SVDISTILL_FSYNC=1``), on any exception
+    the target (flushed to disk first with ``SVDISTILL_FSYNC=1`` or ``durable``,
+    which checkpoints use: they exist to survive a crash), on any exception
     (Ctrl-C and SIGTERM included) removed. A device or FIFO (``/dev/null``)
-    is written in place. Temporaries left by killed processes for the same
-    target are removed when the next one is created.
+    is written in place. The temporary is locked while written; temporaries for
+    the same target that nobody holds (left by killed processes) are removed when
+    the next one is created.
     """
     name = os.fspath(path)
-    target, tmp = _core.prepare_output(name)
+    target, tmp, fd = _core.prepare_output(name)
     if tmp is None:
         yield target
         return
     try:
         yield tmp
-        _core.commit_output(tmp, target, name)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        discard_output(tmp, fd)
         raise
+    _core.commit_output(tmp, target, name, fd, durable)  # removes tmp and closes fd on failure
+
+
+def discard_output(tmp: str, fd: int) -> None:
+    """Removes an unfinished temporary of prepare_output, then lets go of its lock."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    with contextlib.suppress(OSError):
+        os.close(fd)
 
 
 def _is_gzip(path: str) -> bool:
@@ -194,12 +203,7 @@ def write(model: Union[Model, Iterable[Component]], dst: PathOrFile, *,
     if isinstance(model, (str, bytes, os.PathLike)) or not isinstance(model, Iterable):
         raise Error(f"write: expected a Model, a ComponentStream or an iterable of Components to write, "
                     f"got {type(model).__name__} (read a file first: svdistill.read(path))")
-    if dialect is not None and dialect not in ("kaldi", "pdnn"):
-        raise option_error("dialect", f"must be 'kaldi' or 'pdnn', got {dialect!r}")
-    if digits not in ("shortest", "kaldi"):
-        raise option_error("digits", f"must be 'shortest' or 'kaldi', got {digits!r}")
-    if binary is not None and binary not in (True, False):
-        raise option_error("binary", f"must be true or false, got {binary!r}")
+    check_write_options(binary, dialect, digits)
     target, name = _sink_of(dst)
     comps: Iterator[Component] = iter(model)
     first = next(comps, None)  # a stream knows its dialect after one component
@@ -210,8 +214,6 @@ def write(model: Union[Model, Iterable[Component]], dst: PathOrFile, *,
     binary = bool(binary)
     if dialect is None:
         dialect = "kaldi" if binary else src_dialect
-    if dialect == "pdnn" and binary:
-        raise option_error("dialect", "pdnn is text only: it cannot be written binary")
     writer = _core.Writer(target, name, binary, dialect, digits)
     try:
         for i, c in enumerate(() if first is None else _chain(first, comps), 1):
@@ -224,6 +226,19 @@ def write(model: Union[Model, Iterable[Component]], dst: PathOrFile, *,
         raise
     for note in writer.notes():
         warnings.warn(note, ConversionWarning, stacklevel=2)
+
+
+def check_write_options(binary: Optional[bool], dialect: Optional[str], digits: str) -> None:
+    """write()'s checks of its options, for callers that write after long work (distill) to
+    run first. None (the source's encoding or dialect) always resolves to a valid pair."""
+    if dialect is not None and dialect not in ("kaldi", "pdnn"):
+        raise option_error("dialect", f"must be 'kaldi' or 'pdnn', got {dialect!r}")
+    if digits not in ("shortest", "kaldi"):
+        raise option_error("digits", f"must be 'shortest' or 'kaldi', got {digits!r}")
+    if binary is not None and binary not in (True, False):
+        raise option_error("binary", f"must be true or false, got {binary!r}")
+    if dialect == "pdnn" and binary:
+        raise option_error("dialect", "pdnn is text only: it cannot be written binary")
 
 
 def _chain(first: Component, rest: Iterator[Component]) -> Iterator[Component]:

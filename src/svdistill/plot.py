@@ -15,8 +15,7 @@ def plot_spectra(layers: List[Dict], path: str, ranks: Optional[Dict[int, Option
     The PNG is written as models are: atomically, through a symbolic link,
     with the mode any new file gets.
     """
-    from .io import atomic_output, output_target
-    output_target(path)  # a folder that does not exist fails before the drawing
+    from .io import atomic_output  # (its checks of the path come before any file is made)
     try:
         import matplotlib
         matplotlib.use("Agg")

@@ -25,17 +25,17 @@ on the fly for each minibatch, never stored.
 from __future__ import annotations
 
 import dataclasses
-import io
 import math
 import numbers
 import os
+import re
 from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from ..errors import Error, option_error
 from ..forward import ModelLike, _load
-from ..io import PathOrFile, output_target, write
+from ..io import PathOrFile, check_write_options, output_target, write
 from ..model import Model
 from .checkpoint import Checkpoints, data_fingerprint, model_fingerprint
 from .data import Data, FeatsLike, LabelsLike, Source, load_labels
@@ -200,6 +200,9 @@ def distill(student: ModelLike, feats: FeatsLike, *,
     momentum = _number("momentum", momentum)
     if not 0.0 <= momentum < 1.0:
         raise option_error("momentum", f"must lie in [0, 1), got {momentum:g}")
+    if momentum and optimizer == "adam":  # adam keeps its own moments: the value would be ignored
+        raise option_error("momentum", f"{momentum:g} applies to {{optimizer}} sgd; adam has moments of its own",
+                           others=["optimizer"])
     l2 = _number("l2", l2)
     if l2 < 0:
         raise option_error("l2", f"must be >= 0, got {l2:g}")
@@ -208,7 +211,8 @@ def distill(student: ModelLike, feats: FeatsLike, *,
     max_epochs = _integer("max_epochs", max_epochs, 0)
     min_epochs = _integer("min_epochs", min_epochs, 0)
     if min_epochs > max_epochs:
-        raise option_error("min_epochs", f"is {min_epochs}, more than max_epochs ({max_epochs})")
+        raise option_error("min_epochs", f"is {min_epochs}, more than {{max_epochs}} ({max_epochs})",
+                           others=["max_epochs"])
     keep_lr_epochs = _integer("keep_lr_epochs", keep_lr_epochs, 0)
     for name, v in (("start_halving_impr", start_halving_impr), ("end_halving_impr", end_halving_impr)):
         if _number(name, v) < 0:
@@ -218,14 +222,15 @@ def distill(student: ModelLike, feats: FeatsLike, *,
     if not 0.0 < halving_factor < 1.0:
         raise option_error("halving_factor", f"must lie in (0, 1), got {halving_factor:g}")
     if cv_feats is not None and cv_fraction is not None:
-        raise option_error("cv_fraction", "applies only without held-out features: it holds out a part of the "
-                                          "training features, and held-out features were given")
+        raise option_error("cv_fraction", "applies only without {cv_feats}: it holds out a part of the training "
+                                          "features, and held-out features were given", others=["cv_feats"])
     cv_fraction = 0.1 if cv_fraction is None else _number("cv_fraction", cv_fraction)
     if not 0.0 < cv_fraction < 1.0:
         raise option_error("cv_fraction", f"must lie in (0, 1), got {cv_fraction:g}")
     if cv_labels is not None and cv_feats is None:
-        raise option_error("cv_labels", "have nothing to label: without held-out features the cross-validation "
-                                        "part is taken from the training features, with the training labels")
+        raise option_error("cv_labels", "are the labels of {cv_feats}, and none were given: without them the "
+                                        "cross-validation part is taken from the training features, with their "
+                                        "labels", others=["cv_feats"])
     seed = _integer("seed", seed, 0)
     read_ahead = _integer("read_ahead", read_ahead, 0)
     checkpoint_every = _integer("checkpoint_every", checkpoint_every, 0)
@@ -241,10 +246,7 @@ def distill(student: ModelLike, feats: FeatsLike, *,
         raise option_error("checkpoint_every", "needs a checkpoint folder to save into")
     if binary is not None:
         binary = _flag("binary", binary)
-    if dialect not in (None, "kaldi", "pdnn"):
-        raise option_error("dialect", f"must be 'kaldi' or 'pdnn', got {dialect!r}")
-    if digits not in ("shortest", "kaldi"):
-        raise option_error("digits", f"must be 'shortest' or 'kaldi', got {digits!r}")
+    check_write_options(binary, dialect, digits)  # the writer's checks now, not after training
     _check_output(output)
     engine = _choose_engine(engine, device, precision)
 
@@ -253,17 +255,23 @@ def distill(student: ModelLike, feats: FeatsLike, *,
         teachers if isinstance(teachers, (list, tuple)) else [teachers])]
     dist = Dist.from_env()
     if dist is not None and engine != "torch":
-        raise Error(f"WORLD_SIZE is {dist.world} (torchrun): several processes train with --engine torch only")
+        raise option_error("engine", f"must be torch: WORLD_SIZE is {dist.world} (torchrun), and several "
+                                     "processes train with the torch engine only")
     if not teacher_list and labels is None:
         raise Error("nothing to learn from: give at least one teacher, or labels")
+    # Options of the soft targets, which a teacher gives: without one they would be ignored.
+    if hard_weight is not None and hard_weight != 1.0 and not teacher_list:
+        raise option_error("hard_weight", f"{hard_weight:g} weighs the labels against the soft targets of "
+                                          "{teachers}, and no teacher was given (the loss is the labels' alone)",
+                           others=["teachers"])
+    if average_logits and len(teacher_list) < 2:
+        raise option_error("average_logits", f"averages the logits of several {{teachers}}, and "
+                                             f"{len(teacher_list)} {'was' if len(teacher_list) == 1 else 'were'} given",
+                           others=["teachers"])
     if hard_weight is None:
         hard_weight = 1.0 if not teacher_list else (0.1 if labels is not None else 0.0)
     if hard_weight > 0 and labels is None:
         raise option_error("hard_weight", f"{hard_weight:g} > 0 needs labels")
-    out_binary = t_model.binary if binary is None else binary
-    out_dialect = t_model.dialect if dialect is None else dialect
-    # The writer's own checks (a PDNN binary, ...) now, not after training.
-    write(Model([]), io.BytesIO(), binary=out_binary, dialect=out_dialect, digits=digits)
     randomizer_size = max(randomizer_size, minibatch_size)
 
     comps = [c.copy() for c in t_model.components]
@@ -316,8 +324,9 @@ def distill(student: ModelLike, feats: FeatsLike, *,
                 cv_labels=None if cv_labels is None else data_fingerprint(cv_labels))
             ckpt = Checkpoints(str(checkpoint_dir), fingerprint, writer=writer)
             if not resume and ckpt.any():
-                raise Error(f"--checkpoint-dir {checkpoint_dir} already holds checkpoints of a run: --resume "
-                            "to continue it, or give another (or an empty) folder")
+                raise option_error("checkpoint_dir", f"{checkpoint_dir} already holds checkpoints of a run: give "
+                                                     "{resume} to continue it, or another (or an empty) folder",
+                                   others=["resume"])
         out = run(eng, data, sched, _Progress(progress if writer else False), emit, checkpoints=ckpt,
                   resume=bool(resume), checkpoint_every=int(checkpoint_every))
 
@@ -331,11 +340,11 @@ def distill(student: ModelLike, feats: FeatsLike, *,
                                engine=eng.name, device=eng.device, precision=eng.precision, ranks=eng.world,
                                error=None if out.error is None else str(out.error))
         if out.error is not None and out.best_epoch == 0:
-            raise out.error  # no epoch improved on the student: nothing worth writing
+            raise _nothing_accepted(out.error, output)  # no epoch improved on the student: nothing worth writing
         emit(report.summary())
         written = None
         if writer and output is not None and (out.best_epoch > 0 or (out.interrupted is None and out.error is None)):
-            write(result, output, binary=out_binary, dialect=out_dialect, digits=digits)
+            write(result, output, binary=binary, dialect=dialect, digits=digits)  # result: the student's form
             written = output
         if out.error is not None:
             raise _stopped(out.error, result, report, written)
@@ -361,6 +370,7 @@ class TrainingStopped(Error):
     model: Model
     report: DistillReport
     written: Optional[PathOrFile]
+    cause: Error  # why training stopped, as raised (the message without what was kept)
 
 
 def _stopped(cause: Error, model: Model, report: DistillReport, written: Optional[PathOrFile]) -> TrainingStopped:
@@ -368,9 +378,21 @@ def _stopped(cause: Error, model: Model, report: DistillReport, written: Optiona
              "was written" if written is not None else "is the exception's .model")
     tail = f"; training stopped early: the best model so far (epoch {report.best_epoch}) {where}"
     e = TrainingStopped(f"{cause}{tail}")
-    e.model, e.report, e.written = model, report, written
+    e.model, e.report, e.written, e.cause = model, report, written, cause
     if getattr(cause, "option", None):  # said as the command's flag on the command line
         e.option, e.detail = cause.option, f"{cause.detail}{tail}"
+        e.others = getattr(cause, "others", ())
+    return e
+
+
+def _nothing_accepted(cause: Error, output: Optional[PathOrFile]) -> Error:
+    """``cause`` (same class, same option), saying that no epoch was accepted and nothing written."""
+    tail = "; no epoch improved on the student" + (f", so {output} was not written" if isinstance(
+        output, (str, os.PathLike)) else ", so nothing was written" if output is not None else "")
+    e = type(cause)(f"{cause}{tail}")
+    if getattr(cause, "option", None):
+        e.option, e.detail = cause.option, f"{cause.detail}{tail}"
+        e.others = getattr(cause, "others", ())
     return e
 
 
@@ -422,11 +444,17 @@ def _choose_engine(engine: Optional[str], device: Any, precision: str) -> str:
         raise option_error("engine", f"must be 'core' or 'torch', got {engine!r}")
     if precision not in ("fp32", "tf32", "bf16"):
         raise option_error("precision", f"must be 'fp32', 'tf32' or 'bf16', got {precision!r}")
-    if device is not None and not isinstance(device, str):
-        raise option_error("device", f"must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    if device is not None and not (isinstance(device, str) and re.fullmatch(r"cpu|cuda(:[0-9]+)?", device)):
+        raise option_error("device", f"must be cpu, cuda or cuda:N, got {device!r}")
     on_cuda = device is not None and device.startswith("cuda")
-    if engine == "core" and device is not None and device != "cpu":
+    if engine == "core" and on_cuda:
         raise option_error("device", f"{device}: the core engine runs on the CPU; use the torch engine")
-    if engine == "core" and precision != "fp32":
-        raise option_error("precision", f"{precision}: the core engine trains in fp32")
+    if precision != "fp32":
+        # Both engines train in fp32 on the CPU: another precision there would be ignored.
+        if engine == "core":
+            raise option_error("precision", f"{precision}: the core engine trains in fp32")
+        if not on_cuda:
+            raise option_error("precision", f"{precision} needs a CUDA device ({{device}} cuda or cuda:N): "
+                                            "on the CPU the torch engine trains in fp32",
+                               others=["device"])
     return engine or ("torch" if on_cuda else "core")

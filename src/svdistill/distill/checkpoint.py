@@ -9,9 +9,10 @@ position as the number of minibatches done. Shuffling is seeded from
 and shuffled again and the minibatches already trained are skipped.
 
 Files are ``DIR/checkpoint-EPOCH-BATCH.npz`` (npz: numpy arrays plus one JSON
-entry), written to a temporary file in DIR and renamed into place, so a run
-killed at any moment leaves the previous checkpoint intact; the two newest are
-kept. A checkpoint records the options and data it was made with: resuming
+entry), written as every output is (:func:`svdistill.io.atomic_output`: a
+temporary in DIR renamed into place) and always flushed to disk, so a run
+killed at any moment, or a power loss, leaves the previous checkpoint intact;
+the two newest are kept. A checkpoint records the options and data it was made with: resuming
 with others is refused, naming the first difference.
 """
 from __future__ import annotations
@@ -19,14 +20,15 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import zipfile
 import zlib
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
+from .. import _core
 from ..errors import Error
+from ..io import atomic_output
 
 FORMAT = 1
 _NAME = re.compile(r"^checkpoint-(\d{4,})-(\d{8,})\.npz$")
@@ -89,7 +91,11 @@ class Checkpoints:
                 raise Error(f"--checkpoint-dir {folder}: cannot create it: {e.strerror}") from None
             if not os.access(folder, os.W_OK):
                 raise Error(f"--checkpoint-dir {folder}: not writable")
-            for name in os.listdir(folder):  # what a killed run left half-written
+            # What a killed run left half-written: temporaries nobody holds locked (of any
+            # checkpoint's name: the next one saved has another name), and those of the
+            # naming svdistill 0.x used ('.checkpoint-XXXX.tmp', never locked).
+            _core.remove_stale_temporaries(folder, _TMP_PREFIX)
+            for name in os.listdir(folder):
                 if name.startswith(_TMP_PREFIX) and name.endswith(".tmp"):
                     try:
                         os.unlink(os.path.join(folder, name))
@@ -117,31 +123,13 @@ class Checkpoints:
             return None
         meta = dict(meta, format=FORMAT, fingerprint=self.fingerprint)
         path = os.path.join(self.folder, f"checkpoint-{epoch:04d}-{batch:08d}.npz")
-        tmp = None
         try:
-            fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=".tmp", dir=self.folder)
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException as e:
-            if tmp is not None:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
-            if isinstance(e, OSError):
-                raise Error(f"{path}: cannot write the checkpoint: {e.strerror or e}") from None
-            raise
-        try:
-            dfd = os.open(self.folder, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-        except OSError:
-            pass
+            # Durable whatever SVDISTILL_FSYNC says: a checkpoint exists to survive a crash.
+            with atomic_output(path, durable=True) as tmp:
+                with open(tmp, "wb") as f:
+                    np.savez(f, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
+        except OSError as e:
+            raise Error(f"{path}: cannot write the checkpoint: {e.strerror or e}") from None
         for _, _, old in self._existing()[:-KEEP]:
             try:
                 os.unlink(old)

@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optio
 import numpy as np
 
 from ..errors import Error, option_error
-from ..archive import ScpTable, check_finite, parse_rspecifier, read_table
+from ..archive import OpenInputs, ScpTable, check_finite, parse_rspecifier, read_table
 from .distributed import shard_of
 from .report import LENGTH_TOLERANCE
 
@@ -65,14 +65,15 @@ class Source:
         """Whether the features are an ``scp:`` rspecifier (entries loaded one by one)."""
         return isinstance(self.feats, str) and parse_rspecifier(self.feats).kind == "scp"
 
-    def items(self) -> Iterator[Tuple[str, Callable[[], np.ndarray]]]:
-        """(key, load) pairs: from an scp, a matrix is read only when load() is called."""
+    def items(self, inputs: Optional[OpenInputs] = None) -> Iterator[Tuple[str, Callable[[], np.ndarray]]]:
+        """(key, load) pairs: from an scp, a matrix is read only when load() is called.
+        ``inputs``: where open files and commands are registered (to stop a blocked reader)."""
         if not self._scp() or parse_rspecifier(self.feats).permissive:  # type: ignore[arg-type]
             # (scp,p: entries that cannot be read are skipped, which only reading them tells)
-            for k, v in self:
+            for k, v in self.read(inputs):
                 yield k, (lambda v=v: v)
             return
-        table = ScpTable(self.feats)  # type: ignore[arg-type]
+        table = ScpTable(self.feats, inputs=inputs)  # type: ignore[arg-type]
         try:
             for i, k in enumerate(table.keys):
                 yield k, (lambda i=i: table.load(i))
@@ -80,8 +81,12 @@ class Source:
             table.close()
 
     def __iter__(self) -> Iterator[Tuple[str, np.ndarray]]:
+        return self.read()
+
+    def read(self, inputs: Optional[OpenInputs] = None) -> Iterator[Tuple[str, np.ndarray]]:
+        """The utterances; ``inputs`` as for items()."""
         if isinstance(self.feats, str):
-            yield from read_table(self.feats)
+            yield from read_table(self.feats, inputs=inputs)
         elif isinstance(self.feats, np.ndarray):
             v = np.asarray(self.feats, dtype=np.float32)
             check_finite(v, f"{self.what}: the array")
@@ -218,10 +223,10 @@ class Data:
         """With several ranks: whether this rank reads ``key`` (training: a new shard every epoch)."""
         return self.world == 1 or shard_of(key, epoch if part == "train" else 0, self.world) == self.rank
 
-    def _raw(self, part: str, epoch: int) -> Iterator[Utterance]:
+    def _raw(self, part: str, epoch: int, inputs: OpenInputs) -> Iterator[Utterance]:
         count = self.passes[part] = PassCount()
         if part == "cv" and self.split == "cv-feats":
-            for key, mat in self.cv:
+            for key, mat in self.cv.read(inputs):
                 count.source += 1
                 if not self._mine(key, part, epoch):
                     continue
@@ -235,7 +240,7 @@ class Data:
         # Hash split: the key decides before anything is read (an scp loads only what it needs).
         # Every pass sees every key: it counts both sides for check_split().
         self.keys = {True: 0, False: 0}
-        for key, load in self.train.items():
+        for key, load in self.train.items(inputs):
             count.source += 1
             if self.split == "hash":
                 in_cv = cv_by_hash(key, self.cv_fraction)
@@ -299,9 +304,10 @@ class Data:
                              f"{which} (needed without a teacher): " + "; ".join(why))
         if self.split == "tail":
             return option_error("cv_fraction", f"{self.cv_fraction:g} leaves no {what} frames: too few utterances "
-                                "to hold out whole ones, so the last cv_fraction of each is held out, and that "
-                                f"rounds to nothing for all {c.read - c.skipped} (at most {c.longest} frames "
-                                "each); give more utterances, another cv_fraction, or cv_feats")
+                                "to hold out whole ones, so that fraction of the end of each is held out, and "
+                                f"that rounds to nothing for all {c.read - c.skipped} (at most {c.longest} "
+                                "frames each); give more utterances, another fraction, or {cv_feats}",
+                                others=["cv_feats"])
         return Error(f"no {what} frames: the {c.read} {what} utterances of {name} give {c.frames} frames"
                      + (f" ({c.skipped} skipped without usable labels)" if c.skipped else ""))
 
@@ -309,7 +315,8 @@ class Data:
         """The ``part`` ("train" or "cv") in file order, read ahead on a background thread
         (this rank's shard of it, with several ranks)."""
         self.wait = 0.0
-        return _read_ahead(self._raw(part, epoch), self.read_ahead, self)
+        inputs = OpenInputs()
+        return _read_ahead(self._raw(part, epoch, inputs), self.read_ahead, self, inputs)
 
     def check_split(self) -> bool:
         """After a full pass: falls back to the per-utterance tail split when hashing left
@@ -320,12 +327,21 @@ class Data:
         return True
 
 
-def _read_ahead(items: Iterator[Utterance], depth: int, owner: Data) -> Iterator[Utterance]:
+#: Seconds a consumer that stops early waits for the reading thread to end. The input
+#: commands are killed first, so a reader blocked on a pipe ends at once; one blocked on a
+#: stalled file (a hung NFS server) is left behind (a daemon thread), and the consumer goes on
+#: to what stopping requires (writing the best model) instead of hanging with it.
+READER_JOIN_TIMEOUT = 5.0
+
+
+def _read_ahead(items: Iterator[Utterance], depth: int, owner: Data,
+                inputs: Optional[OpenInputs] = None) -> Iterator[Utterance]:
     """``items`` produced on a background thread, at most ``depth`` ahead of the consumer.
 
     Errors raised while reading surface here, in the consumer, as they were
-    raised; a consumer that stops early (an error, Ctrl-C) stops the reader.
-    ``owner.wait`` accumulates the time spent waiting for the next item.
+    raised; a consumer that stops early (an error, Ctrl-C, SIGTERM) stops the
+    reader: ``inputs`` (what ``items`` reads) are closed, which kills the input
+    commands. ``owner.wait`` accumulates the time spent waiting for the next item.
     """
     if depth <= 0:
         yield from items
@@ -369,7 +385,9 @@ def _read_ahead(items: Iterator[Utterance], depth: int, owner: Data) -> Iterator
             yield value
     finally:
         stop.set()
-        t.join()
+        if inputs is not None and t.is_alive():
+            inputs.close()
+        t.join(READER_JOIN_TIMEOUT)
 
 
 def minibatches(engine, utterances: Iterable[Tuple[Any, Optional[Any]]], minibatch_size: int,

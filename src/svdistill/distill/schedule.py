@@ -375,7 +375,7 @@ def _no_training_frames(data: Data, o: ScheduleOptions, world: int) -> Error:
         return option_error("minibatch_size", f"is {o.minibatch_size}, more than the {count.frames:,} training "
                             f"frames{' of this rank' if world > 1 else ''}: no complete minibatch to train on "
                             "(an incomplete last minibatch is dropped, as nnet-train-frmshuff does); give a "
-                            "smaller minibatch_size, or more data")
+                            "smaller one, or more data")
     return data.empty("train")
 
 
