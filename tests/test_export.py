@@ -295,13 +295,13 @@ LSTM = b"<Nnet>\n<LstmProjected> 3 4\n<CellDim> 2 [ ]\n<!EndOfComponent>\n</Nnet
 
 
 @pytest.mark.parametrize("case, message", [
-    ("log_and_no_softmax", "cannot use both apply_log and no_softmax"),
+    ("log_and_no_softmax", "apply_log and no_softmax cannot both be set"),
     ("no_folder", "cannot write the export: the folder"),
     ("output_is_model", "is the model: refusing to overwrite it"),
     ("output_is_ft", "is the feature transform: refusing to overwrite it"),
     ("output_is_dir", "is a directory"),
     ("stdout", "an exported model cannot go to stdout"),
-    ("format", "unknown format 'tflite'"),
+    ("format", "format must be onnx or torchscript, got 'tflite'"),
     ("opset_torchscript", "opset applies to the onnx format only"),
     ("lstm", "component 1 <LstmProjected>: svdistill.torch cannot run LstmProjected"),
     ("counts", "class frame counts have 3 entries but the network outputs 500"),
@@ -411,12 +411,12 @@ def test_cli_torchscript_with_priors_matches_cli_forward(fx, feats, tmp_path, ru
 
 
 @pytest.mark.parametrize("case, message", [
-    ("log_and_no_softmax", "cannot use both --apply-log and --no-softmax"),
+    ("log_and_no_softmax", "--apply-log and --no-softmax cannot both be set"),
     ("no_folder", "the folder"),
     ("output_is_input", "is the model: refusing to overwrite it"),
     ("lstm", "component 1 <LstmProjected>: svdistill.torch cannot run LstmProjected"),
     ("format", "invalid choice: 'tflite'"),
-    ("opset_torchscript", "--opset applies to --format onnx only"),
+    ("opset_torchscript", "--opset applies to the onnx --format only"),
 ])
 def test_cli_errors(case, message, fx, tmp_path, run_cli):
     model = tmp_path / "model.nnet"

@@ -264,10 +264,6 @@ def cmd_distill(a: argparse.Namespace) -> int:
 
 def cmd_export(a: argparse.Namespace) -> int:
     from .export import export
-    if a.apply_log and a.no_softmax:
-        raise Error("cannot use both --apply-log and --no-softmax (nnet-forward refuses it too)")
-    if a.opset is not None and a.format != "onnx":
-        raise Error("--opset applies to --format onnx only")
     d = export(a.model, a.output, format=a.format, feature_transform=a.feature_transform,
                no_softmax=a.no_softmax, apply_log=a.apply_log, class_frame_counts=a.class_frame_counts,
                prior_scale=a.prior_scale, opset=a.opset)

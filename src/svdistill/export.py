@@ -23,7 +23,7 @@ from typing import Any, Dict, Optional, Union
 
 import numpy as np
 
-from .errors import Error
+from .errors import Error, option_error
 from .forward import ModelLike, _check_output_options
 from .io import atomic_output, same_file
 
@@ -114,13 +114,13 @@ def export(model: ModelLike, output: Union[str, "os.PathLike[str]"], *, format: 
     ``output_dim``, ``output_kind`` (e.g. ``"posteriors"``) and ``bytes``.
     """
     if format not in FORMATS:
-        raise Error(f"export: unknown format {format!r} (choose {' or '.join(FORMATS)})")
-    _check_output_options(apply_log, no_softmax, prior_scale)
+        raise option_error("format", f"must be {' or '.join(FORMATS)}, got {format!r}")
+    _check_output_options(apply_log, no_softmax, prior_scale, class_frame_counts)
     if opset is not None:
         if format != "onnx":
-            raise Error("export: opset applies to the onnx format only")
+            raise option_error("opset", "applies to the onnx {format} only", others=["format"])
         if isinstance(opset, bool) or not isinstance(opset, int) or opset < 1:
-            raise Error(f"export: opset must be a positive integer, got {opset!r}")
+            raise option_error("opset", f"must be a positive integer, got {opset!r}")
     path = _check_output(output, model, feature_transform)
     torch = _import_torch()
     if format == "onnx":

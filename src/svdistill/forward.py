@@ -55,17 +55,20 @@ def _checked_counts(counts: np.ndarray, where: str) -> np.ndarray:
     return counts
 
 
-def _check_output_options(apply_log, no_softmax, prior_scale) -> None:
+def _check_output_options(apply_log, no_softmax, prior_scale, class_frame_counts=None) -> None:
     """nnet-forward's output options, checked once for forward, forward_archive and export."""
     for name, v in (("apply_log", apply_log), ("no_softmax", no_softmax)):
         if not isinstance(v, (bool, np.bool_)):
             raise option_error(name, f"must be True or False, got {v!r}")
     if apply_log and no_softmax:
-        raise Error("cannot use both apply_log and no_softmax (--apply-log, --no-softmax; nnet-forward "
-                    "refuses it too)")
+        raise option_error("apply_log", "and {no_softmax} cannot both be set (nnet-forward refuses it too)",
+                           others=["no_softmax"])
     if isinstance(prior_scale, bool) or not isinstance(prior_scale, numbers.Real) \
             or not np.isfinite(prior_scale):
         raise option_error("prior_scale", f"must be a finite number, got {prior_scale!r}")
+    if prior_scale != 1.0 and class_frame_counts is None:  # it would scale nothing
+        raise option_error("prior_scale", "scales the log priors of {class_frame_counts}, and none were given",
+                           others=["class_frame_counts"])
 
 
 def log_priors(counts: np.ndarray, prior_floor: float = 1e-10) -> np.ndarray:
@@ -152,7 +155,7 @@ def forward(model: Union[ModelLike, Network], feats: np.ndarray, *,
     -------
     ndarray (frames x output_dim), float32
     """
-    _check_output_options(apply_log, no_softmax, prior_scale)
+    _check_output_options(apply_log, no_softmax, prior_scale, class_frame_counts)
     net = model if isinstance(model, Network) else Network(model, feature_transform=feature_transform,
                                                              no_softmax=no_softmax)
     out = net(feats)
@@ -201,7 +204,7 @@ def forward_archive(model: ModelLike, feats_rspecifier: str, out_wspecifier: str
     utterance, are errors. A file output appears only when complete (nothing is
     left on any error or interruption) and may be the input archive itself.
     """
-    _check_output_options(apply_log, no_softmax, prior_scale)
+    _check_output_options(apply_log, no_softmax, prior_scale, class_frame_counts)
     parse_rspecifier(feats_rspecifier)
     net = Network(model, feature_transform=feature_transform, no_softmax=no_softmax)
     priors = _priors(class_frame_counts, prior_scale, net.output_dim)

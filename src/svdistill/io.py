@@ -239,6 +239,9 @@ def check_write_options(binary: Optional[bool], dialect: Optional[str], digits: 
         raise option_error("binary", f"must be true or false, got {binary!r}")
     if dialect == "pdnn" and binary:
         raise option_error("dialect", "pdnn is text only: it cannot be written binary")
+    if digits == "kaldi" and binary:  # would change nothing: binary floats are exact
+        raise option_error("digits", "kaldi applies to text output; {binary} writes exact floats",
+                           others=["binary"])
 
 
 def _chain(first: Component, rest: Iterator[Component]) -> Iterator[Component]:

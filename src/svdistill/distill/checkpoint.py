@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 
 from .. import _core
-from ..errors import Error
+from ..errors import Error, option_error
 from ..io import atomic_output
 
 FORMAT = 1
@@ -88,9 +88,9 @@ class Checkpoints:
             try:
                 os.makedirs(folder, exist_ok=True)
             except OSError as e:
-                raise Error(f"--checkpoint-dir {folder}: cannot create it: {e.strerror}") from None
+                raise option_error("checkpoint_dir", f"{folder}: cannot create it: {e.strerror}") from None
             if not os.access(folder, os.W_OK):
-                raise Error(f"--checkpoint-dir {folder}: not writable")
+                raise option_error("checkpoint_dir", f"{folder}: not writable")
             # What a killed run left half-written: temporaries nobody holds locked (of any
             # checkpoint's name: the next one saved has another name), and those of the
             # naming svdistill 0.x used ('.checkpoint-XXXX.tmp', never locked).
@@ -142,7 +142,7 @@ class Checkpoints:
         falls back to the one before), checked against this run's fingerprint."""
         found = self._existing()
         if not found:
-            raise Error(f"--resume: no checkpoint in {self.folder}")
+            raise option_error("resume", f"is set, but {self.folder} holds no checkpoint")
         problems = []
         for _, _, path in reversed(found):
             try:
@@ -161,7 +161,8 @@ class Checkpoints:
         for key in sorted(set(theirs) | set(self.fingerprint)):
             a, b = theirs.get(key), self.fingerprint.get(key)
             if a != b:
-                raise Error(f"{path}: the checkpoint was made with {key} = {a!r}, this run has {b!r}: "
-                            "resume with the same options and data, or start afresh in another --checkpoint-dir")
+                raise option_error("resume", f"{path}: the checkpoint was made with {key} = {a!r}, this run "
+                                   f"has {b!r}: resume with the same options and data, or start afresh in "
+                                   "another {checkpoint_dir}", others=["checkpoint_dir"])
         meta["skipped"] = problems
         return meta, arrays, path

@@ -31,7 +31,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .. import _core
-from ..errors import Error
+from ..errors import Error, option_error
 from ..forward import Network
 from ..model import Component, Model
 
@@ -86,8 +86,8 @@ def local_steps(engine, batches, learn_rate: float, skip: int):
         if b >= skip:
             yield b, engine.train(x, y, learn_rate), frames
     if skip and b + 1 < skip:
-        raise Error(f"--resume: the checkpoint is {skip} minibatches into the epoch, but the data now give "
-                    f"only {b + 1}")
+        raise option_error("resume", f"is set, but the checkpoint is {skip} minibatches into the epoch and the "
+                           f"data now give only {b + 1}")
 
 
 class CoreEngine:

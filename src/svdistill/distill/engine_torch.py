@@ -22,7 +22,7 @@ from typing import Any, List, Optional, Sequence
 
 import numpy as np
 
-from ..errors import Error
+from ..errors import Error, option_error
 from ..forward import Network
 from ..model import Component, Model
 from .engine import STAT_KEYS, LossOptions, core_trainer, first_nonfinite_row, stage_names
@@ -43,15 +43,15 @@ def resolve_device(device: Optional[str]) -> str:
     try:
         dev = torch.device(name)
     except (RuntimeError, ValueError):
-        raise Error(f"--device {name}: expected cpu, cuda or cuda:N") from None
+        raise option_error("device", f"must be cpu, cuda or cuda:N, got {name!r}") from None
     if dev.type not in ("cpu", "cuda"):
-        raise Error(f"--device {name}: expected cpu, cuda or cuda:N")
+        raise option_error("device", f"must be cpu, cuda or cuda:N, got {name!r}")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise Error(f"--device {name}: PyTorch sees no CUDA device (torch {torch.__version__}"
-                        f"{', a CPU-only build' if torch.version.cuda is None else ''})")
+            raise option_error("device", f"{name}: PyTorch sees no CUDA device (torch {torch.__version__}"
+                               f"{', a CPU-only build' if torch.version.cuda is None else ''})")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise Error(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) visible")
+            raise option_error("device", f"{name}: only {torch.cuda.device_count()} CUDA device(s) visible")
     return str(dev)
 
 
@@ -69,7 +69,8 @@ class TorchEngine:
         self.device = resolve_device(dist.device(device) if dist is not None else device)
         self.cuda = self.device.startswith("cuda")
         if precision != "fp32" and not self.cuda:  # the values are checked by distill()
-            raise Error(f"--precision {precision} needs a CUDA device: on the CPU the torch engine trains in fp32")
+            raise option_error("precision", f"{precision} needs a CUDA device: on the CPU the torch engine "
+                               "trains in fp32")
         self.precision = precision
         self.check_every = 16 if self.cuda else 1
         self._thread = threading.local()
