@@ -742,3 +742,20 @@ def test_another_object_at_an_scp_offset_does_not_blame_the_offset(tmp_path):
     (tmp_path / "off.scp").write_text(f"utt1 {tmp_path / 'm.ark'}:7\n")  # inside the header: the offset is wrong
     msg = error_of(lambda: list(read_table(f"scp:{tmp_path / 'off.scp'}")))
     assert msg.endswith("the scp offset does not point at the start of a matrix"), msg
+
+
+def test_table_format_errors_carry_the_core_attributes(tmp_path):
+    """A FormatError from a table has what the core's have (file, offset, line, ...): code that
+    reads e.offset works whatever raised it (found by the typed stubs' review)."""
+    from svdistill.archive import read_table
+    ark = tmp_path / "cut.ark"
+    kaldiio.save_ark(str(ark), {"u1": np.ones((5, 4), np.float32)})
+    ark.write_bytes(ark.read_bytes()[:-7])
+    scp = tmp_path / "bad.scp"
+    scp.write_text("u1\n")
+    for spec, offset, line in ((f"ark:{ark}", True, None), (f"scp:{scp}", False, 1)):
+        with pytest.raises(svdistill.FormatError) as info:
+            list(read_table(spec))
+        e = info.value
+        assert e.file and (e.offset is not None) == offset and e.line == line
+        assert e.column is None and e.component_index is None and e.marker is None

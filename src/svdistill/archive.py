@@ -35,13 +35,25 @@ import subprocess
 import sys
 import threading
 import warnings
-from typing import (IO, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Set, Tuple)
+from typing import IO, Generator, Iterable, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
 from . import _core
 from .errors import Error, FormatError
 from .io import discard_output, same_file
+
+
+def _format_error(message: str, file: str, offset: Optional[int] = None,
+                  line: Optional[int] = None) -> FormatError:
+    """A FormatError with the attributes the core's carry (file, offset, line, column,
+    component_index, marker), so ``except FormatError as e: e.offset`` works for tables too."""
+    e = FormatError(message)
+    e.file, e.line = file, line
+    e.offset = offset  # type: ignore[assignment]  # None: a line of an scp, no byte offset
+    e.column = e.component_index = e.marker = None
+    return e
+
 
 RSPECIFIER_HELP = ("an rspecifier is 'ark:FILE', 'scp:FILE' (lines 'KEY ARCHIVE:OFFSET'), 'ark:COMMAND |' "
                    "or 'ark:-' (stdin), optionally with Kaldi's options, e.g. 'ark,p:FILE'")
@@ -464,7 +476,6 @@ def _read_binary_matrix(inp: _Input, obj: int) -> np.ndarray:
                    "writes it?)", obj, other_object=True)
     tok = _read_token(inp)
     if tok in ("FM", "DM"):
-        start = inp.pos
         head = inp.read(10)
         if len(head) == 10 and head[0] == 4 and head[5] == 4:  # both sizes at once (the usual case)
             rows, cols = _ROWS_COLS.unpack(head)
@@ -499,7 +510,8 @@ def _read_binary_matrix(inp: _Input, obj: int) -> np.ndarray:
 
 # Numbers as Kaldi's text reader takes them (C++ stream syntax, and inf/nan as Kaldi writes
 # them): Python's float() and int() also take '1_0', which Kaldi refuses.
-_FLOAT = rb"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[iI][nN][fF](?:[iI][nN][iI][tT][yY])?|[nN][aA][nN])"
+_FLOAT = (rb"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+          rb"|[iI][nN][fF](?:[iI][nN][iI][tT][yY])?|[nN][aA][nN])")
 _INT = rb"[+-]?[0-9]+"
 _FLOAT_ROW = re.compile(rb"\s*(?:" + _FLOAT + rb"\s+)*(?:" + _FLOAT + rb")?\s*")
 _INT_ROW = re.compile(rb"\s*(?:" + _INT + rb"\s+)*(?:" + _INT + rb")?\s*")
@@ -661,7 +673,7 @@ class OpenInputs:
 
 
 def read_table(rspecifier: str, *, kind: str = "matrix", finite: bool = True,
-               inputs: Optional[OpenInputs] = None) -> Iterator[Tuple[str, np.ndarray]]:
+               inputs: Optional[OpenInputs] = None) -> Generator[Tuple[str, np.ndarray], None, None]:
     """``(key, array)`` in table order: float32 (frames x dims) matrices, or int32 vectors with
     ``kind="ints"`` (alignments). ``finite``: matrices with NaN/inf are an error. ``inputs``:
     where the files and commands it reads are registered while open (see OpenInputs)."""
@@ -705,7 +717,7 @@ def read_table(rspecifier: str, *, kind: str = "matrix", finite: bool = True,
                     warnings.warn(f"{msg}; reading stops here ({spec.text}: permissive)", stacklevel=2)
                     ok = True
                     return
-                raise FormatError(msg) from None
+                raise _format_error(msg, spec.name, pos) from None
             if finite and kind == "matrix":
                 check_finite(mat, f"{spec.text}: utterance {key} (byte {obj:,} {inp.origin})")
             yield key, mat
@@ -758,7 +770,8 @@ def _parse_range(text: str) -> Tuple[Optional[slice], Optional[slice]]:
 def _parse_scp_line(line: str, n: int, where: str) -> _ScpEntry:
     parts = line.strip().split(None, 1)
     if len(parts) != 2:
-        raise FormatError(f"{where}: line {n}: expected 'KEY ARCHIVE:OFFSET', found {line.strip()!r}")
+        raise _format_error(f"{where}: line {n}: expected 'KEY ARCHIVE:OFFSET', found {line.strip()!r}",
+                            where, line=n)
     key, rx = parts[0], parts[1].strip()
     rows = cols = None
     path, offset = rx, None
@@ -768,8 +781,8 @@ def _parse_scp_line(line: str, n: int, where: str) -> _ScpEntry:
             try:
                 rows, cols = _parse_range(m.group(2))
             except ValueError:
-                raise FormatError(f"{where}: line {n} (utterance {key}): bad range '[{m.group(2)}]': expected "
-                                  "'[first:last]' or '[first:last,first:last]'") from None
+                raise _format_error(f"{where}: line {n} (utterance {key}): bad range '[{m.group(2)}]': "
+                                    "expected '[first:last]' or '[first:last,first:last]'", where, line=n) from None
             path = m.group(1)
         m = _OFFSET.match(path)
         if m:
@@ -793,8 +806,9 @@ def _read_scp_lines(spec: RSpec, inputs: Optional[OpenInputs] = None) -> List[_S
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError:
-                raise FormatError(f"{spec.text}: line {n} is not text: an scp file lists 'KEY ARCHIVE:OFFSET' "
-                                  f"lines (is this an archive? then use 'ark:{spec.name}')") from None
+                raise _format_error(f"{spec.text}: line {n} is not text: an scp file lists 'KEY ARCHIVE:OFFSET' "
+                                    f"lines (is this an archive? then use 'ark:{spec.name}')", spec.name,
+                                    line=n) from None
             if line.strip():
                 entries.append(_parse_scp_line(line, n, spec.text))
         ok = True
@@ -876,7 +890,7 @@ class ScpTable:
                 msg += f"; {why}" if why else ""
             else:
                 self.close()
-            raise FormatError(msg) from None
+            raise _format_error(msg, inp.name if inp else e.path, pos) from None
         except BaseException:
             if command and inp is not None:
                 inp.abandon()
@@ -1039,6 +1053,7 @@ class _Output:
             # A second name for the current file (no copy): a temporary of the usual naming,
             # so that a crash here leaves nothing the next run does not clean up.
             _, path, fd = _core.prepare_output(self.name)
+            assert path is not None  # the target is a regular file: a temporary was made
             os.unlink(path)
             os.link(self.target, path)
             prev.path, prev.fd = path, fd

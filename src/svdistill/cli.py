@@ -11,19 +11,18 @@ import sys
 import warnings
 from typing import List, Optional, Tuple
 
+from . import linalg
 from ._core import Error
 from .errors import option_text
 from .info import format_info, info
 from .io import ConversionWarning, atomic_output, iter_components, output_target, same_file, write
-from . import linalg
-
 
 _TRUE = ("true", "t", "1", "yes")
 _FALSE = ("false", "f", "0", "no")
 _BOOL_FLAGS: set = set()
 
 
-def _add_bool(p: argparse.ArgumentParser, name: str, help: str, default=None) -> None:
+def _add_bool(p: "argparse._ActionsContainer", name: str, help: str, default=None) -> None:
     """A Kaldi-style boolean: ``--name``, ``--name=true|false`` or ``--name true|false``."""
     dest = name.lstrip("-").replace("-", "_")
     _BOOL_FLAGS.add(name)
@@ -135,7 +134,7 @@ def cmd_compress(a: argparse.Namespace) -> int:
             check = compare(a.input, a.output, a.check, feature_transform=a.feature_transform)
         except Error as e:
             unwritten = " and ".join(f for f, v in (("--report", a.report), ("--plot", a.plot)) if v)
-            e.cli_context = (f"MODEL_OUT {a.output} was written{f' ({unwritten} not)' if unwritten else ''}; "
+            e.cli_context = (f"MODEL_OUT {a.output} was written{f' ({unwritten} not)' if unwritten else ''}; "  # type: ignore[attr-defined]  # noqa: E501
                              "the check failed: ")
             raise
         print("fidelity on " + a.check + ":\n" + format_compare(check), file=sys.stderr)
@@ -740,7 +739,7 @@ def _stdout_user(parser: argparse.ArgumentParser, a: argparse.Namespace) -> Opti
     if a.command == "forward":
         from .archive import _is_std, parse_wspecifier
         try:
-            to_stdout = _is_std(parse_wspecifier(out).ark)
+            to_stdout = _is_std(parse_wspecifier(a.output).ark)  # forward's OUT_WSPECIFIER: required
         except Error:
             return None
         return f"{_flag_of(parser, a.command, 'output')} {out}" if to_stdout else None

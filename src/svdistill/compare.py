@@ -30,7 +30,7 @@ def _logit_network(model: ModelLike, feature_transform: Optional[ModelLike], who
         Network(m, feature_transform=feature_transform)  # an unsupported component is named first
         raise Error(f"the {who} ends in {last.marker if last is not None else 'nothing (an empty model)'}, "
                     "not a <Softmax> or <BlockSoftmax>: compare needs posteriors")
-    blocks = [last.output_dim] if last.kind == "Softmax" else [int(w) for w in last.ints]
+    blocks = [last.output_dim] if last.kind == "Softmax" else [int(w) for w in last.ints]  # type: ignore[union-attr]  # BlockSoftmax: ints
     return Network(m, feature_transform=feature_transform, no_softmax=True), blocks
 
 

@@ -13,14 +13,14 @@ import os
 import sys
 import time
 import warnings
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 
 from . import _core
-from .io import PathOrFile, iter_components, write
-from .linalg import _choose_method, _fraction_option, _int_option, _seed, _svd_options
 from .errors import RankError, option_error
+from .io import ComponentStream, PathOrFile, iter_components, write
+from .linalg import _choose_method, _fraction_option, _int_option, _seed, _svd_options
 from .model import Component, Model
 from .report import CompressReport, LayerReport
 from .selection import LayerPlan, LayerSpec, plan_layers, scan_structure
@@ -46,7 +46,7 @@ def _check_policy(kw: Dict[str, object]) -> Tuple[str, object]:
         return name, _int_option("rank", value, 1, cls=RankError)
     if name == "ranks":
         try:
-            vals = None if isinstance(value, (str, bytes)) else list(value)  # type: ignore[arg-type]
+            vals = None if isinstance(value, (str, bytes)) else list(value)  # type: ignore[call-overload]
         except TypeError:
             vals = None
         if not vals:
@@ -102,6 +102,7 @@ def factor_layer(comp: Component, k: int, *, split: str = "sqrt", dialect: str =
         raise RankError(f"factor_layer needs an <AffineTransform>, got {comp.marker}")
     if factors is None:
         W = comp.weight
+        assert W is not None  # an AffineTransform has one
         p, q = _svd_options(n_oversamples, n_iter)
         m = _choose_method(method, k, W.shape[0], W.shape[1], n_oversamples)
         U, s, Vt, *_ = _core.truncated_svd(W, k, m, p, q, _seed(random_state))
@@ -202,8 +203,8 @@ def compress(model: Union[Model, PathOrFile], *,
         k is the smallest rank by the sketch's singular values, which never
         exceed the true ones, so k is never below the smallest rank and may lie
         a little above it (README). ``nuclear``: the smallest k keeping that
-        fraction of sum(s), read off the full spectrum. ``param_budget``: the whole model's parameters, as written in the
-        output's dialect, <= f x the input's, ranks chosen to minimise the total
+        fraction of sum(s), read off the full spectrum. ``param_budget``: the whole model's
+        parameters, as written in the output's dialect, <= f x the input's, ranks chosen to minimise the total
         squared Frobenius error (two passes).
     min_gain : float
         Factor a layer only if its factored weights (:func:`factored_params`
@@ -268,7 +269,8 @@ def compress(model: Union[Model, PathOrFile], *,
     if not in_memory and not _rereadable(model):
         model = _read_all(model)  # stdin or a stream: a second pass needs it in memory
         in_memory = True
-    structure = scan_structure(model)
+    # A Model, or a path (_rereadable): no file object is left.
+    structure = scan_structure(cast("Union[Model, str, os.PathLike[str]]", model))
     plans = plan_layers(structure, layers, skip_output_layer)
     if not plans:  # writing the model unchanged would look like a compression that did nothing
         _nothing_selected(structure, layers)
@@ -294,7 +296,7 @@ def compress(model: Union[Model, PathOrFile], *,
 
     def produce() -> Iterator[Component]:
         nonlocal params_before, params_after
-        stream = model if in_memory else iter_components(model)
+        stream: Union[Model, ComponentStream] = model if isinstance(model, Model) else iter_components(model)
         src.binary = stream.binary
         src.dialect = getattr(model, "dialect", "kaldi") if in_memory else "kaldi"
         for idx, comp in enumerate(stream, 1):
@@ -313,6 +315,7 @@ def compress(model: Union[Model, PathOrFile], *,
             needs_spectrum = spectra or policy == "nuclear"
             sv = _core.singular_values(_finite_weight(comp, plan)) if needs_spectrum else None
             if spectra:
+                assert sv is not None
                 all_spectra[idx] = sv.tolist()
             rep, new = _compress_one(comp, plan, policy, value, min_gain, round_to, split,
                                      out_dialect, method, n_oversamples, n_iter, seed, sv, t0)
@@ -408,6 +411,7 @@ def _read_all(src) -> Model:
 
 def _finite_weight(comp: Component, plan: LayerPlan) -> np.ndarray:
     W = comp.weight
+    assert W is not None  # plans name AffineTransforms only
     if not np.isfinite(W).all():
         raise _core.Error(f"component {plan.index} {plan.marker}: the weight matrix has nan/inf entries")
     return W
@@ -424,7 +428,7 @@ def _compress_one(comp: Component, plan: LayerPlan, policy: str, value, min_gain
     before = comp.num_params or 0
     total_energy = float(_core.frobenius_sq(W))
     p, q = _svd_options(n_oversamples, n_iter)
-    factors = None
+    factors: Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]] = None
     used_method = method
     if policy == "energy" and method == "exact":
         # The smallest k, from the exact spectrum; one decomposition gives k and the factors.
@@ -441,8 +445,10 @@ def _compress_one(comp: Component, plan: LayerPlan, policy: str, value, min_gain
         factors = (U, s, Vt)
         used_method = "adaptive"
     elif policy == "nuclear":
+        assert sv is not None  # compress() passes the spectrum for this policy
         k = int(_core.nuclear_rank(sv.tolist(), float(value)))
     else:
+        assert plan.rank is not None  # set by the fixed policies and the budget's pass
         k = int(plan.rank)  # fixed policies and the budget's pass
     k_rounded = _round(max(k, 1), round_to, plan)
     if k_rounded != k:
@@ -456,7 +462,7 @@ def _compress_one(comp: Component, plan: LayerPlan, policy: str, value, min_gain
                            + (f" by {min_gain:.0%}" if min_gain > 0 else "")), [comp]
     if factors is None:
         used_method = _choose_method(method, k, out_dim, in_dim, n_oversamples)
-        factors = tuple(_core.truncated_svd(W, k, used_method, p, q, seed)[:3])
+        factors = _core.truncated_svd(W, k, used_method, p, q, seed)[:3]
     s = factors[1]
     # The factors are an orthogonal projection of W, so this is their exact energy.
     kept = float(np.sum(np.square(s, dtype=np.float64)))

@@ -32,9 +32,10 @@ def option_error(option: str, detail: str, cls: Type[Error] = Error, others: Seq
     """
     others = tuple(others)
     e = cls(f"{option} {_fill(detail, others, str)}")
-    e.option = option
-    e.detail = detail
-    e.others = others
+    # Instance attributes: the core's Error class declares none (see _core.pyi).
+    e.option = option  # type: ignore[attr-defined]
+    e.detail = detail  # type: ignore[attr-defined]
+    e.others = others  # type: ignore[attr-defined]
     return e
 
 
@@ -46,4 +47,4 @@ def _fill(detail: str, others: Sequence[str], name: Callable[[str], str]) -> str
 
 def option_text(e: Error, name: Callable[[str], str]) -> str:
     """An :func:`option_error` as it reads when each keyword is said as ``name(keyword)``."""
-    return f"{name(e.option)} {_fill(e.detail, getattr(e, 'others', ()), name)}"
+    return f"{name(e.option)} {_fill(e.detail, getattr(e, 'others', ()), name)}"  # type: ignore[attr-defined]

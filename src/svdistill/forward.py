@@ -27,7 +27,7 @@ def _load(model: ModelLike) -> Model:
     return model if isinstance(model, Model) else read(model)
 
 
-def read_class_frame_counts(path: str) -> np.ndarray:
+def read_class_frame_counts(path: Union[str, "os.PathLike[str]"]) -> np.ndarray:
     """A Kaldi counts vector (``[ c1 c2 ... ]`` text, as ``ali-to-pdf | analyze-counts`` writes)."""
     try:
         with open(path, "rb") as f:
@@ -46,7 +46,7 @@ def read_class_frame_counts(path: str) -> np.ndarray:
     return _checked_counts(counts, path)
 
 
-def _checked_counts(counts: np.ndarray, where: str) -> np.ndarray:
+def _checked_counts(counts: np.ndarray, where: Union[str, "os.PathLike[str]"]) -> np.ndarray:
     """Counts as Kaldi's PdfPrior needs them: a finite, non-negative vector with a positive sum."""
     if counts.ndim != 1 or counts.size == 0 or not np.all(np.isfinite(counts)) or counts.min() < 0 \
             or counts.sum() <= 0:

@@ -6,9 +6,8 @@ while it runs; results come back as numpy arrays without copies.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
-
 import numbers
+from typing import Optional, Tuple, cast
 
 import numpy as np
 
@@ -54,7 +53,7 @@ def _fraction_option(name: str, value, cls=_core.Error, low_open: bool = True) -
 
 def _seed(random_state) -> int:
     if random_state is None:
-        return int(np.random.SeedSequence().entropy % (1 << 63))
+        return int(cast(int, np.random.SeedSequence().entropy) % (1 << 63))  # drawn from the OS: an int
     if isinstance(random_state, np.random.Generator):
         return int(random_state.integers(0, 1 << 63))
     if isinstance(random_state, (numbers.Integral, np.integer)) and not isinstance(random_state, bool):

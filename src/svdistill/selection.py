@@ -4,7 +4,7 @@ from __future__ import annotations
 import numbers
 import os
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Union
+from typing import Any, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -121,7 +121,7 @@ def select_layers(structure: List[Entry], spec: LayerSpec) -> List[Entry]:
     if isinstance(spec, str):
         chosen = _parse_text(spec, structure)
     else:
-        items = [spec] if isinstance(spec, (numbers.Integral, np.integer)) else spec
+        items: Any = [spec] if isinstance(spec, (numbers.Integral, np.integer)) else spec  # checked below
         try:
             items = list(items)
         except TypeError:

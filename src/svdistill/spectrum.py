@@ -53,6 +53,7 @@ def spectrum(model, *, layers: LayerSpec = None,
         if idx not in plans:
             continue
         W = comp.weight
+        assert W is not None  # plans name AffineTransforms only
         if not np.isfinite(W).all():
             raise _core.Error(f"component {idx} {comp.marker}: the weight matrix has nan/inf entries")
         s = _core.singular_values(W)

@@ -16,7 +16,7 @@ it: install the extra (``pip install 'svdistill[torch]'``).
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Union, cast
 
 import numpy as np
 
@@ -59,8 +59,11 @@ class Affine(_Layer):
 
     def __init__(self, comp: Component) -> None:
         super().__init__(comp)
-        self.weight = nn.Parameter(_tensor(comp.weight))
-        self.bias = nn.Parameter(_tensor(comp.bias)) if comp.kind == "AffineTransform" else None
+        weight = comp.weight
+        assert weight is not None  # both kinds have one
+        self.weight = nn.Parameter(_tensor(weight))
+        self.bias = (nn.Parameter(_tensor(comp.bias))  # type: ignore[arg-type]  # an AffineTransform has one
+                     if comp.kind == "AffineTransform" else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return nn.functional.linear(x, self.weight, self.bias)
@@ -83,7 +86,7 @@ class Elementwise(_Layer):
 class BlockSoftmax(_Layer):
     def __init__(self, comp: Component) -> None:
         super().__init__(comp)
-        self.blocks = [int(d) for d in comp.ints]
+        self.blocks = [int(d) for d in comp.ints]  # type: ignore[union-attr]  # BlockSoftmax: ints
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([torch.softmax(b, dim=-1) for b in torch.split(x, self.blocks, dim=-1)], dim=-1)
@@ -124,9 +127,12 @@ class LengthNorm(_Layer):
 class Splice(_Layer):
     """Frames t + o for each offset o, side by side; indices clamped to the utterance."""
 
+    offsets: torch.Tensor  # a buffer
+
     def __init__(self, comp: Component) -> None:
         super().__init__(comp)
-        self.register_buffer("offsets", torch.tensor([int(o) for o in comp.ints], dtype=torch.int64),
+        self.register_buffer("offsets", torch.tensor([int(o) for o in comp.ints],  # type: ignore[union-attr]
+                                                      dtype=torch.int64),
                              persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -139,9 +145,12 @@ class Splice(_Layer):
 class Copy(_Layer):
     """Output j is input ints[j] (1-based, as in the file)."""
 
+    index: torch.Tensor  # a buffer
+
     def __init__(self, comp: Component) -> None:
         super().__init__(comp)
-        self.register_buffer("index", torch.tensor([int(i) - 1 for i in comp.ints], dtype=torch.int64),
+        self.register_buffer("index", torch.tensor([int(i) - 1 for i in comp.ints],  # type: ignore[union-attr]
+                                                    dtype=torch.int64),
                              persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -172,7 +181,7 @@ def _layer(comp: Component, where: str) -> _Layer:
 def _layers(model: Model, what: str) -> List[_Layer]:
     """The layers of ``model``; ``what`` ("component" or "feature transform component")
     names them in errors."""
-    out = []
+    out: List[_Layer] = []
     for i, c in enumerate(model.components):
         if out and out[-1].output_dim != c.input_dim:
             raise Error(f"{what} {i + 1} {c.marker}: input dim {c.input_dim} does not match "
@@ -202,12 +211,12 @@ class NnetModule(nn.Module):
 
     @property
     def input_dim(self) -> int:
-        first = self.transform[0] if len(self.transform) else self.layers[0]
+        first = cast(_Layer, self.transform[0] if len(self.transform) else self.layers[0])
         return first.input_dim
 
     @property
     def output_dim(self) -> int:
-        return self.layers[-1].output_dim
+        return cast(_Layer, self.layers[-1]).output_dim
 
     @property
     def ends_in_softmax(self) -> bool:
@@ -261,7 +270,7 @@ def update_model(model: Model, module: NnetModule) -> Model:
                 raise Error(f"component {i + 1}: the model has {c.marker} {c.input_dim} -> {c.output_dim}, "
                             f"the module {layer.marker} {layer.input_dim} -> {layer.output_dim}")
             params = c.params
-            for name, value in _named_params(layer):
+            for name, value in _named_params(cast(_Layer, layer)):
                 v = value.detach().to("cpu", torch.float32).numpy()
                 if v.shape != params[name].shape:
                     raise Error(f"component {i + 1} {c.marker}: the module's {name} has shape "

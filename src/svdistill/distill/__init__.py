@@ -29,7 +29,7 @@ import math
 import numbers
 import os
 import re
-from typing import Any, Callable, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -43,6 +43,9 @@ from .distributed import Dist
 from .engine import CoreEngine, LossOptions
 from .report import DistillReport, EpochReport, _Progress
 from .schedule import ScheduleOptions, run
+
+if TYPE_CHECKING:  # imported when the torch engine is asked for: it imports torch
+    from .engine_torch import TorchEngine
 
 __all__ = ["DistillReport", "EpochReport", "TrainingStopped", "distill"]
 
@@ -282,7 +285,7 @@ def distill(student: ModelLike, feats: FeatsLike, *,
                        l2=float(l2))
     if dist is not None:
         dist.start(dist.device(device))
-    eng = None
+    eng: Optional[Union[CoreEngine, TorchEngine]] = None
     try:
         if engine == "core":
             eng = CoreEngine(comps, teacher_models, ft_model, opts)
@@ -380,8 +383,9 @@ def _stopped(cause: Error, model: Model, report: DistillReport, written: Optiona
     e = TrainingStopped(f"{cause}{tail}")
     e.model, e.report, e.written, e.cause = model, report, written, cause
     if getattr(cause, "option", None):  # said as the command's flag on the command line
-        e.option, e.detail = cause.option, f"{cause.detail}{tail}"
-        e.others = getattr(cause, "others", ())
+        # option_error's attributes (errors.py): set on instances, declared by no class.
+        e.option, e.detail = cause.option, f"{cause.detail}{tail}"  # type: ignore[attr-defined]
+        e.others = getattr(cause, "others", ())  # type: ignore[attr-defined]
     return e
 
 
@@ -391,8 +395,9 @@ def _nothing_accepted(cause: Error, output: Optional[PathOrFile]) -> Error:
         output, (str, os.PathLike)) else ", so nothing was written" if output is not None else "")
     e = type(cause)(f"{cause}{tail}")
     if getattr(cause, "option", None):
-        e.option, e.detail = cause.option, f"{cause.detail}{tail}"
-        e.others = getattr(cause, "others", ())
+        # option_error's attributes (errors.py): set on instances, declared by no class.
+        e.option, e.detail = cause.option, f"{cause.detail}{tail}"  # type: ignore[attr-defined]
+        e.others = getattr(cause, "others", ())  # type: ignore[attr-defined]
     return e
 
 
@@ -409,7 +414,7 @@ def _number(name: str, value: Any) -> float:
 def _integer(name: str, value: Any, lo: int) -> int:
     """``value`` as an int >= ``lo`` (an integral float such as 256.0 is one)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) \
-            or not math.isfinite(float(value)) or int(value) != value or value < lo:
+            or not math.isfinite(float(value)) or int(value) != value or value < lo:  # type: ignore[call-overload]  # numbers.Real: no __int__ in typeshed
         raise option_error(name, f"must be an integer >= {lo}, got {value!r}")
     return int(value)
 

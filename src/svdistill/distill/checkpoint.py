@@ -73,7 +73,9 @@ def data_fingerprint(feats: Any) -> str:
         return f"array {_crc_arrays([feats])}"
     if isinstance(feats, Mapping):
         keys = [str(k) for k in feats]
-        return f"dict of {len(keys)} utterances {_crc_arrays([np.frombuffer(' '.join(keys).encode(), np.uint8)] + [np.asarray(v, np.float32) for v in feats.values()])}"
+        arrays = [np.frombuffer(" ".join(keys).encode(), np.uint8)]
+        arrays += [np.asarray(v, np.float32) for v in feats.values()]
+        return f"dict of {len(keys)} utterances {_crc_arrays(arrays)}"
     return type(feats).__name__
 
 
@@ -127,7 +129,8 @@ class Checkpoints:
             # Durable whatever SVDISTILL_FSYNC says: a checkpoint exists to survive a crash.
             with atomic_output(path, durable=True) as tmp:
                 with open(tmp, "wb") as f:
-                    np.savez(f, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
+                    np.savez(f, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8),
+                             **arrays)  # type: ignore[arg-type]  # names, not savez's options
         except OSError as e:
             raise Error(f"{path}: cannot write the checkpoint: {e.strerror or e}") from None
         for _, _, old in self._existing()[:-KEEP]:

@@ -15,12 +15,12 @@ import queue
 import threading
 import time
 import zlib
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Generator, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
-from ..errors import Error, option_error
 from ..archive import OpenInputs, ScpTable, check_finite, parse_rspecifier, read_table
+from ..errors import Error, option_error
 from .distributed import shard_of
 from .report import LENGTH_TOLERANCE
 
@@ -71,19 +71,19 @@ class Source:
         if not self._scp() or parse_rspecifier(self.feats).permissive:  # type: ignore[arg-type]
             # (scp,p: entries that cannot be read are skipped, which only reading them tells)
             for k, v in self.read(inputs):
-                yield k, (lambda v=v: v)
+                yield k, (lambda v=v: v)  # type: ignore[misc]
             return
         table = ScpTable(self.feats, inputs=inputs)  # type: ignore[arg-type]
         try:
             for i, k in enumerate(table.keys):
-                yield k, (lambda i=i: table.load(i))
+                yield k, (lambda i=i: table.load(i))  # type: ignore[misc]
         finally:
             table.close()
 
-    def __iter__(self) -> Iterator[Tuple[str, np.ndarray]]:
+    def __iter__(self) -> Generator[Tuple[str, np.ndarray], None, None]:
         return self.read()
 
-    def read(self, inputs: Optional[OpenInputs] = None) -> Iterator[Tuple[str, np.ndarray]]:
+    def read(self, inputs: Optional[OpenInputs] = None) -> Generator[Tuple[str, np.ndarray], None, None]:
         """The utterances; ``inputs`` as for items()."""
         if isinstance(self.feats, str):
             yield from read_table(self.feats, inputs=inputs)
@@ -226,6 +226,7 @@ class Data:
     def _raw(self, part: str, epoch: int, inputs: OpenInputs) -> Iterator[Utterance]:
         count = self.passes[part] = PassCount()
         if part == "cv" and self.split == "cv-feats":
+            assert self.cv is not None  # the cv-feats split is chosen when cv_feats are given
             for key, mat in self.cv.read(inputs):
                 count.source += 1
                 if not self._mine(key, part, epoch):
@@ -279,6 +280,7 @@ class Data:
         left out and why."""
         cv_feats = part == "cv" and self.split == "cv-feats"
         source = self.cv if cv_feats else self.train
+        assert source is not None
         name = f"{source.what} {source.name}"
         what = "cross-validation" if part == "cv" else "training"
         c = self.passes.get(part, PassCount())
@@ -311,7 +313,7 @@ class Data:
         return Error(f"no {what} frames: the {c.read} {what} utterances of {name} give {c.frames} frames"
                      + (f" ({c.skipped} skipped without usable labels)" if c.skipped else ""))
 
-    def utterances(self, part: str, epoch: int = 0) -> Iterator[Utterance]:
+    def utterances(self, part: str, epoch: int = 0) -> Generator[Utterance, None, None]:
         """The ``part`` ("train" or "cv") in file order, read ahead on a background thread
         (this rank's shard of it, with several ranks)."""
         self.wait = 0.0
@@ -335,7 +337,7 @@ READER_JOIN_TIMEOUT = 5.0
 
 
 def _read_ahead(items: Iterator[Utterance], depth: int, owner: Data,
-                inputs: Optional[OpenInputs] = None) -> Iterator[Utterance]:
+                inputs: Optional[OpenInputs] = None) -> Generator[Utterance, None, None]:
     """``items`` produced on a background thread, at most ``depth`` ahead of the consumer.
 
     Errors raised while reading surface here, in the consumer, as they were

@@ -31,7 +31,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .. import _core
-from ..errors import Error, option_error
+from ..errors import option_error
 from ..forward import Network
 from ..model import Component, Model
 
@@ -192,8 +192,8 @@ class CoreEngine:
             stages.append(("the feature transform outputs", rows.start, ft_out))
         else:
             x.append(raw[:n][rows])
-        stages += [(name, rows.start, lambda t=t: t(x[0])) for name, t in zip(stage_names(len(self.teachers)),
-                                                                             self.teachers)]
+        stages += [(name, rows.start, lambda t=t: t(x[0]))  # type: ignore[misc]
+                   for name, t in zip(stage_names(len(self.teachers)), self.teachers)]
         stages.append(("the student outputs", rows.start, lambda: self._student_net(x[0])))
         return first_nonfinite_row(stages)
 
@@ -212,8 +212,8 @@ class CoreEngine:
                 out[f"cur/{i}/{k}"] = v
                 out[f"best/{i}/{k}"] = snap[k]
         first, second, step = self.trainer.optimizer_state()
-        for k, (a, b) in enumerate(zip(first, second)):
-            out[f"m1/{k}"], out[f"m2/{k}"] = a, b
+        for j, (a, b) in enumerate(zip(first, second)):
+            out[f"m1/{j}"], out[f"m2/{j}"] = a, b
         out["adam_step"] = np.array(step, np.int64)
         return out
 

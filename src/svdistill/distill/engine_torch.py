@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Tuple, cast
 
 import numpy as np
 
@@ -62,7 +62,7 @@ class TorchEngine:
                  opts: LossOptions, *, device: Optional[str] = None, precision: str = "fp32",
                  dist=None) -> None:
         torch = _import_torch()
-        from ..torch import _named_params, to_module
+        from ..torch import _Layer, _named_params, to_module
         self.torch = torch
         self.dist = dist
         self.world = dist.world if dist is not None else 1
@@ -90,11 +90,11 @@ class TorchEngine:
         self.student.requires_grad_(False)
         self.slots = []
         for s in slots:
-            p = list(_named_params(self.student.layers[s["component"]]))[s["param"]][1]
+            p = list(_named_params(cast(_Layer, self.student.layers[s["component"]])))[s["param"]][1]
             p.requires_grad_(True)
             self.slots.append((p, s))
         self.params = [p for p, _ in self.slots]
-        self.by_coef = []  # (coefficient, slot indices)
+        self.by_coef: List[Tuple[float, List[int]]] = []  # (coefficient, slot indices)
         for i, (_, sl) in enumerate(self.slots):
             for coef, idx in self.by_coef:
                 if coef == sl["coef"]:
@@ -103,7 +103,8 @@ class TorchEngine:
             else:
                 self.by_coef.append((sl["coef"], [i]))
         last = comps[-1]
-        self.blocks = [int(b) for b in last.ints] if last.kind == "BlockSoftmax" else [last.output_dim]
+        self.blocks = ([int(b) for b in last.ints]  # type: ignore[union-attr]  # BlockSoftmax: ints
+                       if last.kind == "BlockSoftmax" else [last.output_dim])
         self._tf32_was = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
         if precision == "tf32":
             torch.backends.cuda.matmul.allow_tf32 = True
@@ -271,6 +272,7 @@ class TorchEngine:
         stats, ranks = meta[:-1], meta[-1]
         out, k = [], 0
         for g in grads:
+            assert flat is not None  # grads is not empty
             out.append(flat[k:k + g.numel()].view_as(g))
             k += g.numel()
         # The frame count enters the update (L2, Adam's mean) as a tensor: no read-back per step.
@@ -400,7 +402,7 @@ class TorchEngine:
                        rows.start, student_in))
         with torch.no_grad(), self._autocast():
             # The networks' outputs (softmax included), as the core engine checks them: the same values.
-            stages += [(name, rows.start, lambda t=t: numpy(t(x[0])))
+            stages += [(name, rows.start, lambda t=t: numpy(t(x[0])))  # type: ignore[misc]
                        for name, t in zip(stage_names(len(self.teachers)), self.teachers)]
             stages.append(("the student outputs", rows.start, lambda: numpy(self.student(x[0]))))
             return first_nonfinite_row(stages)

@@ -87,6 +87,7 @@ def _find_nonfinite(engine, data: Data, part: str, epoch: int) -> Optional[Error
     or the student (its current parameters) give a value that is not finite, as an Error
     naming it; None when every value is finite (then only training can have made one)."""
     source = data.cv if part == "cv" and data.split == "cv-feats" else data.train
+    assert source is not None  # cv-feats sets data.cv
     utterances = data.utterances(part, epoch)
     try:
         for key, host, _lab, n, part_slice in utterances:
@@ -268,8 +269,8 @@ def run(engine, data: Data, o: ScheduleOptions, bar: _Progress, emit: Callable[[
             emit(f"skipped {problem}")
         emit(f"resuming from {path}" + (f" ({pos.batches} minibatches into epoch {st.epoch + 1})" if pos else ""))
         emit(_header())
-        for e in st.epochs:
-            emit(_row(e))
+        for ep in st.epochs:
+            emit(_row(ep))
     else:
         cv0 = evaluate(allow_empty=True)  # also sees every key of a hash split
         if data.check_split():
