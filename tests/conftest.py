@@ -389,3 +389,21 @@ def run_cpp_check(tmp_path: Path, sources: Sequence[str], args: Sequence[str], f
     run = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     return run
+
+
+def synthetic_feats(ft, n_utt: int, frames: int, seed: int,
+                    key: Callable[[int, int], str] = lambda seed, u: f"s{seed}u{u:04d}"):
+    """Smooth random 40-dim features (an AR(1) process) that the fixture's CMVN feature
+    transform maps to about unit scale: {key(seed, u): frames x 40 float32}."""
+    import numpy as np
+    shift = ft.components[1].params["shift_data"][:40]
+    scale = ft.components[2].params["scale_data"][:40]
+    rng = np.random.default_rng(seed)
+    out = {}
+    for u in range(n_utt):
+        e = rng.normal(size=(frames, 40))
+        z = np.zeros_like(e)
+        for t in range(frames):
+            z[t] = (0.8 * z[t - 1] if t else 0) + 0.6 * e[t]
+        out[key(seed, u)] = (-shift + z / scale).astype(np.float32)
+    return out

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 import svdistill
+from conftest import synthetic_feats
 from svdistill.distill import checkpoint as ckpt_mod
 from svdistill.distill import distill
 
-from test_distill import _clusters, _synthetic_feats
+from test_distill import _clusters
 
 ENGINES = ["core", pytest.param("torch", marks=pytest.mark.skipif(
     __import__("importlib").util.find_spec("torch") is None, reason="torch not installed"))]
@@ -28,7 +29,7 @@ def setup(fixtures_dir):
     teacher = svdistill.read(fixtures_dir / "dnn.nnet.bin")
     ft = svdistill.read(fixtures_dir / "final.feature_transform")
     student, _ = svdistill.compress(teacher, rank=16)
-    feats = _synthetic_feats(ft, 24, 100, seed=5)
+    feats = synthetic_feats(ft, 24, 100, seed=5)
     return teacher, ft, student, feats
 
 
@@ -87,7 +88,7 @@ def test_sigkill_and_resume_through_the_cli(setup, fixtures_dir, tmp_path, engin
     import kaldiio
     _, ft, student, feats = setup
     student.write(tmp_path / "s.nnet", binary=True)
-    kaldiio.save_ark(str(tmp_path / "f.ark"), _synthetic_feats(ft, 40, 150, seed=6))
+    kaldiio.save_ark(str(tmp_path / "f.ark"), synthetic_feats(ft, 40, 150, seed=6))
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", SVDISTILL_NUM_THREADS="2")
 
     def cli(out, *extra):

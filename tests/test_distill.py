@@ -11,7 +11,7 @@ import svdistill
 from svdistill import Component, Model, _core
 from svdistill.distill import distill
 
-from conftest import assert_clean_cli_error
+from conftest import assert_clean_cli_error, synthetic_feats
 
 
 # ----------------------------------------------------------------- helpers
@@ -269,21 +269,6 @@ def test_adam_update():
 
 # ------------------------------------------------------------- data sets
 
-def _synthetic_feats(ft: Model, n_utt: int, frames: int, seed: int) -> Dict[str, np.ndarray]:
-    """Smooth random 40-dim features that the fixture's CMVN transform maps to ~unit scale."""
-    shift = ft.components[1].params["shift_data"][:40]
-    scale = ft.components[2].params["scale_data"][:40]
-    rng = _rng(seed)
-    out = {}
-    for u in range(n_utt):
-        e = rng.normal(size=(frames, 40))
-        z = np.zeros_like(e)
-        for t in range(frames):
-            z[t] = (0.8 * z[t - 1] if t else 0) + 0.6 * e[t]
-        out[f"s{seed}u{u:04d}"] = (-shift + z / scale).astype(np.float32)
-    return out
-
-
 def _fidelity(teacher, student, ft, feats) -> Dict[str, float]:
     t = svdistill.Network(teacher, feature_transform=ft)
     s = svdistill.Network(student, feature_transform=ft)
@@ -310,8 +295,8 @@ def test_end_to_end_rank24_student_with_cli_defaults(dnn, fixtures_dir, tmp_path
     teacher, ft = dnn
     student, _ = svdistill.compress(teacher, rank=24)
     student.write(tmp_path / "student.nnet", binary=True)
-    train = _synthetic_feats(ft, 100, 300, seed=1)  # 30,000 frames
-    unseen = _synthetic_feats(ft, 20, 300, seed=2)
+    train = synthetic_feats(ft, 100, 300, seed=1)  # 30,000 frames
+    unseen = synthetic_feats(ft, 20, 300, seed=2)
     kaldiio.save_ark(str(tmp_path / "train.ark"), train, scp=str(tmp_path / "train.scp"))
     proc = run_cli("distill", "--teacher", fixtures_dir / "dnn.nnet.bin",
                    "--feature-transform", fixtures_dir / "final.feature_transform",
@@ -337,7 +322,7 @@ def test_end_to_end_rank24_student_with_cli_defaults(dnn, fixtures_dir, tmp_path
 def test_same_seed_same_model_and_seed_matters(dnn):
     teacher, ft = dnn
     student, _ = svdistill.compress(teacher, rank=16)
-    feats = _synthetic_feats(ft, 12, 120, seed=3)
+    feats = synthetic_feats(ft, 12, 120, seed=3)
     kw = dict(teachers=teacher, feature_transform=ft, max_epochs=2, minibatch_size=64)
     a, _ = distill(student, feats, seed=1, **kw)
     b, _ = distill(student, feats, seed=1, **kw)
@@ -356,7 +341,7 @@ def test_same_seed_same_model_and_seed_matters(dnn):
 def test_best_epoch_is_returned_and_schedule_follows_newbob(dnn):
     teacher, ft = dnn
     student, _ = svdistill.compress(teacher, rank=16)
-    feats = _synthetic_feats(ft, 20, 100, seed=4)
+    feats = synthetic_feats(ft, 20, 100, seed=4)
     model, rep = distill(student, feats, teachers=teacher, feature_transform=ft, max_epochs=12,
                          learn_rate=0.02, start_halving_impr=0.5, end_halving_impr=0.01, cv_fraction=0.3)
     assert rep.cv_source == "0.3 of the utterances"
@@ -422,7 +407,7 @@ def test_divergence_halves_the_learning_rate_and_goes_on():
 def test_labels_with_teacher_mix_and_length_tolerance(dnn):
     teacher, ft = dnn
     student, _ = svdistill.compress(teacher, rank=16)
-    feats = _synthetic_feats(ft, 10, 50, seed=5)
+    feats = synthetic_feats(ft, 10, 50, seed=5)
     tnet = svdistill.Network(teacher, feature_transform=ft)
     labels = {k: tnet(v).argmax(1) for k, v in feats.items()}
     keys = list(labels)
@@ -443,7 +428,7 @@ def test_labels_with_teacher_mix_and_length_tolerance(dnn):
 def test_tail_split_when_hashing_leaves_cv_empty(dnn):
     teacher, ft = dnn
     student, _ = svdistill.compress(teacher, rank=16)
-    feats = _synthetic_feats(ft, 1, 400, seed=6)
+    feats = synthetic_feats(ft, 1, 400, seed=6)
     _, rep = distill(student, feats, teachers=teacher, feature_transform=ft, max_epochs=1)
     assert rep.cv_source == "last 0.1 of each utterance"
     assert rep.cv_frames == 40
@@ -576,7 +561,7 @@ def test_ctrl_c_keeps_the_best_model_so_far(dnn, fixtures_dir, tmp_path):
     teacher, ft = dnn
     student, _ = svdistill.compress(teacher, rank=16)
     student.write(tmp_path / "s.nnet")
-    kaldiio.save_ark(str(tmp_path / "f.ark"), _synthetic_feats(ft, 60, 300, seed=7))
+    kaldiio.save_ark(str(tmp_path / "f.ark"), synthetic_feats(ft, 60, 300, seed=7))
     out = tmp_path / "o.nnet"
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
     proc = subprocess.Popen(
@@ -608,7 +593,7 @@ def test_scp_ark_and_dict_inputs_train_the_same_model(dnn, tmp_path):
     import kaldiio
     teacher, ft = dnn
     student, _ = svdistill.compress(teacher, rank=16)
-    feats = _synthetic_feats(ft, 30, 60, seed=8)
+    feats = synthetic_feats(ft, 30, 60, seed=8)
     kaldiio.save_ark(str(tmp_path / "f.ark"), feats, scp=str(tmp_path / "f.scp"))
     kw = dict(teachers=teacher, feature_transform=ft, max_epochs=2, minibatch_size=64, cv_fraction=0.2)
     models = [distill(student, src, **kw)[0] for src in

@@ -16,8 +16,9 @@ from svdistill.distill import distill  # noqa: E402
 from svdistill.distill.engine import STAT_KEYS, CoreEngine, LossOptions  # noqa: E402
 from svdistill.distill.engine_torch import TorchEngine  # noqa: E402
 
-from test_distill import (_affine, _block_softmax, _fidelity, _linear, _prelu, _synthetic_feats,  # noqa: E402
+from test_distill import (_affine, _block_softmax, _fidelity, _linear, _prelu,  # noqa: E402
                           _vector)
+from conftest import synthetic_feats  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 
@@ -112,8 +113,8 @@ def test_acceptance_case_on_the_torch_engine(dnn, fixtures_dir, tmp_path, run_cl
     teacher, ft = dnn
     student, _ = svdistill.compress(teacher, rank=24)
     student.write(tmp_path / "student.nnet", binary=True)
-    train = _synthetic_feats(ft, 100, 300, seed=1)
-    unseen = _synthetic_feats(ft, 20, 300, seed=2)
+    train = synthetic_feats(ft, 100, 300, seed=1)
+    unseen = synthetic_feats(ft, 20, 300, seed=2)
     kaldiio.save_ark(str(tmp_path / "train.ark"), train, scp=str(tmp_path / "train.scp"))
     proc = run_cli("distill", "--engine", "torch", "--teacher", fixtures_dir / "dnn.nnet.bin",
                    "--feature-transform", fixtures_dir / "final.feature_transform",
@@ -138,7 +139,7 @@ def test_both_engines_train_the_same_model(dnn):
     """Same data, seed and schedule: the same epochs, and weights equal to float rounding."""
     teacher, ft = dnn
     student, _ = svdistill.compress(teacher, rank=16)
-    feats = _synthetic_feats(ft, 12, 120, seed=3)
+    feats = synthetic_feats(ft, 12, 120, seed=3)
     kw = dict(teachers=teacher, feature_transform=ft, max_epochs=2, minibatch_size=64, momentum=0.5)
     a, ra = distill(student, feats, engine="core", **kw)
     b, rb = distill(student, feats, engine="torch", **kw)
@@ -180,8 +181,8 @@ def test_engine_options_are_checked(kw, message):
 def test_cuda_engine_trains(dnn, precision):
     teacher, ft = dnn
     student, _ = svdistill.compress(teacher, rank=24)
-    feats = _synthetic_feats(ft, 40, 300, seed=1)
-    unseen = _synthetic_feats(ft, 10, 300, seed=2)
+    feats = synthetic_feats(ft, 40, 300, seed=1)
+    unseen = synthetic_feats(ft, 10, 300, seed=2)
     out, rep = distill(student, feats, teachers=teacher, feature_transform=ft, device="cuda",
                        precision=precision, max_epochs=4)
     assert rep.engine == "torch" and rep.device.startswith("cuda") and rep.precision == precision

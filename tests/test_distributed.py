@@ -17,7 +17,8 @@ import svdistill  # noqa: E402
 from svdistill import Component, Model  # noqa: E402
 from svdistill.distill.engine import CoreEngine, LossOptions  # noqa: E402
 
-from test_distill import _fidelity, _synthetic_feats  # noqa: E402
+from test_distill import _fidelity  # noqa: E402
+from conftest import synthetic_feats  # noqa: E402
 from test_distill_torch import _step_case  # noqa: E402
 
 
@@ -88,9 +89,9 @@ def test_acceptance_case_on_two_ranks(fixtures_dir, tmp_path):
     ft = svdistill.read(fixtures_dir / "final.feature_transform")
     student, _ = svdistill.compress(teacher, rank=24)
     student.write(tmp_path / "student.nnet", binary=True)
-    kaldiio.save_ark(str(tmp_path / "train.ark"), _synthetic_feats(ft, 100, 300, seed=1),
+    kaldiio.save_ark(str(tmp_path / "train.ark"), synthetic_feats(ft, 100, 300, seed=1),
                      scp=str(tmp_path / "train.scp"))
-    unseen = _synthetic_feats(ft, 20, 300, seed=2)
+    unseen = synthetic_feats(ft, 20, 300, seed=2)
     proc = _torchrun(["-m", "svdistill", "distill", "--engine", "torch", "--teacher", fixtures_dir / "dnn.nnet.bin",
                       "--feature-transform", fixtures_dir / "final.feature_transform",
                       "--report", tmp_path / "report.json", "--checkpoint-dir", tmp_path / "ck",

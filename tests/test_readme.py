@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 
 import svdistill
+from conftest import synthetic_feats
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -160,21 +161,6 @@ def test_every_block_is_run_or_excused():
 
 # ------------------------------------------------------------------- the user's folder
 
-def _synthetic_feats(ft, n_utt: int, frames: int, seed: int) -> Dict[str, np.ndarray]:
-    """Smooth random 40-dim features that the fixture's CMVN maps to about unit scale."""
-    shift = ft.components[1].params["shift_data"][:40]
-    scale = ft.components[2].params["scale_data"][:40]
-    rng = np.random.default_rng(seed)
-    out = {}
-    for u in range(n_utt):
-        e = rng.normal(size=(frames, 40))
-        z = np.zeros_like(e)
-        for t in range(frames):
-            z[t] = (0.8 * z[t - 1] if t else 0) + 0.6 * e[t]
-        out[f"spk{u // 10}-utt{u:03d}"] = (-shift + z / scale).astype(np.float32)
-    return out
-
-
 @pytest.fixture(scope="module")
 def _user_data(tmp_path_factory, fixtures_dir) -> Path:
     import kaldiio
@@ -183,7 +169,7 @@ def _user_data(tmp_path_factory, fixtures_dir) -> Path:
         (d / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(fixtures_dir / src if isinstance(src, str) else src, d / name)
     ft = svdistill.read(d / "final.feature_transform")
-    train = _synthetic_feats(ft, 40, 150, seed=19)
+    train = synthetic_feats(ft, 40, 150, seed=19, key=lambda seed, u: f"spk{u // 10}-utt{u:03d}")
     kaldiio.save_ark(str(d / "train.ark"), train, scp=str(d / "train.scp"))
     (d / "data" / "train").mkdir(parents=True)
     (d / "data" / "dev").mkdir(parents=True)
