@@ -5,7 +5,7 @@ plain hand-written PyTorch distillation loop, side by side in one run.
 Teacher 440 -> 6 x 2048 (Sigmoid) -> 8000 (Softmax) (--dims), random weights;
 student = svdistill.compress(teacher, rank=256) (--rank). Features: 40-dim raw
 frames in a Kaldi ark (utterances of 300-1000 frames, written with kaldiio),
-feature transform ../shared/fixtures/kaldi-nnet1/final.feature_transform
+feature transform tests/data/kaldi-nnet1/final.feature_transform
 (Splice -5..5 + CMVN, 40 -> 440; an equivalent one is built when the fixture is
 missing). Soft targets at T = 2, SGD on gradients summed over the minibatch
 (Kaldi's semantics), no momentum, learn rate 0.008 (Kaldi's default) at
@@ -95,7 +95,7 @@ def feature_transform(workdir: Path):
     cands = []
     if os.environ.get("SVDISTILL_FIXTURES"):
         cands.append(Path(os.environ["SVDISTILL_FIXTURES"]).expanduser() / FT_FIXTURE)
-    cands.append(common.REPO.parent / "shared" / "fixtures" / "kaldi-nnet1" / FT_FIXTURE)
+    cands.append(common.REPO / "tests" / "data" / "kaldi-nnet1" / FT_FIXTURE)
     for p in cands:
         if p.is_file():
             return svdistill.read(p), str(p)

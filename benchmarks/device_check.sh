@@ -113,7 +113,7 @@ if missing:
 print("all requirements are covered")
 EOF
   echo "== fixtures the tests read -> $FIX_OUT"
-  SRC=${SVDISTILL_FIXTURES:-$REPO/../shared/fixtures/kaldi-nnet1}
+  SRC=${SVDISTILL_FIXTURES:-$REPO/tests/data/kaldi-nnet1}
   rm -rf "$WHL/fixtures"
   mkdir -p "$FIX_OUT"
   "$PY" - "$SRC" "$FIX_OUT" "${TESTS[@]}" tests/conftest.py <<'EOF'
@@ -219,7 +219,7 @@ export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
 if [ -d "$FIX_OUT" ]; then
   export SVDISTILL_FIXTURES=$FIX_OUT
 fi
-echo "   fixtures: ${SVDISTILL_FIXTURES:-../shared/fixtures/kaldi-nnet1 (default)}"
+echo "   fixtures: ${SVDISTILL_FIXTURES:-tests/data/kaldi-nnet1 (default)}"
 
 step environment 60 "$PY" -c '
 import platform, sys

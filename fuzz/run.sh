@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Fuzzes the reader: seeds from ../shared/fixtures (copied into a scratch corpus,
+# Fuzzes the reader: seeds from tests/data/kaldi-nnet1 (copied into a scratch corpus,
 # never into the repo) plus fuzz/regressions/. Usage: fuzz/run.sh [RUNS] [JOBS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS="${1:-1000000}"
 JOBS="${2:-1}"
-FIX="${SVDISTILL_FIXTURES:-$(cd .. && pwd)/shared/fixtures/kaldi-nnet1}"
+FIX="${SVDISTILL_FIXTURES:-$(pwd)/tests/data/kaldi-nnet1}"
 CORPUS="${FUZZ_CORPUS:-/tmp/svdistill-fuzz-corpus}"
 mkdir -p "$CORPUS"
 # Seeds: each fixture model under each of the three delivery modes (first byte).
