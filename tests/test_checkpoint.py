@@ -13,7 +13,6 @@ import svdistill
 from conftest import synthetic_feats
 from svdistill.distill import checkpoint as ckpt_mod
 from svdistill.distill import distill
-
 from test_distill import _clusters
 
 ENGINES = ["core", pytest.param("torch", marks=pytest.mark.skipif(
@@ -95,7 +94,8 @@ def test_sigkill_and_resume_through_the_cli(setup, fixtures_dir, tmp_path, engin
         return [sys.executable, "-m", "svdistill", "distill", "--teacher", str(fixtures_dir / "dnn.nnet.bin"),
                 "--feature-transform", str(fixtures_dir / "final.feature_transform"), "--max-epochs", "6",
                 "--start-halving-impr", "0", "--end-halving-impr", "0", "--momentum", "0.9",
-                "--minibatch-size", "128", "--engine", engine, str(tmp_path / "s.nnet"), f"ark:{tmp_path / 'f.ark'}", str(out), *extra]
+                "--minibatch-size", "128", "--engine", engine, str(tmp_path / "s.nnet"),
+                f"ark:{tmp_path / 'f.ark'}", str(out), *extra]
 
     subprocess.run(cli(tmp_path / "ref.nnet"), check=True, env=env, capture_output=True, timeout=300)
     ck = ["--checkpoint-dir", str(tmp_path / "ck"), "--checkpoint-every", "1000"]
@@ -199,6 +199,7 @@ def test_checkpoints_are_written_as_every_output_and_flushed_whatever_svdistill_
     import fcntl
     import re
     import socket
+
     from svdistill import _core
     host = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname() or "host")[:32]
     folder = tmp_path / "ck"

@@ -19,7 +19,6 @@ import pytest
 import svdistill
 from svdistill import Component, Model
 
-
 # Layer coefficients of the test model: (LearnRateCoef, BiasLearnRateCoef, MaxNorm).
 COEFS = {1: (0.5, 0.25, 2.5), 3: (1.0, 1.0, 0.0), 5: (2.0, 0.0, 0.0)}
 AFFINE = [1, 3, 5]

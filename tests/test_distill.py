@@ -8,11 +8,9 @@ import numpy as np
 import pytest
 
 import svdistill
+from conftest import assert_clean_cli_error, synthetic_feats
 from svdistill import Component, Model, _core
 from svdistill.distill import distill
-
-from conftest import assert_clean_cli_error, synthetic_feats
-
 
 # ----------------------------------------------------------------- helpers
 
@@ -616,6 +614,7 @@ def test_distill_a_large_generated_model(tmp_path, run_cli):
     import sys
 
     import kaldiio
+
     from conftest import BENCH
     gen = BENCH / "gen_nnet.py"
     model = tmp_path / "big.nnet"

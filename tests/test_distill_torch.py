@@ -11,14 +11,12 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import svdistill  # noqa: E402
+from conftest import synthetic_feats  # noqa: E402
 from svdistill import Component, Model  # noqa: E402
 from svdistill.distill import distill  # noqa: E402
 from svdistill.distill.engine import STAT_KEYS, CoreEngine, LossOptions  # noqa: E402
 from svdistill.distill.engine_torch import TorchEngine  # noqa: E402
-
-from test_distill import (_affine, _block_softmax, _fidelity, _linear, _prelu,  # noqa: E402
-                          _vector)
-from conftest import synthetic_feats  # noqa: E402
+from test_distill import _affine, _block_softmax, _fidelity, _linear, _prelu, _vector  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 

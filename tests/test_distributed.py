@@ -14,11 +14,10 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import svdistill  # noqa: E402
+from conftest import synthetic_feats  # noqa: E402
 from svdistill import Component, Model  # noqa: E402
 from svdistill.distill.engine import CoreEngine, LossOptions  # noqa: E402
-
 from test_distill import _fidelity  # noqa: E402
-from conftest import synthetic_feats  # noqa: E402
 from test_distill_torch import _step_case  # noqa: E402
 
 

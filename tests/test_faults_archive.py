@@ -635,6 +635,7 @@ def test_stale_temporaries_are_judged_by_their_lock_not_their_pid(tmp_path):
     a temporary someone holds locked is being written, whatever its pid; one nobody holds is
     stale, even if its pid is alive here."""
     import fcntl
+
     from svdistill.io import atomic_output
     target = tmp_path / "t.nnet"
     host = _host_tag()
@@ -663,6 +664,7 @@ def test_stale_temporaries_are_judged_by_their_lock_not_their_pid(tmp_path):
 
 def test_a_temporary_being_written_is_locked_until_its_rename(tmp_path):
     import fcntl
+
     from svdistill.io import atomic_output
     target = tmp_path / "t.json"
     with atomic_output(target) as tmp:

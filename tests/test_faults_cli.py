@@ -456,8 +456,9 @@ def _scp_copy(tmp_path: Path, fixtures_dir: Path, name: str) -> Path:
 
 
 def _labels_scp(tmp_path: Path) -> Path:
-    from svdistill.archive import read_table
     import kaldiio
+
+    from svdistill.archive import read_table
     keys = [k for k, _ in read_table(f"ark:{tmp_path / 'tr.ark'}")]
     kaldiio.save_ark(str(tmp_path / "al.ark"), {k: np.zeros(50, dtype=np.int32) for k in keys},
                      scp=str(tmp_path / "al.scp"))

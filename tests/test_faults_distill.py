@@ -13,11 +13,10 @@ import numpy as np
 import pytest
 
 import svdistill
+from conftest import assert_clean_cli_error
 from svdistill import Component, Model
 from svdistill.distill import TrainingStopped, distill
 from svdistill.distill.data import cv_by_hash
-
-from conftest import assert_clean_cli_error
 
 ENGINES = ["core", pytest.param("torch", marks=pytest.mark.skipif(
     __import__("importlib").util.find_spec("torch") is None, reason="needs torch"))]

@@ -517,7 +517,8 @@ def test_large_text_matrix_bulk_and_exact_paths_agree(tmp_path):
     split = lines[:690] + [" ".join(toks[:528]), " ".join(toks[528:])] + lines[691:]
     messages = set()
     for end, threads in [("", 1), ("", 2), ("", 5), (" ;", 1)]:
-        with pytest.raises(svdistill.FormatError, match=r"ragged matrix: row 691 has \d+ values, the rows before it have 600") as err:
+        ragged = r"ragged matrix: row 691 has \d+ values, the rows before it have 600"
+        with pytest.raises(svdistill.FormatError, match=ragged) as err:
             read_bits(model_text(split, end), threads)
         messages.add(str(err.value) + end)  # (" ;" moves the row's end one column)
     assert len(messages) == 2, messages

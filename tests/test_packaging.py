@@ -166,7 +166,8 @@ def test_data_skips_fail_where_data_are_required(tmp_path, env, strict):
         assert proc.returncode == 1, proc.stdout + proc.stderr
         # edge_dir and the skipif marker skip in setup (errors), the helper in the call (a failure)
         assert got == {"failed": 1, "error": 2, "skipped": 1, "xfailed": 1}, proc.stdout
-        failed = {ln.split()[1].split("::")[1] for ln in proc.stdout.splitlines() if ln.startswith(("FAILED ", "ERROR "))}
+        failed = {ln.split()[1].split("::")[1] for ln in proc.stdout.splitlines()
+                  if ln.startswith(("FAILED ", "ERROR "))}
         assert failed == {"test_edge_fixture", "test_helper", "test_marker"}, proc.stdout
         assert proc.stdout.count("makes that a failure: Skipped: missing test data: ") >= 3, proc.stdout
         assert "is missing from the reference fixtures" in proc.stdout

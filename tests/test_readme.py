@@ -61,7 +61,8 @@ SUBSTITUTES = {
 # Commands the tests do not run, and why.
 NOT_RUN = {
     "pip": "installs packages: needs a compiler and the network; the tests run in an installed environment",
-    "auditwheel": "repairs a release wheel: needs auditwheel, patchelf and pip wheel's output; .ci/build_wheel.sh runs it",
+    "auditwheel": ("repairs a release wheel: needs auditwheel, patchelf and pip wheel's output; "
+                   ".ci/build_wheel.sh runs it"),
 }
 NOT_RUN_COMMANDS = {
     ("python", "-m", "pytest", "-q"): "the test suite itself",
@@ -355,8 +356,8 @@ def test_python_api_blocks(user_dir, monkeypatch, capsys, one_core_thread):
 
     torch_block = find(README, "python", "from svdistill.torch import")
     try:
-        import torch
         import onnx  # noqa: F401  (export's ONNX format)
+        import torch
     except ImportError as e:
         pytest.skip(f"the svdistill[torch] block needs {e.name}")
     _exec(torch_block, ns)
@@ -390,6 +391,7 @@ def _distill_option(flag: str):
 
 def _subcommands():
     import argparse
+
     from svdistill.cli import build_parser
     parser = build_parser()
     return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices

@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 
 import svdistill
-from svdistill import Component, Model, linalg
-
 from conftest import run_cpp_check
+from svdistill import Component, Model, linalg
 
 
 @pytest.fixture(scope="module")

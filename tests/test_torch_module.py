@@ -20,7 +20,6 @@ torch = pytest.importorskip("torch")
 import svdistill  # noqa: E402
 from svdistill import Component, Model  # noqa: E402
 from svdistill.torch import NnetModule, forward_module, to_module, update_model  # noqa: E402
-
 from test_forward import load_ark  # noqa: E402
 
 REL = 1e-5  # module vs svdistill.forward / nnet-forward: max |diff| <= REL x max |ref| per utterance
