@@ -518,6 +518,21 @@ _INT_ROW = re.compile(rb"\s*(?:" + _INT + rb"\s+)*(?:" + _INT + rb")?\s*")
 _TOKEN = re.compile(rb"\S+")
 
 
+def _strict_row(text: bytes, parse, number: bytes, row: "re.Pattern[bytes]", where: int, what: str):
+    """``parse(text)`` for a row of Kaldi numbers; otherwise a _Bad at the first token that is
+    not a ``number`` (``what`` formats it). Python's float()/int() take Kaldi's syntax and one
+    thing more, '1_0': the regex, slower, runs only when parsing fails or a '_' is there."""
+    if b"_" not in text:
+        try:
+            return parse(text)
+        except ValueError:
+            pass
+    if row.fullmatch(text):
+        return parse(text)
+    at, bad = _first_bad(text, number)
+    raise _Bad(what.format(_preview(bad)), where + at)
+
+
 def _first_bad(text: bytes, number: bytes) -> Tuple[int, bytes]:
     """(offset in ``text``, token) of the first token of ``text`` that is not a ``number``."""
     whole = re.compile(number)
@@ -545,15 +560,8 @@ def _read_text_matrix(inp: _Input, obj: int) -> np.ndarray:
         close = rest.find(b"]")
         part = rest if close < 0 else rest[:close]
         if part.strip():
-            try:
-                # float() takes every number of Kaldi's syntax, and one thing more: '1_0'
-                row = np.array(part.split(), dtype=np.float32)
-                ok = b"_" not in part
-            except ValueError:
-                ok = False
-            if not ok and not _FLOAT_ROW.fullmatch(part):
-                at, bad = _first_bad(part, _FLOAT)
-                raise _Bad(f"row {len(rows)} of the text matrix: {_preview(bad)} is not a number", rest_pos + at)
+            row = _strict_row(part, lambda t: np.array(t.split(), dtype=np.float32), _FLOAT, _FLOAT_ROW,
+                              rest_pos, f"row {len(rows)} of the text matrix: {{}} is not a number")
             if rows and row.size != rows[0].size:
                 if close < 0 and row.size < rows[0].size and not inp.peek_line():
                     # A short last row where the data end: cut off, not ragged.
@@ -601,18 +609,12 @@ def _read_ints(inp: _Input, obj: int) -> np.ndarray:
     if stripped.startswith(b"[") and stripped.endswith(b"]"):  # Kaldi's '[ 1 2 3 ]' form
         lo = line.index(b"[") + 1
         body = b" " * lo + line[lo:line.rindex(b"]")]
-    try:
-        values = [int(t) for t in body.split()]  # int() takes Kaldi's integers, and also '1_0'
-        ok = b"_" not in body
-    except ValueError:
-        ok = False
-    if not ok and not _INT_ROW.fullmatch(body):
-        at, bad = _first_bad(body, _INT)
-        raise _Bad(f"expected integers (pdf ids), found {_preview(bad)}", obj + at)
-    for m, v in zip(_TOKEN.finditer(body), values) if values and not -2**31 <= min(values) <= max(values) < 2**31 \
-            else ():
-        if not -2**31 <= v < 2**31:
-            raise _Bad(f"{v} does not fit a 32-bit integer (pdf ids are int32)", obj + m.start())
+    values = _strict_row(body, lambda t: [int(x) for x in t.split()], _INT, _INT_ROW, obj,
+                         "expected integers (pdf ids), found {}")
+    if values and not -2**31 <= min(values) <= max(values) < 2**31:
+        for m, v in zip(_TOKEN.finditer(body), values):
+            if not -2**31 <= v < 2**31:
+                raise _Bad(f"{v} does not fit a 32-bit integer (pdf ids are int32)", obj + m.start())
     return np.array(values, dtype=np.int32)
 
 
