@@ -87,18 +87,8 @@ def affine_params(m: Model) -> int:
 
 
 @pytest.fixture(scope="module")
-def fx(fixtures_dir) -> Path:
-    return fixtures_dir
-
-
-@pytest.fixture(scope="module")
 def ft_path(fx) -> str:
     return str(fx / "final.feature_transform")
-
-
-@pytest.fixture(scope="module")
-def feats(fx) -> Dict[str, np.ndarray]:
-    return {k: np.asarray(v) for k, v in kaldiio.load_ark(str(fx / "feats.ark"))}
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import gzip
 import os
 import struct
 from pathlib import Path
-from typing import Dict
 
 import kaldiio
 import numpy as np
@@ -18,27 +17,14 @@ import pytest
 
 import svdistill
 from svdistill import Component, Model
+from test_forward import load_ark
 
 # ------------------------------------------------------------------ helpers
-
-
-def load_ark(path) -> Dict[str, np.ndarray]:
-    return {k: np.asarray(v) for k, v in kaldiio.load_ark(str(path))}
-
-
-@pytest.fixture(scope="module")
-def fx(fixtures_dir) -> Path:
-    return fixtures_dir
 
 
 @pytest.fixture(scope="module")
 def tiny(fx) -> str:
     return str(fx / "tiny_mlp.nnet.bin")
-
-
-@pytest.fixture(scope="module")
-def feats(fx) -> Dict[str, np.ndarray]:
-    return load_ark(fx / "feats.ark")
 
 
 def forward_ref(model, feats):
