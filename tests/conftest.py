@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, NoReturn, Optional, Sequence
+from typing import Any, Callable, Dict, NoReturn, Optional, Sequence, Tuple
 
 import pytest
 
@@ -407,3 +407,24 @@ def synthetic_feats(ft, n_utt: int, frames: int, seed: int,
             z[t] = (0.8 * z[t - 1] if t else 0) + 0.6 * e[t]
         out[key(seed, u)] = (-shift + z / scale).astype(np.float32)
     return out
+
+
+def signal_once_accepted(cmd: Sequence[str], sig: int, env: Optional[Dict[str, str]] = None,
+                         timeout: float = 120) -> Tuple[int, str]:
+    """Runs a ``svdistill distill`` command, sends ``sig`` once its table shows an accepted
+    epoch, waits for it: (exit status, everything it wrote on stderr)."""
+    import subprocess
+    proc = subprocess.Popen(list(cmd), stderr=subprocess.PIPE, env=env, text=True)
+    lines = []
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            if "accepted" in line:
+                proc.send_signal(sig)
+                break
+        _, rest = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, "".join(lines) + (rest or "")

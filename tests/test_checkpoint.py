@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import svdistill
-from conftest import synthetic_feats
+from conftest import signal_once_accepted, synthetic_feats
 from svdistill.distill import checkpoint as ckpt_mod
 from svdistill.distill import distill
 from test_distill import _clusters
@@ -99,17 +99,8 @@ def test_sigkill_and_resume_through_the_cli(setup, fixtures_dir, tmp_path, engin
 
     subprocess.run(cli(tmp_path / "ref.nnet"), check=True, env=env, capture_output=True, timeout=300)
     ck = ["--checkpoint-dir", str(tmp_path / "ck"), "--checkpoint-every", "1000"]
-    proc = subprocess.Popen(cli(tmp_path / "out.nnet", *ck), stderr=subprocess.PIPE, env=env, text=True)
-    try:
-        for line in proc.stderr:
-            if "accepted" in line:
-                proc.send_signal(signal.SIGKILL)
-                break
-        proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == -signal.SIGKILL
+    rc, _ = signal_once_accepted(cli(tmp_path / "out.nnet", *ck), signal.SIGKILL, env)
+    assert rc == -signal.SIGKILL
     assert not (tmp_path / "out.nnet").exists()
     done = subprocess.run(cli(tmp_path / "out.nnet", *ck, "--resume"), env=env, capture_output=True, timeout=300)
     assert done.returncode == 0, done.stderr.decode()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import svdistill
-from conftest import assert_clean_cli_error, synthetic_feats
+from conftest import assert_clean_cli_error, signal_once_accepted, synthetic_feats
 from svdistill import Component, Model, _core
 from svdistill.distill import distill
 
@@ -552,7 +552,6 @@ def test_cli_on_kaldi_fixture_archive(dnn, fixtures_dir, tmp_path, run_cli):
 def test_ctrl_c_keeps_the_best_model_so_far(dnn, fixtures_dir, tmp_path):
     import os
     import signal
-    import subprocess
     import sys
 
     import kaldiio
@@ -562,25 +561,12 @@ def test_ctrl_c_keeps_the_best_model_so_far(dnn, fixtures_dir, tmp_path):
     kaldiio.save_ark(str(tmp_path / "f.ark"), synthetic_feats(ft, 60, 300, seed=7))
     out = tmp_path / "o.nnet"
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
-    proc = subprocess.Popen(
+    rc, err = signal_once_accepted(
         [sys.executable, "-m", "svdistill", "distill", "--teacher", str(fixtures_dir / "dnn.nnet.bin"),
          "--feature-transform", str(fixtures_dir / "final.feature_transform"), "--max-epochs", "200",
          "--start-halving-impr", "0", "--end-halving-impr", "0", "--learn-rate", "0.0001",
-         str(tmp_path / "s.nnet"), f"ark:{tmp_path / 'f.ark'}", str(out)],
-        stderr=subprocess.PIPE, env=env, text=True)
-    lines = []
-    try:
-        for line in proc.stderr:
-            lines.append(line)
-            if "accepted" in line:
-                proc.send_signal(signal.SIGINT)
-                break
-        _, rest = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    err = "".join(lines) + rest
-    assert proc.returncode == 130, err
+         str(tmp_path / "s.nnet"), f"ark:{tmp_path / 'f.ark'}", str(out)], signal.SIGINT, env)
+    assert rc == 130, err
     assert "the best model so far (epoch" in err and "svdistill: interrupted" in err, err
     assert "Traceback" not in err
     got = svdistill.read(out)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import svdistill
-from conftest import assert_clean_cli_error
+from conftest import assert_clean_cli_error, signal_once_accepted
 from svdistill import Component, Model
 from svdistill.distill import TrainingStopped, distill
 from svdistill.distill.data import cv_by_hash
@@ -139,25 +139,12 @@ def test_sigterm_keeps_the_best_model(tmp_path):
     model = _cli_problem(tmp_path)
     out = tmp_path / "o.nnet"
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
-    proc = subprocess.Popen(
+    rc, err = signal_once_accepted(
         [sys.executable, "-m", "svdistill", "distill", "--labels", f"ark:{tmp_path / 'ali.ark'}",
          "--max-epochs", "500", "--start-halving-impr", "0", "--end-halving-impr", "0",
          "--learn-rate", "0.0001", "--minibatch-size", "16", "--report", str(tmp_path / "r.json"),
-         str(tmp_path / "s.nnet"), f"ark:{tmp_path / 'f.ark'}", str(out)],
-        stderr=subprocess.PIPE, env=env, text=True)
-    lines = []
-    try:
-        for line in proc.stderr:
-            lines.append(line)
-            if "accepted" in line:
-                proc.send_signal(signal.SIGTERM)
-                break
-        _, rest = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    err = "".join(lines) + rest
-    assert proc.returncode == 128 + signal.SIGTERM, err
+         str(tmp_path / "s.nnet"), f"ark:{tmp_path / 'f.ark'}", str(out)], signal.SIGTERM, env)
+    assert rc == 128 + signal.SIGTERM, err
     assert "the best model so far (epoch" in err and "Traceback" not in err, err
     assert [c.kind for c in svdistill.read(out)] == [c.kind for c in model]
 
