@@ -323,6 +323,13 @@ def test_the_pdnn_binary_is_refused_before_training(tmp_path):
     assert lines == []  # refused before the initial cross-validation
 
 
+def _distill_cli(tmp_path, run_cli, *args):
+    """`svdistill distill` on the small labelled problem, with ``args`` added."""
+    _cli_problem(tmp_path)
+    return run_cli("distill", "--labels", f"ark:{tmp_path / 'ali.ark'}", *args, tmp_path / "s.nnet",
+                   f"ark:{tmp_path / 'f.ark'}", tmp_path / "o.nnet")
+
+
 @pytest.mark.parametrize("args, message", [
     (["--l2-penalty", "-1"], "--l2-penalty must be >= 0, got -1"),
     (["--hard-weight", "2"], "--hard-weight must lie in [0, 1], got 2"),
@@ -339,10 +346,7 @@ def test_the_pdnn_binary_is_refused_before_training(tmp_path):
     (["--checkpoint-every", "100"], "--checkpoint-every needs a checkpoint folder to save into"),
 ])
 def test_cli_says_option_errors_with_its_flags(tmp_path, run_cli, args, message):
-    _cli_problem(tmp_path)
-    proc = run_cli("distill", "--labels", f"ark:{tmp_path / 'ali.ark'}", *args, tmp_path / "s.nnet",
-                   f"ark:{tmp_path / 'f.ark'}", tmp_path / "o.nnet")
-    assert_clean_cli_error(proc, message)
+    assert_clean_cli_error(_distill_cli(tmp_path, run_cli, *args), message)
 
 
 def test_cli_no_training_frames_says_why(tmp_path, run_cli):
@@ -464,8 +468,5 @@ def test_options_that_would_do_nothing_are_refused(kw, message):
     (["--hard-weight", "0.5"], "--hard-weight 0.5 weighs the labels against the soft targets of --teacher"),
 ])
 def test_options_that_would_do_nothing_are_refused_cli(tmp_path, run_cli, args, message):
-    _cli_problem(tmp_path)
-    proc = run_cli("distill", "--labels", f"ark:{tmp_path / 'ali.ark'}", *args, tmp_path / "s.nnet",
-                   f"ark:{tmp_path / 'f.ark'}", tmp_path / "o.nnet")
-    assert_clean_cli_error(proc, message)
+    assert_clean_cli_error(_distill_cli(tmp_path, run_cli, *args), message)
     assert not (tmp_path / "o.nnet").exists()
