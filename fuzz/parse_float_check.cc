@@ -1,4 +1,4 @@
-#include "nnet1/number_format.h"
+#include "nnet1/number_parse.h"
 
 #include <charconv>
 #include <cstdio>
@@ -16,7 +16,7 @@
 // readable memory ends) against a token-by-token parse_float_slow.
 // Built and run by tests/test_number_parser.py (also with -DSVD_NO_MULTIVERSION,
 // the portable row path); by hand:
-//   g++ -O2 -std=c++17 -Icpp fuzz/parse_float_check.cc cpp/nnet1/number_format.cc -o /tmp/pfc && /tmp/pfc 30000000
+//   g++ -O2 -std=c++17 -Icpp fuzz/parse_float_check.cc cpp/nnet1/number_parse.cc -o /tmp/pfc && /tmp/pfc 30000000
 #include <cmath>
 #include <cstdlib>
 

@@ -398,7 +398,8 @@ def test_one_layer_model_with_skip_output_layer_and_no_affine_model(tmp_path):
 def test_feature_transform_without_check_is_refused(fixtures_dir, tmp_path, run_cli, clean_cli_error):
     clean_cli_error(run_cli("compress", "--rank", "4", "--feature-transform", fixtures_dir / "final.feature_transform",
                             fixtures_dir / "tiny_mlp.nnet.txt", tmp_path / "o"),
-                    "--feature-transform is the feature transform of --check, and no --check was given")
+                    "--feature-transform is the feature transform of --calibration and --check, and neither "
+                    "was given")
     assert list(tmp_path.iterdir()) == []
 
 

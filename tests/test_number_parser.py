@@ -7,10 +7,12 @@ from conftest import run_cpp_check
 
 
 def _check_program(tmp_path, source: str, defines, arg: str) -> str:
-    """Build fuzz/SOURCE with cpp/nnet1/number_format.cc, run it with ARG, return its stdout."""
+    """Build fuzz/SOURCE with the core file it checks (parse_float_check.cc: number_parse.cc,
+    format_float_check.cc: number_format.cc), run it with ARG, return its stdout."""
     def no_charconv(stderr: str):
         return "the compiler's library lacks std::from_chars / to_chars for float" if "charconv" in stderr else None
-    return run_cpp_check(tmp_path, [f"fuzz/{source}", "cpp/nnet1/number_format.cc"], [arg],
+    core = "cpp/nnet1/number_parse.cc" if source.startswith("parse") else "cpp/nnet1/number_format.cc"
+    return run_cpp_check(tmp_path, [f"fuzz/{source}", core], [arg],
                          flags=["-O2", *defines], skip_build=no_charconv).stdout
 
 

@@ -218,6 +218,6 @@ def test_portable_row_parser_matches_from_chars(tmp_path, monkeypatch):
     def no_charconv(stderr: str):
         return "the compiler's library lacks std::from_chars / to_chars for float" if "charconv" in stderr else None
     monkeypatch.setenv(ENV, "1")
-    out = run_cpp_check(tmp_path, ["fuzz/parse_float_check.cc", "cpp/nnet1/number_format.cc"], ["300000"],
+    out = run_cpp_check(tmp_path, ["fuzz/parse_float_check.cc", "cpp/nnet1/number_parse.cc"], ["300000"],
                         flags=["-O2"], skip_build=no_charconv).stdout
     assert out.startswith("checked") and "bad 0; rows" in out and out.rstrip().endswith("bad 0")

@@ -7,6 +7,7 @@ namespace svd_py {
 namespace py = pybind11;
 
 void BindErrors(py::module_& m);
+void BindCalibration(py::module_& m);
 void BindComponent(py::module_& m);
 void BindIo(py::module_& m);
 void BindLinalg(py::module_& m);

@@ -88,6 +88,7 @@ PYBIND11_MODULE(_core, m) {
   svd_py::BindLinalg(m);
   svd_py::BindNetwork(m);
   svd_py::BindTrainer(m);
+  svd_py::BindCalibration(m);
   m.attr("have_zlib") = svd::have_zlib();
   // The SIMD paths are decided here, at import, not at the first parse or
   // forward pass: SVDISTILL_PORTABLE set later in the process has no effect.

@@ -1,9 +1,9 @@
 // Minibatch training of an nnet1 network with Kaldi's nnet-train-frmshuff
-// semantics (gradients summed over the frames of a minibatch; per-component
-// learn-rate coefficients; momentum, L2 and MaxNorm as Kaldi applies them),
-// or Adam; and a distillation loss (Hinton, Vinyals, Dean 2015): the
-// student's softmax at temperature T against the teachers' soft targets at T,
-// scaled by T^2, mixed with cross-entropy against labels.
+// semantics or Adam (nn/optimizer.h), against a distillation loss
+// (nn/loss.h). One minibatch is forward, loss, backward, update; the Trainer's
+// members are defined by concept: construction and the minibatch steps in
+// nn/train.cc, the loss in nn/loss.cc, the backward passes in nn/backward.cc,
+// the update rules and their state in nn/optimizer.cc.
 //
 // The student's components are updated in place. Its last component must be a
 // Softmax or BlockSoftmax: the loss works on the logits feeding it (as Kaldi's
@@ -11,44 +11,19 @@
 #pragma once
 
 #include <memory>
+#include <string>
 #include <utility>
 #include <vector>
 
 #include "nn/forward.h"
+#include "nn/loss.h"
+#include "nn/optimizer.h"
 #include "nnet1/component.h"
 
 namespace svd {
 
 // The kinds a student may contain (besides its final softmax).
 bool can_train(Kind kind);
-
-struct OptimizerOptions {
-  bool adam = false;
-  float learn_rate = 0.008f;
-  float momentum = 0.f;  // SGD only
-  float l2 = 0.f;        // SGD: Kaldi's l2-penalty; Adam: decoupled weight decay
-  float beta1 = 0.9f, beta2 = 0.999f, epsilon = 1e-8f;  // Adam only
-};
-
-struct LossOptions {
-  float temperature = 1.f;
-  float hard_weight = 0.f;      // a: the weight of cross-entropy against labels
-  bool average_logits = false;  // several teachers: average their logits, not their soft targets
-};
-
-// Sums over the frames of one or more minibatches.
-struct BatchStats {
-  int64_t frames = 0;
-  double objective = 0;  // (1 - a) T^2 KL(q_T || p_T) + a CE(labels)
-  double kl_t = 0;       // KL(q_T || p_T): teacher vs student at temperature T
-  double kl = 0;         // KL(q_1 || p_1) at temperature 1 (evaluate() only)
-  double hard_ce = 0;    // -log p_1(label) over labelled frames
-  int64_t agree = 0;     // (frame, softmax block) pairs where the arg-maxes agree
-  int64_t blocks = 0;    // (frame, softmax block) pairs compared with a teacher
-  int64_t correct = 0;   // labelled frames where the student's arg-max is the label
-  int64_t labelled = 0;
-  void add(const BatchStats& o);
-};
 
 class Trainer {
  public:
@@ -108,14 +83,19 @@ class Trainer {
   };
   enum class Mode { Update, Gradients };
 
+  // nn/train.cc
   void forward(const float* x, int64_t frames);
   void teacher_logits(const float* x, int64_t frames);
+  std::string label(size_t i) const;
+  // nn/loss.cc
   void soft_targets(float temperature, bool average_logits, MatF& q);
   BatchStats loss(int64_t frames, const int32_t* labels, const LossOptions& lo, bool want_grad, bool want_kl1);
+  // nn/backward.cc
   void backward(const float* x, int64_t frames, Mode mode, const OptimizerOptions& opt, MatF* input_grad);
+  // nn/optimizer.cc
+  static float max_norm_of(const Component& c, int param);
   void update_slot(Slot& s, int64_t frames, const OptimizerOptions& opt, float max_norm);
   float* slot_target(Slot& s, Mode mode, const OptimizerOptions& opt, float* beta);
-  std::string label(size_t i) const;
 
   std::vector<std::shared_ptr<Component>> comps_;  // the student, softmax last
   std::vector<std::shared_ptr<Network>> teachers_;

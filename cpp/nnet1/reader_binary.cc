@@ -4,7 +4,7 @@
 #include <cstring>
 
 #include "nnet1/errors.h"
-#include "nnet1/number_format.h"
+#include "nnet1/number_parse.h"
 #include "nnet1/reader.h"
 #include "nnet1/reader_detail.h"
 

@@ -6,7 +6,7 @@
 #include <thread>
 
 #include "nnet1/errors.h"
-#include "nnet1/number_format.h"
+#include "nnet1/number_parse.h"
 #include "nnet1/reader.h"
 #include "nnet1/reader_detail.h"
 #include "util/threads.h"

@@ -1,5 +1,5 @@
 // Which of the core's own SIMD code paths run. Hot kernels (nn/kernels.cc)
-// and the row parser (nnet1/number_format.cc) are compiled twice on x86-64:
+// and the row parser (nnet1/number_parse.cc) are compiled twice on x86-64:
 // for the baseline (SSE2, what the build targets) and for x86-64-v3 (AVX2,
 // FMA, BMI1/2...). simd_level() is the one decision every dispatch site asks:
 // x86-64-v3 when the CPU (and the OS, for the YMM state) supports all of it,
@@ -12,7 +12,7 @@
 // SVD_NO_MULTIVERSION, and any target but x86-64, build the baseline only.
 //
 // Header-only, so that a file with a dispatch site still builds alone (the
-// number parser's checks in fuzz/ and tests/ compile number_format.cc by
+// number parser's checks in fuzz/ and tests/ compile number_parse.cc by
 // itself); the inline functions' statics are one per program all the same.
 #pragma once
 

@@ -13,6 +13,7 @@ from typing import List, Optional, Tuple
 
 from . import linalg
 from ._core import Error
+from .calibration import DEFAULT_FRAMES as DEFAULT_CALIBRATION_FRAMES
 from .errors import option_text
 from .info import format_info, info
 from .io import ConversionWarning, atomic_output, iter_components, output_target, same_file, write
@@ -107,15 +108,16 @@ def cmd_compress(a: argparse.Namespace) -> int:
     from .compress import compress
     if a.check and (a.input == "-" or a.output == "-"):
         raise Error("--check needs MODEL_IN and MODEL_OUT to be files, not '-'")
-    if a.feature_transform and not a.check:
-        raise Error("--feature-transform is the feature transform of --check, and no --check was given: "
-                    "give --check FEATS_RSPECIFIER too, or leave it out")
-    if a.check:
-        from .archive import parse_rspecifier
-        try:
-            parse_rspecifier(a.check)  # a bad rspecifier is said now, not after the compression
-        except Error as e:
-            raise Error(f"--check {e}") from None
+    if a.feature_transform and not a.check and not a.calibration:
+        raise Error("--feature-transform is the feature transform of --calibration and --check, and neither "
+                    "was given: give one of them too, or leave it out")
+    for flag, spec in (("--check", a.check), ("--calibration", a.calibration)):
+        if spec:
+            from .archive import parse_rspecifier
+            try:
+                parse_rspecifier(spec)  # a bad rspecifier is said now, not after the compression
+            except Error as e:
+                raise Error(f"{flag} {e}") from None
     if a.threads:
         linalg.set_num_threads(a.threads)
     if a.plot:
@@ -125,7 +127,9 @@ def cmd_compress(a: argparse.Namespace) -> int:
         nuclear=a.nuclear, param_budget=a.param_budget, min_gain=a.min_gain, round_to=a.round_to,
         layers=a.layers, skip_output_layer=a.skip_output_layer, split=a.split, method=a.method,
         n_oversamples=a.oversamples, n_iter=a.n_iter, random_state=a.seed, output=a.output,
-        binary=a.binary, dialect=a.dialect, digits=a.digits, spectra=bool(a.plot))
+        binary=a.binary, dialect=a.dialect, digits=a.digits, spectra=bool(a.plot),
+        calibration=a.calibration, feature_transform=a.feature_transform if a.calibration else None,
+        calibration_frames=a.calibration_frames, refine=a.refine)
     print(report.format_table(), file=sys.stderr)
     check = None
     if a.check:
@@ -164,7 +168,12 @@ def cmd_spectrum(a: argparse.Namespace) -> int:
         linalg.set_num_threads(a.threads)
     if a.plot:
         _require_matplotlib()
-    d = spectrum(a.model, layers=a.layers)
+    if a.feature_transform and not a.calibration:
+        raise Error("--feature-transform is the feature transform of --calibration, and no --calibration "
+                    "was given: give --calibration FEATS_RSPECIFIER too, or leave it out")
+    d = spectrum(a.model, layers=a.layers, calibration=a.calibration,
+                 feature_transform=a.feature_transform if a.calibration else None,
+                 calibration_frames=a.calibration_frames)
     if a.json:
         sys.stdout.write(json.dumps(_json_safe(d), indent=1) + "\n")
     else:
@@ -177,23 +186,14 @@ def cmd_spectrum(a: argparse.Namespace) -> int:
 
 def cmd_forward(a: argparse.Namespace) -> int:
     from .forward import forward_archive
+    from .progress import Progress
     if a.threads:
         linalg.set_num_threads(a.threads)
-    tty = sys.stderr.isatty()
-
-    def progress(utts: int, frames: int) -> None:
-        if tty:
-            sys.stderr.write(f"\rforward: {utts} utterances, {frames} frames")
-            sys.stderr.flush()
-
-    try:
+    with Progress("forward", unit="frames") as bar:  # closed (line cleared) before any error message
         n_utt, n_frames = forward_archive(
             a.model, a.feats, a.output, feature_transform=a.feature_transform, no_softmax=a.no_softmax,
             apply_log=a.apply_log, class_frame_counts=a.class_frame_counts, prior_scale=a.prior_scale,
-            progress=progress)
-    finally:
-        if tty:  # an error message must not run on after the progress line
-            sys.stderr.write("\r\033[K")
+            progress=lambda utts, frames: bar.update(frames, f"{utts:,} utterance{'s' if utts != 1 else ''}"))
     print(f"svdistill forward: {n_utt} utterance{'s' if n_utt != 1 else ''}, {n_frames} frames", file=sys.stderr)
     return 0
 
@@ -420,7 +420,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--check", metavar="FEATS_RSPECIFIER",
                    help="afterwards, compare the output with the input on these features "
                         "(as 'svdistill compare'); MODEL_OUT must be a file")
-    g.add_argument("--feature-transform", metavar="FT", help="feature transform for --check")
+    g = pz.add_argument_group("calibration (data-aware truncation)")
+    g.add_argument("--calibration", metavar="FEATS_RSPECIFIER",
+                   help="factor each layer to minimise its output error on these features (whitened SVD; "
+                        "the bias keeps the mean output); the policies then count output energy, and "
+                        "--param-budget compares layers by the model's measured output loss")
+    g.add_argument("--calibration-frames", type=int, default=DEFAULT_CALIBRATION_FRAMES, metavar="N",
+                   help="frames of --calibration used, from its start (default %(default)s)")
+    _add_bool(g, "--refine", "one more pass over --calibration refits each factored layer's out x k factor "
+                             "and bias (least squares) to the input model's outputs on the student's own "
+                             "inputs", default=False)
+    g.add_argument("--feature-transform", metavar="FT",
+                   help="feature transform run first on the --calibration and --check features")
     pz.set_defaults(func=cmd_compress)
 
     ps = sub.add_parser("spectrum", help="singular values per layer and the ranks they imply",
@@ -433,6 +444,12 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--layers", metavar="SPEC",
                     help="component indices as for compress, e.g. 1,3-6 (default: every affine layer)")
     ps.add_argument("--threads", type=int, default=0)
+    ps.add_argument("--calibration", metavar="FEATS_RSPECIFIER",
+                    help="whitened spectra: singular values of W R^T for these features' input "
+                         "covariance at each layer (output energies, as compress --calibration counts them)")
+    ps.add_argument("--calibration-frames", type=int, default=DEFAULT_CALIBRATION_FRAMES, metavar="N",
+                    help="frames of --calibration used, from its start (default %(default)s)")
+    ps.add_argument("--feature-transform", metavar="FT", help="feature transform run first on --calibration")
     ps.set_defaults(func=cmd_spectrum)
 
     pf = sub.add_parser("forward", help="nnet-forward: run a model over a feature archive",
@@ -587,9 +604,10 @@ def _flag_of(parser: argparse.ArgumentParser, command: str, keyword: str) -> str
 
 # Arguments naming files a command reads: model paths, and rspecifiers.
 _INPUTS = ("input", "model", "student", "teacher", "teachers", "feature_transform", "class_frame_counts",
+           "calibration",
            "feats", "check", "labels", "cv_feats", "cv_labels")
 # Those of them that are Kaldi rspecifiers.
-_RSPECIFIERS = ("feats", "check", "labels", "cv_feats", "cv_labels")
+_RSPECIFIERS = ("feats", "check", "labels", "cv_feats", "cv_labels", "calibration")
 # Files a command writes (forward's output is a wspecifier: see _files_of).
 _OUTPUTS = ("output", "report", "plot")
 # Model outputs that may be their input: the input is read in full, or streamed
@@ -767,8 +785,18 @@ def _reader_gone() -> bool:
 
 
 def _stdin_user(parser: argparse.ArgumentParser, a: argparse.Namespace) -> Optional[str]:
-    """Which argument of this command reads standard input (as its help names it), or None."""
+    """Which argument of this command reads standard input (as its help names it), or None.
+    Two that would both read it are an error: the first would take all of it."""
+    users = _stdin_users(parser, a)
+    if len(users) > 1:
+        raise Error(f"{users[0]} and {users[1]} both read standard input; one stream cannot feed both: "
+                    "give one of them a file")
+    return users[0] if users else None
+
+
+def _stdin_users(parser: argparse.ArgumentParser, a: argparse.Namespace) -> List[str]:
     from .archive import _is_std, parse_rspecifier
+    users = []
     for dest in _INPUTS:
         values = getattr(a, dest, None)
         for v in ([] if values is None else values if isinstance(values, list) else [values]):
@@ -780,8 +808,8 @@ def _stdin_user(parser: argparse.ArgumentParser, a: argparse.Namespace) -> Optio
                     continue
             elif v != "-":
                 continue
-            return f"{_flag_of(parser, a.command, dest)} {v}"
-    return None
+            users.append(f"{_flag_of(parser, a.command, dest)} {v}")
+    return users
 
 
 def _check_std_streams(parser: argparse.ArgumentParser, a: argparse.Namespace) -> None:
@@ -829,6 +857,7 @@ def _run(parser: argparse.ArgumentParser, a: argparse.Namespace) -> int:
         from .distill import TrainingStopped
         try:
             _check_std_streams(parser, a)
+            _stdin_user(parser, a)  # two arguments on stdin are refused
             _check_outputs(parser, a)
             rc = a.func(a)
             if sys.stdout is not None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import os
-import sys
 import time
 import warnings
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union, cast
@@ -18,10 +17,12 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union, cast
 import numpy as np
 
 from . import _core
+from . import calibration as _cal
 from .errors import RankError, option_error
 from .io import ComponentStream, PathOrFile, iter_components, write
 from .linalg import _choose_method, _fraction_option, _int_option, _seed, _svd_options
 from .model import Component, Model
+from .progress import Progress
 from .report import CompressReport, LayerReport
 from .selection import LayerPlan, LayerSpec, plan_layers, scan_structure
 
@@ -154,28 +155,6 @@ def _nothing_selected(structure, layers: LayerSpec) -> None:
                                             f"{', '.join(map(str, affine))})", RankError, others=["layers"])
 
 
-class _Progress:
-    """One self-overwriting stderr line, only on a terminal."""
-
-    def __init__(self, total: int, enabled: Optional[bool]) -> None:
-        self.total = total
-        self.on = sys.stderr.isatty() if enabled is None else enabled
-        self.t0 = time.perf_counter()
-
-    def update(self, done: int, what: str) -> None:
-        if self.on and self.total:
-            width = 24
-            fill = int(width * done / self.total)
-            sys.stderr.write(f"\r[{'#' * fill}{'.' * (width - fill)}] {done}/{self.total} "
-                             f"{what[:40]:<40} {time.perf_counter() - self.t0:6.1f}s")
-            sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.on and self.total:
-            sys.stderr.write("\r" + " " * 100 + "\r")
-            sys.stderr.flush()
-
-
 def compress(model: Union[Model, PathOrFile], *,
              rank: Optional[int] = None, ranks: Optional[Sequence[int]] = None,
              rank_fraction: Optional[float] = None, energy: Optional[float] = None,
@@ -186,7 +165,9 @@ def compress(model: Union[Model, PathOrFile], *,
              random_state=0, output: Optional[PathOrFile] = None, binary: Optional[bool] = None,
              dialect: Optional[str] = None, digits: str = "shortest",
              progress: Optional[bool] = None,
-             spectra: bool = False) -> Tuple[Optional[Model], CompressReport]:
+             spectra: bool = False, calibration=None, feature_transform=None,
+             calibration_frames: int = _cal.DEFAULT_FRAMES,
+             refine: bool = False) -> Tuple[Optional[Model], CompressReport]:
     """Replace affine layers by truncated-SVD factor pairs.
 
     Parameters
@@ -233,6 +214,28 @@ def compress(model: Union[Model, PathOrFile], *,
     spectra : bool
         Also compute every selected layer's full spectrum (for plots; costs an
         extra singular-value computation per layer). Stored in ``report.spectra``.
+    calibration : rspecifier, dict or array, optional
+        Features for data-aware truncation (README, "Calibrated compression"):
+        one forward pass of the input model over their first
+        ``calibration_frames`` frames collects each selected layer's input mean
+        and covariance; each layer is then factored to minimise its output error
+        on those inputs (the SVD of W R^T, Sigma + ridge = R^T R, mapped back;
+        the bias absorbs the mean of what is cut). Every policy then works on
+        these whitened spectra: ``energy`` and ``nuclear`` mean output energy;
+        ``param_budget`` compares layers by the loss their truncation adds at the
+        model's output, measured on the first frames. The model is read whole.
+    feature_transform : Model or path, optional
+        Run before the model on the calibration features (Kaldi's
+        ``--feature-transform``).
+    calibration_frames : int
+        Frames of ``calibration`` used, from its start (default 100,000).
+    refine : bool
+        After the whitened truncation, one more pass over the calibration
+        features refits each factored layer's out x k factor and bias in closed
+        form (least squares) so that, fed the student's own inputs, it best
+        reproduces the input model's layer output: it corrects what the layers
+        before have changed. The report's ``output_error`` is then that fit's.
+        Needs ``calibration`` readable twice (not stdin).
 
     Returns
     -------
@@ -262,12 +265,24 @@ def compress(model: Union[Model, PathOrFile], *,
     for name, v in (("n_oversamples", n_oversamples), ("n_iter", n_iter)):
         if v is not None and method == "exact":  # it would be ignored
             raise option_error(name, f"{v} applies to the randomized SVD, and {{method}} is exact", others=["method"])
+    if not isinstance(refine, (bool, np.bool_)):
+        raise option_error("refine", f"must be True or False, got {refine!r}")
+    if calibration is None:
+        for name, given in (("feature_transform", feature_transform is not None),
+                            ("calibration_frames", calibration_frames != _cal.DEFAULT_FRAMES),
+                            ("refine", bool(refine))):
+            if given:  # it would do nothing
+                raise option_error(name, "applies to the {calibration} features, and none were given",
+                                   others=["calibration"])
+    else:
+        calibration_frames = _cal.frames_option(calibration_frames)
     t_start = time.perf_counter()
     seed = _seed(random_state)
 
     in_memory = isinstance(model, Model)
-    if not in_memory and not _rereadable(model):
-        model = _read_all(model)  # stdin or a stream: a second pass needs it in memory
+    if not in_memory and (calibration is not None or not _rereadable(model)):
+        # stdin or a stream: a second pass needs it in memory; calibration runs the whole model
+        model = _read_all(model)
         in_memory = True
     # A Model, or a path (_rereadable): no file object is left.
     structure = scan_structure(cast("Union[Model, str, os.PathLike[str]]", model))
@@ -282,17 +297,30 @@ def compress(model: Union[Model, PathOrFile], *,
         if policy in ("rank", "ranks", "rank_fraction"):
             p.rank = _round(_fixed_rank(p, policy, value, pos), round_to, p)
 
+    cal: Optional[_cal.Calibration] = None
+    if calibration is not None:
+        assert isinstance(model, Model)
+        ft = None if feature_transform is None else (
+            feature_transform if isinstance(feature_transform, Model) else _read_all(feature_transform))
+        with Progress("calibration", unit="frames", enabled=progress) as bar:
+            cal = _cal.collect(model, calibration, [p.index for p in plans], feature_transform=ft,
+                               frames=calibration_frames, progress=bar.update)
+
     if policy == "param_budget":
-        _plan_budget(model, plans, float(value), min_gain, round_to, binary, dialect)  # type: ignore[arg-type]
+        _plan_budget(model, plans, float(value), min_gain, round_to, binary, dialect,  # type: ignore[arg-type]
+                     cal, split, method, n_oversamples, n_iter, seed)
 
     by_index = {p.index: p for p in plans}
     total = len(plans)
-    prog = _Progress(total, progress)
+    prog = Progress("compress", total=total, unit="layers", enabled=progress)
     reports: List[LayerReport] = []
     all_spectra: Dict[int, List[float]] = {}
     params_before = 0
     params_after = 0
     src = _SourceInfo()
+
+    placed: Dict[int, Tuple[int, int]] = {}  # factored layer -> (first position in the output, count)
+    n_out = [0]
 
     def produce() -> Iterator[Component]:
         nonlocal params_before, params_after
@@ -308,23 +336,44 @@ def compress(model: Union[Model, PathOrFile], *,
             plan = by_index.get(idx)
             if plan is None:
                 params_after += _written_params(comp, out_dialect)
+                n_out[0] += 1
                 yield comp
                 continue
             prog.update(len(reports), f"component {idx} {comp.output_dim}x{comp.input_dim}")
             t0 = time.perf_counter()  # the layer's time includes its spectrum
+            white = _Whitened(_finite_weight(comp, plan), cal.layers[idx]) if cal is not None else None
             needs_spectrum = spectra or policy == "nuclear"
-            sv = _core.singular_values(_finite_weight(comp, plan)) if needs_spectrum else None
+            sv = _core.singular_values(_finite_weight(comp, plan) if white is None else white.M) \
+                if needs_spectrum else None
             if spectra:
                 assert sv is not None
                 all_spectra[idx] = sv.tolist()
             rep, new = _compress_one(comp, plan, policy, value, min_gain, round_to, split,
-                                     out_dialect, method, n_oversamples, n_iter, seed, sv, t0)
+                                     out_dialect, method, n_oversamples, n_iter, seed, sv, t0, white)
             reports.append(rep)
             params_after += sum(c.num_params or 0 for c in new)
+            if rep.rank is not None:
+                placed[idx] = (n_out[0], len(new))
+            n_out[0] += len(new)
             yield from new
 
     try:
-        if output is not None:
+        if refine:
+            assert cal is not None
+            comps = list(produce())  # refined before anything is written
+            refined = _cal.refine(cast(Model, model), comps, placed, cal, calibration, calibration_frames)
+            for r in reports:
+                if r.index in refined:
+                    r.output_error = refined[r.index]
+                    r.note = "refined"
+            result = None
+            if output is not None:
+                write(_Stream(iter(comps), src), output, binary=binary, dialect=dialect, digits=digits)
+            else:
+                out_binary = src.binary if binary is None else bool(binary)
+                result = Model(comps, binary=out_binary,
+                               dialect=dialect or ("kaldi" if out_binary else src.dialect), source=None)
+        elif output is not None:
             write(_Stream(produce(), src), output, binary=binary, dialect=dialect, digits=digits)
             result = None
         else:
@@ -340,7 +389,12 @@ def compress(model: Union[Model, PathOrFile], *,
                             options=dict(min_gain=min_gain, round_to=round_to, split=split,
                                          method=method, layers=layers,
                                          skip_output_layer=skip_output_layer, random_state=seed),
-                            spectra=all_spectra)
+                            spectra=all_spectra,
+                            calibration=None if cal is None else dict(
+                                source=cal.source, frames=cal.frames, utterances=cal.utterances,
+                                seconds=cal.seconds, ridge=_core.WHITENING_RIDGE,
+                                feature_transform=None if feature_transform is None or isinstance(
+                                    feature_transform, Model) else os.fspath(feature_transform)))
     return result, report
 
 
@@ -421,12 +475,15 @@ def _compress_one(comp: Component, plan: LayerPlan, policy: str, value, min_gain
                   round_to: int, split: str, dialect: str, method: str,
                   n_oversamples: Optional[int], n_iter: Optional[int],
                   seed: int, sv: Optional[np.ndarray] = None,
-                  t0: Optional[float] = None) -> Tuple[LayerReport, List[Component]]:
+                  t0: Optional[float] = None,
+                  white: Optional["_Whitened"] = None) -> Tuple[LayerReport, List[Component]]:
     t0 = time.perf_counter() if t0 is None else t0
-    W = _finite_weight(comp, plan)
+    W0 = _finite_weight(comp, plan)
+    # Calibrated: every policy works on W R^T, whose spectrum is the output energy.
+    W = W0 if white is None else white.M
     out_dim, in_dim = W.shape
     before = comp.num_params or 0
-    total_energy = float(_core.frobenius_sq(W))
+    total_energy = float(_core.frobenius_sq(W)) if white is None else white.energy
     p, q = _svd_options(n_oversamples, n_iter)
     factors: Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]] = None
     used_method = method
@@ -464,27 +521,78 @@ def _compress_one(comp: Component, plan: LayerPlan, policy: str, value, min_gain
         used_method = _choose_method(method, k, out_dim, in_dim, n_oversamples)
         factors = _core.truncated_svd(W, k, used_method, p, q, seed)[:3]
     s = factors[1]
-    # The factors are an orthogonal projection of W, so this is their exact energy.
+    # The factors are an orthogonal projection of W (W R^T calibrated), so this is their exact energy.
     kept = float(np.sum(np.square(s, dtype=np.float64)))
     retained = kept / total_energy if total_energy > 0 else 1.0
-    new = factor_layer(comp, k, split=split, dialect=dialect, factors=factors)
+    out_err = out_err_plain = None
+    if white is None:
+        new = factor_layer(comp, k, split=split, dialect=dialect, factors=factors)
+        rel_error = float(np.sqrt(max(0.0, 1.0 - retained)))
+    else:
+        new = white.factor(comp, k, factors, split, dialect)
+        first, second = new[0].weight, new[-1].weight
+        assert first is not None and second is not None
+        rel_error = float(np.sqrt(_core.frobenius_sq(W0 - second @ first) / max(_core.frobenius_sq(W0), 1e-300)))
+        Up, sp, Vtp, *_ = _core.truncated_svd(W0, k, _choose_method(method, k, out_dim, in_dim, n_oversamples),
+                                              p, q, seed)
+        out_err, out_err_plain = _cal.output_errors(W0, second, first, white.stats, (Up * sp[None, :], Vtp),
+                                                    white.total)
     after = sum(c.num_params or 0 for c in new)
     return LayerReport(index=plan.index, marker=plan.marker, out=out_dim, inp=in_dim, rank=k,
                        params_before=before, params_after=after, retained_energy=min(retained, 1.0),
-                       rel_error=float(np.sqrt(max(0.0, 1.0 - retained))),
-                       seconds=time.perf_counter() - t0, method=used_method), new
+                       rel_error=rel_error, seconds=time.perf_counter() - t0, method=used_method,
+                       output_error=out_err, output_error_plain=out_err_plain), new
+
+
+class _Whitened:
+    """A layer's weight in the whitened space of its calibration inputs (calibration.py)."""
+
+    def __init__(self, W: np.ndarray, stats: _cal.LayerStats) -> None:
+        self.stats = stats
+        self.wh = stats.whitening()
+        self.M, self.energy = _core.whiten_weight(W, self.wh)
+        # E||W (x - mean)||^2 without the ridge: the output's variation, the errors' scale.
+        self.total = max(float(self.energy) - self.wh.ridge * float(_core.frobenius_sq(W)), 0.0)
+
+    def factor(self, comp: Component, k: int, factors, split: str, dialect: str) -> List[Component]:
+        """The components for the top-k SVD factors (U, s, V^T) of M: V^T mapped back to W's
+        inputs, the bias absorbing the mean of what is cut."""
+        U, s, Vt = factors
+        new = factor_layer(comp, k, split=split, dialect=dialect, factors=(U, s, _core.unwhiten_rows(Vt, self.wh)))
+        first, second = new[0].weight, new[-1].weight
+        assert first is not None and second is not None
+        new[-1].bias = _cal.absorbed_bias(comp, second, first, self.stats.mean)
+        return new
+
+
+#: How calibrated layers are put on one scale under param_budget: "measured" (the
+#: model's output loss with the layer alone truncated, measured at a few ranks),
+#: "relative" (each layer's relative output error weighs alike) or "absolute" (raw
+#: output energies). benchmarks/bench_calibration.py measures all three; the README
+#: says why the first.
+_BUDGET_RULE = "measured"
 
 
 def _plan_budget(model, plans: List[LayerPlan], fraction: float, min_gain: float, round_to: int,
-                 binary: Optional[bool], dialect: Optional[str]) -> None:
+                 binary: Optional[bool], dialect: Optional[str], cal: Optional[_cal.Calibration] = None,
+                 split: str = "sqrt", method: str = "auto", n_oversamples: Optional[int] = None,
+                 n_iter: Optional[int] = None, seed: int = 0) -> None:
     """Pass 1 of --param-budget: spectra of the selected layers, then greedy ranks.
 
     The budget holds for the model as written: every count is in the output's
     dialect (a factored layer's as :func:`factored_params` gives it, every
     other component's as the writer emits it).
+
+    Calibrated, layers are compared by what their truncation costs at the model's
+    output: the loss (KL to the input model's posteriors) with each layer alone
+    truncated is measured on the first calibration frames at ranks 1 and 1/4x..4x
+    those that equal relative output errors would give (:func:`_budget_curves`),
+    and the greedy minimises the sum of those losses, as it minimises the
+    Frobenius error uncalibrated.
     """
     wanted = {p.index: p for p in plans}
     spectra: Dict[int, np.ndarray] = {}
+    totals: Dict[int, float] = {}
     stream = model if isinstance(model, Model) else iter_components(model)
     params_in = 0
     written = []  # (index, count as written) of the components not selected
@@ -494,7 +602,13 @@ def _plan_budget(model, plans: List[LayerPlan], fraction: float, min_gain: float
             out_dialect = _output_dialect(dialect, binary, stream.binary, stream.dialect)
         params_in += comp.num_params or 0
         if idx in wanted:
-            spectra[idx] = _core.singular_values(_finite_weight(comp, wanted[idx]))
+            W = _finite_weight(comp, wanted[idx])
+            if cal is None:
+                spectra[idx] = _core.singular_values(W)
+            else:
+                white = _Whitened(W, cal.layers[idx])
+                spectra[idx] = _core.singular_values(white.M)
+                totals[idx] = white.total
         else:
             written.append(_written_params(comp, out_dialect))
     # Fixed: unselected components and the selected layers' biases, which every
@@ -518,7 +632,61 @@ def _plan_budget(model, plans: List[LayerPlan], fraction: float, min_gain: float
                                            f"{minimum + fixed:,} as written in the {out_dialect} dialect "
                                            f"(rank {k0} in every selected layer that may be factored)",
                            RankError)
-    ranks = _core.budget_ranks([(p.out, p.inp, spectra[p.index].tolist()) for p in plans],
-                               float(budget), float(min_gain), int(k0), per_rank)
+
+    def solve(scale: Dict[int, float]) -> List[int]:  # scale: what one unit of s^2 costs, per layer
+        return [int(k) for k in _core.budget_ranks(
+            [(p.out, p.inp, (spectra[p.index] * np.sqrt(scale[p.index])).tolist()) for p in plans],
+            float(budget), float(min_gain), int(k0), per_rank)]
+
+    if cal is None or _BUDGET_RULE == "absolute":
+        ranks = solve({p.index: 1.0 for p in plans})
+    else:
+        first = solve({p.index: 1.0 / totals[p.index] if totals[p.index] > 0 else 0.0 for p in plans})
+        if _BUDGET_RULE == "relative":
+            ranks = first
+        else:  # measured
+            curves = _budget_curves(model, plans, first, cal, split, out_dialect, method, n_oversamples,
+                                    n_iter, seed)
+            ranks = [int(k) for k in _core.budget_ranks(
+                [(p.out, p.inp, curves[p.index].tolist()) for p in plans],
+                float(budget), float(min_gain), int(k0), per_rank)]
     for p, k in zip(plans, ranks):
-        p.rank = int(k)
+        p.rank = k
+
+
+def _budget_curves(model: Model, plans: List[LayerPlan], ranks: List[int], cal: _cal.Calibration,
+                   split: str, dialect: str, method: str, n_oversamples: Optional[int],
+                   n_iter: Optional[int], seed: int) -> Dict[int, np.ndarray]:
+    """Per layer, a pseudo-spectrum whose tail sums are the measured output loss of that
+    layer alone truncated at rank k (linear between ranks 1 and 1/4x .. 4x the
+    equal-relative-error rank, monotone; 0 at full rank)."""
+    p_, q_ = _svd_options(n_oversamples, n_iter)
+    grids = {}
+    keyed = {}
+    for p, k in zip(plans, ranks):
+        comp = model.components[p.index - 1]
+        W = _finite_weight(comp, p)
+        full = min(p.out, p.inp)
+        if k <= 0:
+            k = max(1, (p.out * p.inp - 1) // (p.out + p.inp + _PER_RANK[dialect]) // 2)
+        grid = sorted({1} | {min(full, max(1, int(round(k * f)))) for f in (0.25, 0.5, 1, 2, 4)})
+        grid = [g for g in grid if g < full]
+        grids[p.index] = grid
+        white = _Whitened(W, cal.layers[p.index])
+        kmax = max(grid) if grid else 1
+        U, s, Vt = _core.truncated_svd(white.M, kmax, _choose_method(method, kmax, p.out, p.inp, n_oversamples),
+                                       p_, q_, seed)[:3]
+        for g in grid:
+            new = white.factor(comp, g, (U[:, :g], s[:g], Vt[:g]), split, dialect)
+            keyed[(p.index, g)] = new
+    losses = _cal.layer_losses(model, cal, keyed)
+    out = {}
+    for p in plans:
+        full = min(p.out, p.inp)
+        pts = [(g, losses[(p.index, g)]) for g in grids[p.index]] + [(full, 0.0)]
+        ks = np.arange(1, full + 1)
+        L = np.interp(ks, [x for x, _ in pts], [y for _, y in pts])
+        L = np.minimum.accumulate(L)  # more rank never costs more
+        d = np.maximum(-np.diff(L), 0.0)
+        out[p.index] = np.sqrt(np.concatenate([[L[0]], d]))
+    return out

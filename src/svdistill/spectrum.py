@@ -6,9 +6,10 @@ from typing import Any, Dict, List, Sequence
 import numpy as np
 
 from . import _core
+from .calibration import DEFAULT_FRAMES, collect, frames_option
 from .compress import _PER_RANK
 from .errors import option_error
-from .io import iter_components
+from .io import iter_components, read
 from .linalg import _fraction_option
 from .model import Model
 from .selection import LayerSpec, plan_layers, scan_structure
@@ -18,7 +19,8 @@ FRACTIONS = (0.5, 0.8, 0.9, 0.95, 0.99)
 
 
 def spectrum(model, *, layers: LayerSpec = None,
-             fractions: Sequence[float] = FRACTIONS) -> Dict[str, Any]:
+             fractions: Sequence[float] = FRACTIONS, calibration=None, feature_transform=None,
+             calibration_frames: int = DEFAULT_FRAMES) -> Dict[str, Any]:
     """Per affine layer: all singular values and the ranks needed for each energy fraction.
 
     Streams the model (one layer in memory at a time) and writes nothing.
@@ -34,6 +36,13 @@ def spectrum(model, *, layers: LayerSpec = None,
         largest rank that still saves parameters as compress writes the layer in
         the model's own dialect: k(out+in) < out*in, or k(out+in+1) < out*in
         for PDNN, whose first factor has a zero bias); ``dialect``: that dialect.
+
+    With ``calibration`` (features, and ``feature_transform``, ``calibration_frames``
+    as :func:`svdistill.compress` takes them) the spectra are the whitened ones,
+    the singular values of W R^T: each one squared is the output energy on those
+    features that dropping it costs, and the energy ranks count output energy, as
+    ``compress(..., calibration=...)`` does. Then ``calibration`` in the result
+    says on how many frames. The model is read whole.
     """
     try:
         fr = None if isinstance(fractions, (str, bytes)) else list(fractions)
@@ -42,8 +51,23 @@ def spectrum(model, *, layers: LayerSpec = None,
     if not fr:
         raise option_error("fractions", f"must be a non-empty list of numbers in (0, 1], got {fractions!r}")
     fractions = [_fraction_option("fractions", f) for f in fr]
+    if calibration is None:
+        for name, given in (("feature_transform", feature_transform is not None),
+                            ("calibration_frames", calibration_frames != DEFAULT_FRAMES)):
+            if given:
+                raise option_error(name, "applies to the {calibration} features, and none were given",
+                                   others=["calibration"])
+    else:
+        calibration_frames = frames_option(calibration_frames)
+        if not isinstance(model, Model):
+            model = read(model)
     structure = scan_structure(model)
     plans = {p.index: p for p in plan_layers(structure, layers, False)}
+    cal = None
+    if calibration is not None:
+        ft = None if feature_transform is None else (
+            feature_transform if isinstance(feature_transform, Model) else read(feature_transform))
+        cal = collect(model, calibration, sorted(plans), feature_transform=ft, frames=calibration_frames)
     out: List[Dict[str, Any]] = []
     stream = model if isinstance(model, Model) else iter_components(model)
     dialect = "kaldi"
@@ -56,9 +80,13 @@ def spectrum(model, *, layers: LayerSpec = None,
         assert W is not None  # plans name AffineTransforms only
         if not np.isfinite(W).all():
             raise _core.Error(f"component {idx} {comp.marker}: the weight matrix has nan/inf entries")
-        s = _core.singular_values(W)
+        if cal is None:
+            s = _core.singular_values(W)
+            total = float(_core.frobenius_sq(W))  # as compress --energy counts it
+        else:
+            M, total = _core.whiten_weight(W, cal.layers[idx].whitening())
+            s = _core.singular_values(M)
         sl = s.tolist()
-        total = float(_core.frobenius_sq(W))  # as compress --energy counts it
         o, i = comp.output_dim, comp.input_dim
         out.append({
             "index": idx, "marker": comp.marker, "out": o, "in": i,
@@ -67,7 +95,11 @@ def spectrum(model, *, layers: LayerSpec = None,
             "nuclear_ranks": {str(f): int(_core.nuclear_rank(sl, float(f))) for f in fractions},
             "break_even_rank": int((o * i - 1) // (o + i + _PER_RANK[dialect])),
         })
-    return {"layers": out, "fractions": [float(f) for f in fractions], "dialect": dialect}
+    d = {"layers": out, "fractions": [float(f) for f in fractions], "dialect": dialect}
+    if cal is not None:
+        d["calibration"] = {"source": cal.source, "frames": cal.frames, "utterances": cal.utterances,
+                            "seconds": cal.seconds}
+    return d
 
 
 def format_spectrum(d: Dict[str, Any]) -> str:
@@ -80,6 +112,8 @@ def format_spectrum(d: Dict[str, Any]) -> str:
         lines.append(f"{L['index']:>4}  {str(L['out']) + 'x' + str(L['in']):>11}  " +
                      "  ".join(f"{L['energy_ranks'][str(f)]:>6}" for f in fr) +
                      f"  {L['break_even_rank']:>5}  {s[0] if s else 0:>9.4g}")
-    lines.append("E<f>: smallest rank keeping that fraction of sum(s^2); even: largest rank that "
-                 "still saves parameters")
+    c = d.get("calibration")
+    lines.append("E<f>: smallest rank keeping that fraction of sum(s^2)"
+                 + (f" (whitened: output energy on {c['frames']:,} frames of {c['source']})" if c else "")
+                 + "; even: largest rank that still saves parameters")
     return "\n".join(lines)

@@ -37,11 +37,12 @@ from ..errors import Error, option_error
 from ..forward import ModelLike, _load
 from ..io import PathOrFile, check_write_options, output_target, write
 from ..model import Model
+from ..progress import Progress
 from .checkpoint import Checkpoints, data_fingerprint, model_fingerprint
 from .data import Data, FeatsLike, LabelsLike, Source, load_labels
 from .distributed import Dist
 from .engine import CoreEngine, LossOptions
-from .report import DistillReport, EpochReport, _Progress
+from .report import DistillReport, EpochReport
 from .schedule import ScheduleOptions, run
 
 if TYPE_CHECKING:  # imported when the torch engine is asked for: it imports torch
@@ -330,8 +331,8 @@ def distill(student: ModelLike, feats: FeatsLike, *,
                 raise option_error("checkpoint_dir", f"{checkpoint_dir} already holds checkpoints of a run: give "
                                                      "{resume} to continue it, or another (or an empty) folder",
                                    others=["resume"])
-        out = run(eng, data, sched, _Progress(progress if writer else False), emit, checkpoints=ckpt,
-                  resume=bool(resume), checkpoint_every=int(checkpoint_every))
+        out = run(eng, data, sched, Progress(unit="frames", enabled=progress if writer else False), emit,
+                  checkpoints=ckpt, resume=bool(resume), checkpoint_every=int(checkpoint_every))
 
         result = Model(eng.result(), binary=t_model.binary, dialect=t_model.dialect, source=t_model.source)
         report = DistillReport(epochs=out.epochs, best_epoch=out.best_epoch, stopped=out.stopped,

@@ -1,9 +1,7 @@
-"""The per-epoch table of :func:`svdistill.distill`, its summary, and the progress line."""
+"""The per-epoch table of :func:`svdistill.distill` and its summary."""
 from __future__ import annotations
 
 import dataclasses
-import sys
-import time
 from typing import Any, Dict, List, Optional
 
 #: Kaldi's nnet-train-frmshuff accepts alignments up to this many frames longer or shorter.
@@ -132,24 +130,3 @@ def _row(e: EpochReport) -> str:
             f"{_pct(e.cv_agreement):>8} {_pct(e.cv_accuracy):>8} "
             f"{'-' if fps is None else f'{fps:,.0f}':>9} "
             f"{'-' if e.wait_share is None else f'{e.wait_share:.0%}':>5}  {result}")
-
-
-class _Progress:
-    """Frames done and frames/s on one self-overwriting stderr line (terminals only)."""
-
-    def __init__(self, enabled: Optional[bool]) -> None:
-        self.on = sys.stderr.isatty() if enabled is None else enabled
-        self.last = 0.0
-
-    def update(self, what: str, frames: int, t0: float) -> None:
-        now = time.perf_counter()
-        if self.on and now - self.last > 0.2:
-            self.last = now
-            fps = frames / max(now - t0, 1e-9)
-            sys.stderr.write(f"\r{what}: {frames:,} frames, {fps:,.0f} frames/s   ")
-            sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.on:
-            sys.stderr.write("\r" + " " * 72 + "\r")
-            sys.stderr.flush()

@@ -19,8 +19,9 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from ..errors import Error, option_error
+from ..progress import Progress
 from .data import Data, concat_labels, minibatches
-from .report import EpochReport, _header, _Progress, _row
+from .report import EpochReport, _header, _row
 
 #: An epoch is abandoned when the training objective per frame, averaged over the last
 #: DIVERGE_WINDOW minibatches, exceeds DIVERGE_FACTOR x the initial CV objective (or is
@@ -142,7 +143,7 @@ class Position:
     wait: float
 
 
-def run(engine, data: Data, o: ScheduleOptions, bar: _Progress, emit: Callable[[str], None],
+def run(engine, data: Data, o: ScheduleOptions, bar: Progress, emit: Callable[[str], None],
         checkpoints=None, resume: bool = False, checkpoint_every: int = 0) -> Outcome:
     """Train ``engine``'s student on ``data`` until the schedule stops; the engine ends
     holding the best model's parameters. With ``checkpoints``, the state is saved
@@ -160,7 +161,7 @@ def run(engine, data: Data, o: ScheduleOptions, bar: _Progress, emit: Callable[[
             engine.add(total, engine.evaluate(engine.concat(xs), None if y is None else engine.labels(y)))
             pending.clear()
 
-        t0 = time.perf_counter()
+        bar.start("cross-validation")
         frames = _frames(engine, data, "cv")
         try:
             for x, y in frames:
@@ -169,7 +170,7 @@ def run(engine, data: Data, o: ScheduleOptions, bar: _Progress, emit: Callable[[
                 if n >= CV_CHUNK:
                     flush()
                     done += n
-                    bar.update("cross-validation", done, t0)
+                    bar.update(done)
                     n = 0
         finally:
             frames.close()
@@ -212,6 +213,7 @@ def run(engine, data: Data, o: ScheduleOptions, bar: _Progress, emit: Callable[[
             if len(recent) == DIVERGE_WINDOW and sum(recent) / DIVERGE_WINDOW > st.limit:
                 raise _Diverged(nonfinite=False)
 
+        bar.start(f"epoch {epoch}")
         t0 = time.perf_counter()
         frames = _frames(engine, data, "train", epoch)
         try:
@@ -223,7 +225,7 @@ def run(engine, data: Data, o: ScheduleOptions, bar: _Progress, emit: Callable[[
                 if len(pending) >= engine.check_every:
                     check(pending)
                 if b % 16 == 0:
-                    bar.update(f"epoch {epoch}", done, t0)
+                    bar.update(done)
                 if next_save is not None and done >= next_save:
                     check(pending)
                     so_far = engine.read(total)
