@@ -702,10 +702,8 @@ def test_param_budget_with_a_component_after_the_layers_that_cannot_run(foo):
                foo])
     X = rng.standard_normal((50, 30)).astype(np.float32)
     svdistill.compress(m, rank=1, layers=[1], calibration=X)  # works: only component 1's inputs needed
-    try:
+    with pytest.raises(svdistill.Error, match="param_budget"):
         svdistill.compress(m, param_budget=0.5, layers=[1], calibration=X)
-    except svdistill.Error as e:
-        assert "param_budget" in str(e), str(e)
 
 
 def test_missing_calibration_file(fixtures_dir, run_cli, clean_cli_error, tmp_path):
@@ -756,3 +754,33 @@ def test_model_and_calibration_both_on_stdin(fixtures_dir, run_cli, clean_cli_er
     proc = run_cli("compress", "--rank", "4", "--calibration", "ark:-", "-", tmp_path / "o.nnet",
                    input=(fixtures_dir / "tiny_mlp.nnet.bin").read_bytes())
     clean_cli_error(proc, "both read standard input")
+
+
+def test_refine_with_calibration_on_stdin_is_refused_before_any_work(fixtures_dir, run_cli, clean_cli_error,
+                                                                     tmp_path):
+    """refine reads the features once more per layer: stdin cannot be, and the error says so first."""
+    out = tmp_path / "o.nnet"
+    proc = run_cli("compress", "--rank", "4", "--calibration", "ark:-", "--refine",
+                   fixtures_dir / "tiny_mlp.nnet.bin", out, input=(fixtures_dir / "feats.ark").read_bytes())
+    clean_cli_error(proc, "--refine reads the --calibration features again", "stdin cannot be read twice")
+    assert not out.exists()
+    with pytest.raises(svdistill.Error, match=r"refine reads the calibration features again"):
+        svdistill.compress(str(fixtures_dir / "tiny_mlp.nnet.bin"), rank=4, calibration="ark:-", refine=True)
+
+
+def test_refine_brings_the_fixture_dnn_closer_to_its_teacher(budget_pair, dnn, ft, feats_spec):
+    """--refine refits each out x k factor on the student's own inputs, layer by layer: the
+    structure and parameter count stay, and the model ends closer to its teacher (measured:
+    KL 0.0023 -> 0.0019 at a third of the parameters)."""
+    (cal_model, rep), _ = budget_pair
+    refined, rrep = svdistill.compress(dnn, param_budget=0.3, calibration=feats_spec, feature_transform=ft,
+                                       refine=True)
+    assert [(c.kind, c.input_dim, c.output_dim) for c in refined] == \
+        [(c.kind, c.input_dim, c.output_dim) for c in cal_model]
+    assert rrep.params_after == rep.params_after
+    assert all(L.note == "refined" for L in rrep.layers if L.rank is not None)
+    kl = svdistill.compare(dnn, cal_model, feats_spec, feature_transform=ft)["kl"]
+    kl_refined = svdistill.compare(dnn, refined, feats_spec, feature_transform=ft)["kl"]
+    assert kl_refined < 0.95 * kl, (kl_refined, kl)
+    with pytest.raises(svdistill.Error, match=r"refine applies to the calibration features"):
+        svdistill.compress(dnn, rank=4, refine=True)

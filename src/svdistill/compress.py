@@ -276,6 +276,11 @@ def compress(model: Union[Model, PathOrFile], *,
                                    others=["calibration"])
     else:
         calibration_frames = _cal.frames_option(calibration_frames)
+        from .distill.data import _is_stdin  # (distill imports this module)
+        if refine and isinstance(calibration, str) and _is_stdin(calibration):
+            raise option_error("refine", "reads the {calibration} features again for each layer, and stdin "
+                                         "cannot be read twice: give a file, an scp or 'ark:COMMAND |'",
+                               others=["calibration"])
     t_start = time.perf_counter()
     seed = _seed(random_state)
 
