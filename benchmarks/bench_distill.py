@@ -206,7 +206,7 @@ def run_engine(engine, device, precision, mb, ark, teacher, student, ft, cv_frac
     import torch
     set_tf32(torch, precision == "tf32")
     t = time.perf_counter()
-    _, rep = svdistill.distill(student, f"ark:{ark['path']}", teachers=teacher, feature_transform=ft,
+    _, rep = svdistill.distill(student, f"ark:{ark['path']}", teacher=teacher, feature_transform=ft,
                                engine=engine, device=device if engine == "torch" else None,
                                precision=precision, minibatch_size=mb, max_epochs=1, cv_fraction=cv_fraction,
                                learn_rate=learn_rate(mb), temperature=T, progress=False)

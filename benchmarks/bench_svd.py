@@ -6,8 +6,8 @@ Matrices: 2048x2048, 4096x4096 and 8000x2048 float32 from gen_nnet.py's
 random_lowrank_matrix (realistic DNN-layer spectra, seeded); ranks k = 128, 256, 512.
 
 Methods (library defaults unless stated):
-  svdistill            svdistill.linalg.truncated_svd(A, k, method="randomized", random_state=0)
-  svdistill fast       the same with n_iter=1, n_oversamples=k
+  svdistill            svdistill.linalg.truncated_svd(A, k, method="randomized", seed=0)
+  svdistill fast       the same with n_iter=1, oversamples=k
   sklearn              sklearn.utils.extmath.randomized_svd(A, n_components=k, random_state=0)
   torch                torch.svd_lowrank(torch.from_numpy(A), q=k, niter=4)  (q includes no
                        oversampling; run as given)
@@ -169,9 +169,9 @@ def run_all(a, sizes, ks) -> Dict[str, Any]:
                 return u.numpy(), s.numpy(), v.numpy().T
 
             methods: Dict[str, Callable[[], Any]] = {
-                SVD: lambda k=k: linalg.truncated_svd(A, k, method="randomized", random_state=0),
+                SVD: lambda k=k: linalg.truncated_svd(A, k, method="randomized", seed=0),
                 FAST: lambda k=k: linalg.truncated_svd(A, k, method="randomized", n_iter=1,
-                                                       n_oversamples=k, random_state=0),
+                                                       oversamples=k, seed=0),
                 SKL: lambda k=k: randomized_svd(A, n_components=k, random_state=0),
                 TORCH: torch_svd,
             }

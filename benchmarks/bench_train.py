@@ -12,7 +12,7 @@ reduction="sum" and torch.optim.SGD, which applies momentum the same way):
             --rank), trained on the full teacher's soft targets at T = 2:
             teacher forward + student forward/backward/update per minibatch
 
-  svdistill   _core.Trainer.train(x, labels, ...)   (one call per minibatch)
+  svdistill   _core.Trainer.train(x, labels, opts) (one call per minibatch)
   torch       nn.Sequential(Linear, Sigmoid, ...), loss.backward(), SGD.step()
 
 Before timing, one minibatch step is taken by both from the same weights and
@@ -36,6 +36,7 @@ import numpy as np  # noqa: E402
 import svdistill  # noqa: E402
 from svdistill import _core  # noqa: E402
 from common import random_mlp, torch_sequential, goal, md_table, median  # noqa: E402
+from svdistill.distill.engine import train_options  # noqa: E402
 
 T = 2.0
 
@@ -57,10 +58,11 @@ def setup(job, teacher, student, lr, momentum, batch, rng):
     net = torch_sequential(trained)
     tnet = torch_sequential(teacher).eval() if job == "distill" else None
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum)
+    ours_opts = train_options(learn_rate=lr, momentum=momentum, temperature=T)
 
     if job == "labels":
         def ours():
-            tr.train(x, y, learn_rate=lr, momentum=momentum)
+            tr.train(x, y, ours_opts.optimizer, ours_opts.loss)
 
         def theirs():
             loss = torch.nn.functional.cross_entropy(net(xt), yt, reduction="sum")
@@ -69,7 +71,7 @@ def setup(job, teacher, student, lr, momentum, batch, rng):
             opt.step()
     else:
         def ours():
-            tr.train(x, None, learn_rate=lr, momentum=momentum, temperature=T)
+            tr.train(x, None, ours_opts.optimizer, ours_opts.loss)
 
         def theirs():
             with torch.no_grad():

@@ -156,7 +156,7 @@ def run(seed: int, out: str, verbose: bool, budgets=BUDGETS, train=TRAIN) -> dic
             compressed.write(name + ".nnet", binary=True)
             row[b, kind] = score(compressed)
 
-            distilled, _ = svdistill.distill(compressed, feats, teachers=teacher, feature_transform=ft,
+            distilled, _ = svdistill.distill(compressed, feats, teacher=teacher, feature_transform=ft,
                                              log=log, **train)
             distilled.write(name + ".distilled.nnet", binary=True)
             row[b, kind + "+kd"] = score(distilled)

@@ -34,7 +34,7 @@ def setup(fixtures_dir):
 
 def _kw(setup, **more):
     teacher, ft, _, _ = setup
-    return {**dict(teachers=teacher, feature_transform=ft, max_epochs=4, minibatch_size=64, momentum=0.5,
+    return {**dict(teacher=teacher, feature_transform=ft, max_epochs=4, minibatch_size=64, momentum=0.5,
                    randomizer_size=500, start_halving_impr=0.5), **more}
 
 
@@ -132,7 +132,7 @@ def test_resume_refuses_other_options_or_data(setup, tmp_path):
     with pytest.raises(svdistill.Error, match="resume is set, but .* holds no checkpoint"):
         distill(student, feats, resume=True, **{**kw, "checkpoint_dir": str(tmp_path / "empty")})
     with pytest.raises(svdistill.Error, match="resume needs a checkpoint folder"):
-        distill(student, feats, resume=True, max_epochs=1, teachers=setup[0], feature_transform=setup[1])
+        distill(student, feats, resume=True, max_epochs=1, teacher=setup[0], feature_transform=setup[1])
 
 
 def test_a_corrupt_checkpoint_falls_back_then_is_a_clear_error(setup, tmp_path):

@@ -621,7 +621,7 @@ def test_binary_in_binary_out(model, paths, spectra, tmp_path):
 
 
 @pytest.mark.parametrize("kw", [dict(rank=16), dict(energy=0.9), dict(nuclear=0.8), dict(rank_fraction=0.25),
-                                dict(param_budget=0.5), dict(rank=16, method="randomized", random_state=5)])
+                                dict(param_budget=0.5), dict(rank=16, method="randomized", seed=5)])
 def test_streaming_equals_in_memory(model, paths, tmp_path, kw):
     p = tmp_path / "o.txt"
     res, rep_s = svdistill.compress(paths["text"], output=p, **kw)
@@ -644,9 +644,9 @@ def test_file_object_input(paths, model):
 
 
 def test_seed_changes_randomized_factors(model):
-    a, _ = svdistill.compress(model, rank=16, layers="3", method="randomized", random_state=1)
-    b, _ = svdistill.compress(model, rank=16, layers="3", method="randomized", random_state=1)
-    c, _ = svdistill.compress(model, rank=16, layers="3", method="randomized", random_state=2)
+    a, _ = svdistill.compress(model, rank=16, layers="3", method="randomized", seed=1)
+    b, _ = svdistill.compress(model, rank=16, layers="3", method="randomized", seed=1)
+    c, _ = svdistill.compress(model, rank=16, layers="3", method="randomized", seed=2)
     assert bits_equal(a[2].weight, b[2].weight)
     assert not np.array_equal(a[2].weight, c[2].weight)
 
@@ -822,7 +822,7 @@ def test_cli_matches_api_with_modifiers(model, paths, tmp_path, run_cli):
     linalg.set_num_threads(1)
     try:
         api, rep = svdistill.compress(model, rank=6, split="left", round_to=4, min_gain=0.1, layers="1,3,5",
-                                      skip_output_layer=True, method="randomized", random_state=9)
+                                      skip_output_layer=True, method="randomized", seed=9)
     finally:
         linalg.set_num_threads(n)
     assert ranks_of(rep) == {1: 8, 3: 8}
@@ -847,7 +847,7 @@ def test_compress_independent_of_thread_count(fixtures_dir):
         for t in (1, 2):
             linalg.set_num_threads(t)
             res.append(svdistill.compress(fixtures_dir / "dnn.nnet.bin", rank=32, method="randomized",
-                                          random_state=4)[0])
+                                          seed=4)[0])
     finally:
         linalg.set_num_threads(n)
     # Bits may differ with the thread count (BLAS summation order); the models agree to rounding.
@@ -879,3 +879,90 @@ def test_cli_compress_check_runs_compare(tmp_path, fixtures_dir):
     bad = subprocess.run([sys.executable, "-m", "svdistill", "compress", "--rank", "32", "-",
                           str(out), "--check", "ark:x.ark"], capture_output=True, text=True, input="")
     assert bad.returncode == 2 and bad.stderr.startswith("svdistill: error:")
+
+
+# -- compress as one core operation ------------------------------------------------------
+
+def _count_core_calls(monkeypatch, fn):
+    """Runs fn() and returns the calls into svdistill._core it made: module functions,
+    methods of the core's objects, and constructors of its classes (counted by a Python
+    __init__ that forwards to the core's). Attribute reads and writes are not counted."""
+    from svdistill import _core
+    classes = tuple(v for v in vars(_core).values() if isinstance(v, type) and v.__module__ == _core.__name__
+                    and not issubclass(v, BaseException))
+    calls = []
+    for cls in classes:
+        def counting_init(self, *a, __init=cls.__init__, __name=cls.__name__, **k):
+            calls.append(__name)
+            __init(self, *a, **k)
+
+        monkeypatch.setattr(cls, "__init__", counting_init)
+
+    def profile(frame, event, arg):
+        if event == "c_call" and (getattr(arg, "__module__", None) == _core.__name__
+                                  or isinstance(getattr(arg, "__self__", None), classes)):
+            calls.append(arg.__name__)
+
+    sys.setprofile(profile)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+    return calls
+
+
+@pytest.mark.parametrize("to_file", [True, False])
+def test_fixture_dnn_at_rank_32_needs_at_most_30_calls_into_the_core(fx, tmp_path, monkeypatch, to_file):
+    src = fx / "dnn.nnet.txt"
+    out = tmp_path / "o.nnet"
+    calls = _count_core_calls(monkeypatch, lambda: svdistill.compress(src, rank=32, output=out if to_file else None))
+    assert "compress_layer" in calls or "compress_stream" in calls, calls  # the counter sees the core
+    assert "RankPolicy" in calls, calls  # and its constructors
+    assert len(calls) <= 30, sorted(calls)
+
+
+@pytest.mark.filterwarnings("ignore::svdistill.io.ConversionWarning")  # PDNN output of non-default coefficients
+def test_the_streaming_compressor_writes_what_the_python_loop_writes(paths, tmp_path):
+    # A path in and a path out run in the core in one pass; a Model in runs layer by layer.
+    for name, kw in (("text", dict(rank=12)), ("bin", dict(energy=0.8, round_to=4)),
+                     ("pdnn", dict(rank_fraction=0.3, split="left")), ("text", dict(nuclear=0.7, dialect="pdnn")),
+                     ("bin", dict(ranks=[8, 90, 4], min_gain=0.2, spectra=True))):
+        streamed = tmp_path / f"s-{name}"
+        _, rep_s = svdistill.compress(paths[name], output=streamed, **kw)
+        m, rep_m = svdistill.compress(svdistill.read(paths[name]), **kw)
+        looped = tmp_path / f"m-{name}"
+        svdistill.write(m, looped, binary=kw.get("dialect") != "pdnn" and name == "bin",
+                        dialect=kw.get("dialect", "kaldi" if name != "pdnn" else "pdnn"))
+        assert streamed.read_bytes() == looped.read_bytes(), (name, kw)
+        strip = [dict(vars(L), seconds=0) for L in rep_s.layers], [dict(vars(L), seconds=0) for L in rep_m.layers]
+        assert strip[0] == strip[1], (name, kw)
+        assert (rep_s.params_before, rep_s.params_after, rep_s.spectra) == \
+            (rep_m.params_before, rep_m.params_after, rep_m.spectra)
+
+
+def test_a_failing_stream_leaves_no_output(paths, tmp_path):
+    out = tmp_path / "o.nnet"
+    out.write_bytes(b"old")
+    bad = tmp_path / "bad.nnet.txt"
+    text = paths["text"].read_text()
+    bad.write_text(text[: len(text) * 2 // 3])  # cut inside the last affine layer
+    with pytest.raises(svdistill.FormatError):
+        svdistill.compress(bad, rank=4, output=out)
+    assert out.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("o.nnet")] == ["o.nnet"]
+
+
+def test_core_option_structs_are_bound_with_reprs():
+    from svdistill import _core
+    p = _core.RankPolicy()
+    p.rule, p.value, p.round_to = _core.RankRule.energy, 0.9, 8
+    assert repr(p) == "RankPolicy(rule=energy, rank=0, value=0.90000000000000002, min_gain=0, round_to=8, " \
+                      "always=False)"
+    o = _core.SvdOptions()
+    assert (o.method, o.oversamples, o.n_iter) == (_core.SvdMethod.auto, -1, -1)
+    f = _core.FactorOptions()
+    f.dialect = "pdnn"
+    assert "dialect=pdnn" in repr(f)
+    with pytest.raises(svdistill.Error, match="dialect"):
+        f.dialect = "htk"
+    assert _core.default_oversamples(512) == 128 and _core.default_oversamples(8) == 32

@@ -11,6 +11,7 @@ import svdistill
 from conftest import assert_clean_cli_error, signal_once_accepted, synthetic_feats
 from svdistill import Component, Model, _core
 from svdistill.distill import distill
+from svdistill.distill.engine import train_options
 
 # ----------------------------------------------------------------- helpers
 
@@ -70,10 +71,15 @@ def _trainable_blocks(comps) -> List[np.ndarray]:
     return out
 
 
+def _loss(**values) -> "_core.LossOptions":
+    """The core's loss options: ``values`` (as distill() names them), the rest at their defaults."""
+    return train_options(**values).loss
+
+
 def _fd_check(trainer, comps, x, labels, kw, h=3e-3, probes=12, rng=None):
     """Central differences of the summed objective against trainer.gradients()."""
     rng = rng or _rng(5)
-    grads, _, _ = trainer.gradients(x, labels, **kw)
+    grads, _, _ = trainer.gradients(x, labels, _loss(**kw))
     blocks = _trainable_blocks(comps)
     assert len(grads) == len(blocks)
     num, ana = [], []
@@ -83,9 +89,9 @@ def _fd_check(trainer, comps, x, labels, kw, h=3e-3, probes=12, rng=None):
         for idx in rng.choice(flat.size, size=min(probes, flat.size), replace=False):
             old = flat[idx]
             flat[idx] = old + h
-            fp = trainer.evaluate(x, labels, **kw)["objective"]
+            fp = trainer.evaluate(x, labels, _loss(**kw))["objective"]
             flat[idx] = old - h
-            fm = trainer.evaluate(x, labels, **kw)["objective"]
+            fm = trainer.evaluate(x, labels, _loss(**kw))["objective"]
             flat[idx] = old
             num.append((fp - fm) / (2 * h))
             ana.append(g[idx])
@@ -136,16 +142,16 @@ def test_input_gradient_matches_finite_differences(kind):
     trainer = _core.Trainer([c._c for c in comps], [])
     x = rng.normal(size=(5, 5)).astype(np.float32)
     labels = np.array([0, 1, 2, 3, 1], np.int32)
-    _, dx, _ = trainer.gradients(x, labels)
+    _, dx, _ = trainer.gradients(x, labels, _loss())
     h = 1e-2
     num = np.zeros_like(dx)
     for r in range(x.shape[0]):
         for j in range(x.shape[1]):
             old = x[r, j]
             x[r, j] = old + h
-            fp = trainer.evaluate(x, labels)["objective"]
+            fp = trainer.evaluate(x, labels, _loss())["objective"]
             x[r, j] = old - h
-            fm = trainer.evaluate(x, labels)["objective"]
+            fm = trainer.evaluate(x, labels, _loss())["objective"]
             x[r, j] = old
             num[r, j] = (fp - fm) / (2 * h)
     assert np.linalg.norm(num - dx) / np.linalg.norm(num) < 2e-2
@@ -179,7 +185,7 @@ def test_loss_values_match_numpy():
     x = rng.normal(size=(10, 5)).astype(np.float64)
     labels = rng.integers(0, 4, 10).astype(np.int32)
     T, a = 2.5, 0.25
-    st = trainer.evaluate(x.astype(np.float32), labels, temperature=T, hard_weight=a)
+    st = trainer.evaluate(x.astype(np.float32), labels, _loss(temperature=T, hard_weight=a))
 
     def logits(model, x):
         h = x
@@ -230,9 +236,10 @@ def test_sgd_follows_kaldi_update_rules():
     acc = None
     for step in range(3):
         before = _copy_params(comps)
-        grads, _, _ = trainer.gradients(x, labels)
+        grads, _, _ = trainer.gradients(x, labels, _loss())
         acc = [g.copy() for g in grads] if acc is None else [mom * a + g for a, g in zip(acc, grads)]
-        trainer.train(x, labels, learn_rate=lr, momentum=mom, l2=l2)
+        opts = train_options(learn_rate=lr, momentum=mom, l2_penalty=l2)
+        trainer.train(x, labels, opts.optimizer, opts.loss)
         for i, (b, a_, c, d) in enumerate(zip(before, acc, coefs, decays)):
             want = b.reshape(-1) * (1 - lr * c * l2 * 16 if d else 1) - lr * c * a_
             if i == 2:  # MaxNorm: rows shrunk onto the sphere of radius 1
@@ -255,11 +262,12 @@ def test_adam_update():
     m = v = None
     for t in range(1, 4):
         before = _copy_params(comps)
-        grads, _, _ = trainer.gradients(x, labels)
+        grads, _, _ = trainer.gradients(x, labels, _loss())
         g = [gr / 8 for gr in grads]
         m = [(1 - b1) * gi for gi in g] if m is None else [b1 * mi + (1 - b1) * gi for mi, gi in zip(m, g)]
         v = [(1 - b2) * gi ** 2 for gi in g] if v is None else [b2 * vi + (1 - b2) * gi ** 2 for vi, gi in zip(v, g)]
-        trainer.train(x, labels, learn_rate=lr, adam=True)
+        opts = train_options("adam", learn_rate=lr)
+        trainer.train(x, labels, opts.optimizer, opts.loss)
         for b, mi, vi, got in zip(before, m, v, _trainable_blocks(comps)):
             want = b.reshape(-1) - lr * (mi / (1 - b1 ** t)) / (np.sqrt(vi / (1 - b2 ** t)) + eps)
             np.testing.assert_allclose(got.reshape(-1), want, rtol=1e-4, atol=1e-6)
@@ -321,7 +329,7 @@ def test_same_seed_same_model_and_seed_matters(dnn):
     teacher, ft = dnn
     student, _ = svdistill.compress(teacher, rank=16)
     feats = synthetic_feats(ft, 12, 120, seed=3)
-    kw = dict(teachers=teacher, feature_transform=ft, max_epochs=2, minibatch_size=64)
+    kw = dict(teacher=teacher, feature_transform=ft, max_epochs=2, minibatch_size=64)
     a, _ = distill(student, feats, seed=1, **kw)
     b, _ = distill(student, feats, seed=1, **kw)
     c, _ = distill(student, feats, seed=2, **kw)
@@ -340,7 +348,7 @@ def test_best_epoch_is_returned_and_schedule_follows_newbob(dnn):
     teacher, ft = dnn
     student, _ = svdistill.compress(teacher, rank=16)
     feats = synthetic_feats(ft, 20, 100, seed=4)
-    model, rep = distill(student, feats, teachers=teacher, feature_transform=ft, max_epochs=12,
+    model, rep = distill(student, feats, teacher=teacher, feature_transform=ft, max_epochs=12,
                          learn_rate=0.02, start_halving_impr=0.5, end_halving_impr=0.01, cv_fraction=0.3)
     assert rep.cv_source == "0.3 of the utterances"
     lrs = [e.learn_rate for e in rep.epochs[1:]]
@@ -356,7 +364,7 @@ def test_best_epoch_is_returned_and_schedule_follows_newbob(dnn):
     tot = frames = 0.0
     for k, v in feats.items():
         if cv_by_hash(k, 0.3):
-            s = t.evaluate(net_ft(v), None, temperature=2.0)
+            s = t.evaluate(net_ft(v), None, _loss(temperature=2.0))
             tot += s["objective"]
             frames += s["frames"]
     assert tot / frames == pytest.approx(rep.best.cv_objective, rel=1e-5)
@@ -412,7 +420,7 @@ def test_labels_with_teacher_mix_and_length_tolerance(dnn):
     labels[keys[0]] = labels[keys[0]][:-3]  # within Kaldi's 5-frame tolerance: trimmed
     labels[keys[1]] = labels[keys[1]][:-9]  # beyond it: frames unlabelled (a teacher is there)
     del labels[keys[2]]
-    _, rep = distill(student, feats, teachers=teacher, feature_transform=ft, labels=labels,
+    _, rep = distill(student, feats, teacher=teacher, feature_transform=ft, labels=labels,
                      max_epochs=1, cv_fraction=0.3, minibatch_size=32)
     assert rep.hard_weight == pytest.approx(0.1)
     assert rep.epochs[1].train_accuracy is not None
@@ -427,10 +435,10 @@ def test_tail_split_when_hashing_leaves_cv_empty(dnn):
     teacher, ft = dnn
     student, _ = svdistill.compress(teacher, rank=16)
     feats = synthetic_feats(ft, 1, 400, seed=6)
-    _, rep = distill(student, feats, teachers=teacher, feature_transform=ft, max_epochs=1)
+    _, rep = distill(student, feats, teacher=teacher, feature_transform=ft, max_epochs=1)
     assert rep.cv_source == "last 0.1 of each utterance"
     assert rep.cv_frames == 40
-    one, rep1 = distill(student, feats[next(iter(feats))], teachers=teacher, feature_transform=ft,
+    one, rep1 = distill(student, feats[next(iter(feats))], teacher=teacher, feature_transform=ft,
                         max_epochs=1)  # one array: one utterance
     assert rep1.cv_frames == 40
 
@@ -477,22 +485,22 @@ def test_errors_are_clear(case, message, engine):
     rng = _rng(10)
     feats = {f"u{i}": rng.normal(size=(20, 4)).astype(np.float32) for i in range(10)}
     student = _tiny_student(rng)
-    kw: dict = dict(teachers=_tiny_student(rng), max_epochs=1)
+    kw: dict = dict(teacher=_tiny_student(rng), max_epochs=1)
     if case == "no_softmax":
         student = Model([_affine(rng, 4, 3)])
     elif case == "splice":
         import io
         sp = svdistill.read(io.BytesIO(b"<Nnet>\n<Splice> 12 4\n[ -1 0 1 ]\n</Nnet>\n")).components[0]
         student = Model([sp, _affine(rng, 12, 3), Component.activation("Softmax", 3)])
-        kw["teachers"] = Model([sp, _affine(rng, 12, 3), Component.activation("Softmax", 3)])
+        kw["teacher"] = Model([sp, _affine(rng, 12, 3), Component.activation("Softmax", 3)])
     elif case == "lstm_teacher":
         import io
-        kw["teachers"] = svdistill.read(io.BytesIO(
+        kw["teacher"] = svdistill.read(io.BytesIO(
             b"<Nnet>\n<LstmProjected> 3 4\n<CellDim> 2 [ ]\n<!EndOfComponent>\n</Nnet>\n"))
     elif case == "dims":
-        kw["teachers"] = Model([_affine(rng, 5, 3), Component.activation("Softmax", 3)])
+        kw["teacher"] = Model([_affine(rng, 5, 3), Component.activation("Softmax", 3)])
     elif case == "nothing":
-        kw["teachers"] = []
+        kw["teacher"] = []
     elif case == "hard_no_labels":
         kw["hard_weight"] = 0.5
     elif case == "frozen":
@@ -579,7 +587,7 @@ def test_scp_ark_and_dict_inputs_train_the_same_model(dnn, tmp_path):
     student, _ = svdistill.compress(teacher, rank=16)
     feats = synthetic_feats(ft, 30, 60, seed=8)
     kaldiio.save_ark(str(tmp_path / "f.ark"), feats, scp=str(tmp_path / "f.scp"))
-    kw = dict(teachers=teacher, feature_transform=ft, max_epochs=2, minibatch_size=64, cv_fraction=0.2)
+    kw = dict(teacher=teacher, feature_transform=ft, max_epochs=2, minibatch_size=64, cv_fraction=0.2)
     models = [distill(student, src, **kw)[0] for src in
               (feats, f"scp:{tmp_path / 'f.scp'}", f"ark:{tmp_path / 'f.ark'}")]
     for m in models[1:]:

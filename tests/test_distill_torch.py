@@ -14,7 +14,7 @@ import svdistill  # noqa: E402
 from conftest import synthetic_feats  # noqa: E402
 from svdistill import Component, Model  # noqa: E402
 from svdistill.distill import distill  # noqa: E402
-from svdistill.distill.engine import STAT_KEYS, CoreEngine, LossOptions  # noqa: E402
+from svdistill.distill.engine import STAT_KEYS, CoreEngine, train_options  # noqa: E402
 from svdistill.distill.engine_torch import TorchEngine  # noqa: E402
 from test_distill import _affine, _block_softmax, _fidelity, _linear, _prelu, _vector  # noqa: E402
 
@@ -44,8 +44,8 @@ def _step_case(frames: int):
 
 
 def _engines(student, teachers, device=None, **opts):
-    o = LossOptions(**{**dict(temperature=2.0, hard_weight=0.3, average_logits=False, optimizer="sgd",
-                              momentum=0.0, l2=0.0), **opts})
+    o = train_options(**{**dict(temperature=2.0, hard_weight=0.3, average_logits=False, optimizer="sgd",
+                                momentum=0.0, l2_penalty=0.0), **opts})
     ca, cb = [c.copy() for c in student], [c.copy() for c in student]
     return ca, CoreEngine(ca, teachers, None, o), cb, TorchEngine(cb, teachers, None, o, device=device)
 
@@ -69,7 +69,7 @@ def _assert_same_update(before, core_comps, torch_comps, rel=1e-5):
 def test_one_step_equals_the_core_update(optimizer, momentum, l2):
     student, teacher, x, y = _step_case(32)
     before = [{k: v.astype(np.float64) for k, v in c.params.items()} for c in student]
-    ca, core, cb, tor = _engines(student, [teacher], optimizer=optimizer, momentum=momentum, l2=l2)
+    ca, core, cb, tor = _engines(student, [teacher], optimizer=optimizer, momentum=momentum, l2_penalty=l2)
     for _ in range(3):  # momentum and Adam's moments need more than one step to show
         sc = core.train(x, y, 0.05)
         st = tor.read(tor.train(tor.prepare(tor.host(x)), tor.labels(y), 0.05))
@@ -138,7 +138,7 @@ def test_both_engines_train_the_same_model(dnn):
     teacher, ft = dnn
     student, _ = svdistill.compress(teacher, rank=16)
     feats = synthetic_feats(ft, 12, 120, seed=3)
-    kw = dict(teachers=teacher, feature_transform=ft, max_epochs=2, minibatch_size=64, momentum=0.5)
+    kw = dict(teacher=teacher, feature_transform=ft, max_epochs=2, minibatch_size=64, momentum=0.5)
     a, ra = distill(student, feats, engine="core", **kw)
     b, rb = distill(student, feats, engine="torch", **kw)
     assert [e.accepted for e in ra.epochs] == [e.accepted for e in rb.epochs]
@@ -171,7 +171,7 @@ def test_engine_options_are_checked(kw, message):
     model = Model([_affine(rng, 4, 3), Component.activation("Softmax", 3)])
     feats = {f"u{i}": rng.normal(size=(20, 4)).astype(np.float32) for i in range(10)}
     with pytest.raises(svdistill.Error, match=message):
-        distill(model, feats, teachers=model, max_epochs=1, **kw)
+        distill(model, feats, teacher=model, max_epochs=1, **kw)
 
 
 @pytest.mark.skipif(not CUDA, reason="no CUDA device")
@@ -181,7 +181,7 @@ def test_cuda_engine_trains(dnn, precision):
     student, _ = svdistill.compress(teacher, rank=24)
     feats = synthetic_feats(ft, 40, 300, seed=1)
     unseen = synthetic_feats(ft, 10, 300, seed=2)
-    out, rep = distill(student, feats, teachers=teacher, feature_transform=ft, device="cuda",
+    out, rep = distill(student, feats, teacher=teacher, feature_transform=ft, device="cuda",
                        precision=precision, max_epochs=4)
     assert rep.engine == "torch" and rep.device.startswith("cuda") and rep.precision == precision
     before = _fidelity(teacher, student, ft, unseen)
@@ -193,7 +193,7 @@ def test_cuda_engine_trains(dnn, precision):
 def test_cuda_step_equals_the_core_update():
     student, teacher, x, y = _step_case(64)
     before = [{k: v.astype(np.float64) for k, v in c.params.items()} for c in student]
-    ca, core, cb, tor = _engines(student, [teacher], device="cuda", momentum=0.5, l2=1e-3)
+    ca, core, cb, tor = _engines(student, [teacher], device="cuda", momentum=0.5, l2_penalty=1e-3)
     torch.backends.cuda.matmul.allow_tf32 = False
     for _ in range(2):
         core.train(x, y, 0.05)

@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 import svdistill  # noqa: E402
 from conftest import synthetic_feats  # noqa: E402
 from svdistill import Component, Model  # noqa: E402
-from svdistill.distill.engine import CoreEngine, LossOptions  # noqa: E402
+from svdistill.distill.engine import CoreEngine, train_options  # noqa: E402
 from test_distill import _fidelity  # noqa: E402
 from test_distill_torch import _step_case  # noqa: E402
 
@@ -33,15 +33,15 @@ STEP_SCRIPT = textwrap.dedent('''
     import sys
     import numpy as np
     from svdistill.distill.distributed import Dist
-    from svdistill.distill.engine import LossOptions
+    from svdistill.distill.engine import train_options
     from svdistill.distill.engine_torch import TorchEngine
     from test_distill_torch import _step_case
     optimizer, out = sys.argv[1], sys.argv[2]
     student, teacher, x, y = _step_case(96)
     dist = Dist.from_env()
     dist.start("cpu")
-    o = LossOptions(temperature=2.0, hard_weight=0.3, average_logits=False, optimizer=optimizer,
-                    momentum=0.7 if optimizer == "sgd" else 0.0, l2=1e-3)
+    o = train_options(optimizer, temperature=2.0, hard_weight=0.3, average_logits=False,
+                      momentum=0.7 if optimizer == "sgd" else 0.0, l2_penalty=1e-3)
     eng = TorchEngine([c.copy() for c in student], [teacher], None, o, dist=dist)
     # Uneven shards: rank 0 has two minibatches of 32 frames, rank 1 one.
     mine = [(0, 32), (32, 64)] if dist.rank == 0 else [(64, 96)]
@@ -65,8 +65,8 @@ def test_two_ranks_make_the_update_of_one_process_on_the_same_frames(tmp_path, o
     stats = json.loads((tmp_path / "out.npz.json").read_text())
     # One process: step 1 on rank 0's first minibatch + rank 1's, step 2 on rank 0's second.
     student, teacher, x, y = _step_case(96)
-    o = LossOptions(temperature=2.0, hard_weight=0.3, average_logits=False, optimizer=optimizer,
-                    momentum=0.7 if optimizer == "sgd" else 0.0, l2=1e-3)
+    o = train_options(optimizer, temperature=2.0, hard_weight=0.3, average_logits=False,
+                      momentum=0.7 if optimizer == "sgd" else 0.0, l2_penalty=1e-3)
     comps = [c.copy() for c in student]
     core = CoreEngine(comps, [teacher], None, o)
     want = []
@@ -135,4 +135,4 @@ def test_the_core_engine_refuses_several_ranks(monkeypatch):
     rng = np.random.default_rng(1)
     model = Model([Component.affine(rng.normal(size=(3, 4)).astype(np.float32)), Component.activation("Softmax", 3)])
     with pytest.raises(svdistill.Error, match="several processes train with the torch engine only"):
-        svdistill.distill(model, rng.normal(size=(50, 4)).astype(np.float32), teachers=model)
+        svdistill.distill(model, rng.normal(size=(50, 4)).astype(np.float32), teacher=model)

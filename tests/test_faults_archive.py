@@ -238,7 +238,8 @@ def test_block_softmax_agreement_is_per_block_as_distill_computes_it(fx, feats):
     student = _perturbed(teacher)
     d = svdistill.compare(teacher, student, feats)
     x = np.concatenate(list(feats.values()))
-    st = core_trainer(list(student.components), [svdistill.Network(teacher)]).evaluate(x)
+    st = core_trainer(list(student.components), [svdistill.Network(teacher)]).evaluate(
+        x, None, svdistill._core.LossOptions())
     assert d["top1_agreement"] == pytest.approx(st["agree"] / st["blocks"], abs=1e-12)
     assert d["kl"] == pytest.approx(st["kl"] / st["frames"], rel=1e-4)
     p, q = svdistill.forward(teacher, x), svdistill.forward(student, x)

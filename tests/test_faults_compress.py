@@ -271,10 +271,10 @@ def test_bad_layers_name_the_keyword(small_nnet, tmp_path, layers, phrase):
 
 BAD_COMPRESS = [
     (dict(rank=4, n_iter=-1, method="randomized"), "n_iter"),
-    (dict(rank=4, n_oversamples=-5), "n_oversamples"),
+    (dict(rank=4, oversamples=-5), "oversamples"),
     (dict(rank=4, n_iter=1.5), "n_iter"),
-    (dict(rank=4, random_state=-3), "random_state"),
-    (dict(rank=4, random_state="a"), "random_state"),
+    (dict(rank=4, seed=-3), "seed"),
+    (dict(rank=4, seed="a"), "seed"),
     (dict(rank=4.0), "rank"), (dict(rank="4"), "rank"), (dict(rank=True), "rank"), (dict(rank=-2), "rank"),
     (dict(ranks=[4, 0, 4]), "ranks"), (dict(ranks=[4, 2.5, 4]), "ranks"), (dict(ranks="4,4,4"), "ranks"),
     (dict(ranks=[]), "ranks"), (dict(ranks=5), "ranks"),
@@ -314,9 +314,9 @@ def test_set_num_threads_checked(n):
 
 @pytest.mark.parametrize("kw,option", [(dict(rank=2.7), "rank"), (dict(rank="3"), "rank"),
                                        (dict(rank=3, n_iter=-1), "n_iter"),
-                                       (dict(rank=3, n_oversamples=-30), "n_oversamples"),
-                                       (dict(rank=3, random_state=-1), "random_state"),
-                                       (dict(rank=3, random_state=object()), "random_state"),
+                                       (dict(rank=3, oversamples=-30), "oversamples"),
+                                       (dict(rank=3, seed=-1), "seed"),
+                                       (dict(rank=3, seed=object()), "seed"),
                                        (dict(rank=3, method="x"), "method")])
 def test_truncated_svd_arguments_checked(kw, option):
     A = np.random.default_rng(0).standard_normal((100, 80)).astype(np.float32)
@@ -431,7 +431,7 @@ def test_energy_help_says_what_the_randomized_method_gives(run_cli):
     assert "--method exact the smallest such rank" in energy and "never below the smallest" in energy, energy
 
 
-@pytest.mark.parametrize("kw, flag", [(dict(n_iter=3), "--n-iter 3"), (dict(n_oversamples=8), "--oversamples 8")])
+@pytest.mark.parametrize("kw, flag", [(dict(n_iter=3), "--n-iter 3"), (dict(oversamples=8), "--oversamples 8")])
 def test_randomized_settings_with_the_exact_method_are_refused(small_nnet, tmp_path, run_cli, clean_cli_error,
                                                                kw, flag):
     (name, value), = kw.items()

@@ -211,7 +211,7 @@ def test_a_teacher_that_outputs_nan_on_one_utterance_is_named_at_once(engine):
     feats[key][7] *= 1e10
     lines = []
     with pytest.raises(svdistill.Error, match=f"utterance {key}, frame 7: the teacher outputs nan"):
-        distill(model, feats, teachers=teacher, minibatch_size=20, engine=engine, log=lines.append)
+        distill(model, feats, teacher=teacher, minibatch_size=20, engine=engine, log=lines.append)
     assert not any("diverged" in line for line in lines)  # no halving of the learning rate first
 
 
@@ -271,7 +271,7 @@ def test_no_frames_says_why(kind, message, engine):
     ({"seed": "a"}, "seed", "must be an integer >= 0, got 'a'"),
     ({"seed": 1.5}, "seed", "must be an integer >= 0, got 1.5"),
     ({"log": 123}, "log", "must be a callable"),
-    ({"l2": -1}, "l2", "must be >= 0, got -1"),
+    ({"l2_penalty": -1}, "l2_penalty", "must be >= 0, got -1"),
     ({"hard_weight": 2}, "hard_weight", "must lie in [0, 1], got 2"),
     ({"learn_rate": 0}, "learn_rate", "must be > 0, got 0"),
     ({"momentum": 1}, "momentum", "must lie in [0, 1), got 1"),
@@ -296,8 +296,8 @@ def test_no_frames_says_why(kind, message, engine):
     ({"precision": "bf16"}, "precision", "bf16 needs a CUDA device (device cuda or cuda:N)"),
     ({"precision": "tf32", "device": "cpu"}, "precision", "tf32 needs a CUDA device"),
     ({"precision": "bf16", "engine": "core"}, "precision", "bf16: the core engine trains in fp32"),
-    ({"teachers": [123]}, "teachers", "expected a Model, a path or a binary file object, got int"),
-    ({"hard_weight": 0.5, "labels": None, "teachers": "T"}, "hard_weight", "0.5 > 0 needs labels"),
+    ({"teacher": [123]}, "teacher", "expected a Model, a path or a binary file object, got int"),
+    ({"hard_weight": 0.5, "labels": None, "teacher": "T"}, "hard_weight", "0.5 > 0 needs labels"),
     ({"cv_labels": "L"}, "cv_labels", "are the labels of cv_feats, and none were given"),
     ({"output": "/nonexistent-folder/o.nnet"}, "output", "the folder /nonexistent-folder does not exist"),
 ])
@@ -447,11 +447,11 @@ def test_too_few_frames_for_a_minibatch_says_the_api_keyword_in_the_api():
 
 @pytest.mark.parametrize("kw, message", [
     ({"optimizer": "adam", "momentum": 0.9}, "momentum 0.9 applies to optimizer sgd; adam has moments of its own"),
-    ({"average_logits": True, "teachers": ["T"]}, "average_logits averages the logits of several teachers, and 1 "
-                                                  "was given"),
-    ({"average_logits": True}, "average_logits averages the logits of several teachers, and 0 were given"),
-    ({"hard_weight": 0.5}, "hard_weight 0.5 weighs the labels against the soft targets of teachers, and no teacher "
-                           "was given"),
+    ({"average_logits": True, "teacher": ["T"]}, "average_logits averages the logits of several teacher models, "
+                                                 "and 1 was given"),
+    ({"average_logits": True}, "average_logits averages the logits of several teacher models, and 0 were given"),
+    ({"hard_weight": 0.5}, "hard_weight 0.5 weighs the labels against the soft targets of a teacher, and none was "
+                           "given"),
 ])
 def test_options_that_would_do_nothing_are_refused(kw, message):
     feats, labels, model = _problem(utterances=10)
@@ -464,8 +464,8 @@ def test_options_that_would_do_nothing_are_refused(kw, message):
 
 @pytest.mark.parametrize("args, message", [
     (["--optimizer", "adam", "--momentum", "0.9"], "--momentum 0.9 applies to --optimizer sgd"),
-    (["--average-logits"], "--average-logits averages the logits of several --teacher, and 0 were given"),
-    (["--hard-weight", "0.5"], "--hard-weight 0.5 weighs the labels against the soft targets of --teacher"),
+    (["--average-logits"], "--average-logits averages the logits of several --teacher models, and 0 were given"),
+    (["--hard-weight", "0.5"], "--hard-weight 0.5 weighs the labels against the soft targets of a --teacher"),
 ])
 def test_options_that_would_do_nothing_are_refused_cli(tmp_path, run_cli, args, message):
     assert_clean_cli_error(_distill_cli(tmp_path, run_cli, *args), message)

@@ -63,7 +63,7 @@ def check_types(A, k, U, s, Vt):
 @pytest.mark.parametrize("method", METHODS)
 def test_error_within_one_percent_of_optimal(realistic, shape, k, method):
     W, s_ref = realistic[shape]
-    U, s, Vt = truncated_svd(W, k, method=method, random_state=1)
+    U, s, Vt = truncated_svd(W, k, method=method, seed=1)
     check_types(W, k, U, s, Vt)
     opt = float(np.sqrt(np.sum(s_ref[k:] ** 2)))
     err = recon_error(W, U, s, Vt)
@@ -149,7 +149,7 @@ def test_singular_values_on_well_separated_spectrum(method, shape):
     A = with_spectrum(*shape, s_true, seed=3)
     s_ref = np.linalg.svd(A.astype(np.float64), compute_uv=False)
     k = 32
-    U, s, Vt = truncated_svd(A, k, method=method, random_state=5)
+    U, s, Vt = truncated_svd(A, k, method=method, seed=5)
     check_types(A, k, U, s, Vt)
     np.testing.assert_allclose(s, s_ref[:k], rtol=1e-5 if method == "exact" else 1e-3)
     assert recon_error(A, U, s, Vt) <= 1.01 * np.sqrt(np.sum(s_ref[k:] ** 2))
@@ -160,7 +160,7 @@ def test_singular_vectors_match_numpy_up_to_sign():
     A = with_spectrum(80, 60, s_true, seed=4)
     u_ref, _, vt_ref = np.linalg.svd(A.astype(np.float64), full_matrices=False)
     for method in METHODS:
-        U, s, Vt = truncated_svd(A, 10, method=method, random_state=0)
+        U, s, Vt = truncated_svd(A, 10, method=method, seed=0)
         for j in range(10):
             sign = np.sign(u_ref[:, j] @ U[:, j])
             np.testing.assert_allclose(U[:, j] * sign, u_ref[:, j], atol=2e-4, err_msg=f"{method} u{j}")
@@ -176,19 +176,19 @@ def _bits_equal(a, b) -> bool:
 
 def test_randomized_is_deterministic_for_a_seed(realistic):
     W, _ = realistic[(600, 300)]
-    a = truncated_svd(W, 64, method="randomized", random_state=42)
-    b = truncated_svd(W, 64, method="randomized", random_state=42)
+    a = truncated_svd(W, 64, method="randomized", seed=42)
+    b = truncated_svd(W, 64, method="randomized", seed=42)
     assert _bits_equal(a, b)
-    c = truncated_svd(W, 64, method="randomized", random_state=43)
+    c = truncated_svd(W, 64, method="randomized", seed=43)
     assert not np.array_equal(a[0], c[0])
     assert not np.array_equal(a[2], c[2])
     # A numpy Generator seeded the same way gives the same answer too.
-    g1 = truncated_svd(W, 16, method="randomized", random_state=np.random.default_rng(5))
-    g2 = truncated_svd(W, 16, method="randomized", random_state=np.random.default_rng(5))
+    g1 = truncated_svd(W, 16, method="randomized", seed=np.random.default_rng(5))
+    g2 = truncated_svd(W, 16, method="randomized", seed=np.random.default_rng(5))
     assert _bits_equal(g1, g2)
 
 
-def test_default_random_state_is_deterministic():
+def test_default_seed_is_deterministic():
     A = with_spectrum(200, 150, 0.9 ** np.arange(150), seed=9)
     assert _bits_equal(truncated_svd(A, 20, method="randomized"), truncated_svd(A, 20, method="randomized"))
 
@@ -210,8 +210,8 @@ def test_same_thread_count_same_bits(realistic, restore_threads):
     for t in (1, 2):
         linalg.set_num_threads(t)
         assert linalg.get_num_threads() == t
-        a = truncated_svd(W, 64, method="randomized", random_state=7)
-        b = truncated_svd(W, 64, method="randomized", random_state=7)
+        a = truncated_svd(W, 64, method="randomized", seed=7)
+        b = truncated_svd(W, 64, method="randomized", seed=7)
         assert _bits_equal(a, b), f"{t} threads"
 
 
@@ -222,7 +222,7 @@ def test_randomized_thread_counts_agree_to_rounding(lowrank, restore_threads):
     res = {}
     for t in (1, 2):
         linalg.set_num_threads(t)
-        res[t] = truncated_svd(W, 64, method="randomized", random_state=7)
+        res[t] = truncated_svd(W, 64, method="randomized", seed=7)
     (U1, s1, V1), (U2, s2, V2) = res[1], res[2]
     assert np.allclose(s1, s2, rtol=1e-4)
     top = 32  # well separated leading triplets: the same vectors, same signs
@@ -235,12 +235,12 @@ def test_randomized_thread_counts_agree_to_rounding(lowrank, restore_threads):
 # ---------------------------------------------------------- documented defaults
 
 def test_defaults_are_keyword_defaults():
-    """Omitting n_oversamples/n_iter is the same as passing the C++ defaults
+    """Omitting oversamples/n_iter is the same as passing the C++ defaults
     (cpp/linalg/svd.h: oversamples max(32, k/4), 2 power iterations)."""
     A = with_spectrum(300, 250, 0.97 ** np.arange(250), seed=2)
     for k in (16, 100):
-        a = truncated_svd(A, k, method="randomized", random_state=3)
-        b = truncated_svd(A, k, method="randomized", random_state=3, n_oversamples=max(32, k // 4), n_iter=2)
+        a = truncated_svd(A, k, method="randomized", seed=3)
+        b = truncated_svd(A, k, method="randomized", seed=3, oversamples=max(32, k // 4), n_iter=2)
         assert _bits_equal(a, b)
 
 
@@ -270,7 +270,7 @@ def test_small_matrix_auto_is_exact():
 def test_full_rank_reproduces_the_matrix(method, shape):
     A = np.random.default_rng(3).standard_normal(shape).astype(np.float32)
     k = min(shape)
-    U, s, Vt = truncated_svd(A, k, method=method, random_state=0)
+    U, s, Vt = truncated_svd(A, k, method=method, seed=0)
     check_types(A, k, U, s, Vt)
     rel = recon_error(A, U, s, Vt) / np.linalg.norm(A.astype(np.float64))
     assert rel <= (1e-6 if method == "exact" else 1e-5), rel
@@ -331,8 +331,8 @@ def test_bad_method_and_seed():
     A = np.ones((20, 10), np.float32)
     with pytest.raises(svdistill.Error, match="method"):
         truncated_svd(A, 2, method="lanczos")
-    with pytest.raises(svdistill.Error, match="random_state"):
-        truncated_svd(A, 2, method="randomized", random_state=-1)
+    with pytest.raises(svdistill.Error, match="seed"):
+        truncated_svd(A, 2, method="randomized", seed=-1)
 
 
 def test_error_is_rank_error_family():
@@ -368,7 +368,7 @@ def test_numerical_edge_cases(name, method):
     A, k = EDGES[name]
     s_ref = np.linalg.svd(A.astype(np.float64), compute_uv=False)
     smax = max(float(s_ref[0]), 1e-30)
-    U, s, Vt = truncated_svd(A, k, method=method, random_state=3)
+    U, s, Vt = truncated_svd(A, k, method=method, seed=3)
     check_types(A, k, U, s, Vt)
     # singular values: absolute accuracy relative to the largest one
     assert np.max(np.abs(s - s_ref[:k])) <= 1e-6 * smax, (s[:5], s_ref[:5])
@@ -389,7 +389,7 @@ def test_numerical_edge_cases(name, method):
 @pytest.mark.parametrize("method", METHODS)
 def test_duplicated_singular_values(method):
     A, k = EDGES["orthogonal_x3"]
-    U, s, Vt = truncated_svd(A, k, method=method, random_state=1)
+    U, s, Vt = truncated_svd(A, k, method=method, seed=1)
     np.testing.assert_allclose(s, 3.0, rtol=1e-5)
     # Any orthonormal basis of the (degenerate) subspace will do, but U diag(s) Vt
     # must be the restriction of A to span(Vt): A Vt^T = U diag(s).
@@ -477,3 +477,18 @@ def test_blas_workers_sleep_soon_after_a_call():
     user_burnt = max(_idle_cpu_after_blas("28")[0] for _ in range(2))  # OpenBLAS's own default
     assert user_burnt > max(0.02, 3 * burnt), \
         f"the user's OPENBLAS_THREAD_TIMEOUT was overridden ({user_burnt:.3f} s vs {burnt:.3f} s)"
+
+
+@pytest.mark.parametrize("shape, k, oversamples", [((60, 200), 5, None), ((300, 200), 20, None),
+                                                   ((300, 200), 70, None), ((300, 200), 40, 8),
+                                                   ((300, 200), 40, 70)])
+def test_auto_is_decided_by_the_core_as_documented(shape, k, oversamples):
+    # exact for min(m, n) <= 64 or a sketch (k + oversamples, default max(32, k // 4)) over half of it
+    A = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    lim = min(shape)
+    p = max(32, k // 4) if oversamples is None else oversamples
+    expect = "exact" if lim <= 64 or 2 * (k + p) > lim else "randomized"
+    auto = truncated_svd(A, k, method="auto", oversamples=oversamples, seed=3)
+    chosen = truncated_svd(A, k, method=expect, oversamples=oversamples if expect == "randomized" else None, seed=3)
+    for a, b in zip(auto, chosen):
+        assert np.array_equal(a, b)

@@ -378,3 +378,13 @@ def test_budget_ranks_keep_whole_counterexample():
     step = max(next_step_gain(L, k) for L, k in zip(layers, ranks))
     # Even the weaker 'within one rank step' property fails here (gap 72.77 > 56.25).
     assert err - best_err <= step + 1e-9, (ranks, err, best_ranks, best_err)
+
+
+@pytest.mark.parametrize("per_rank", [0, 1])
+def test_break_even_rank_is_the_largest_rank_worth_factoring(per_rank):
+    for out in (1, 2, 3, 7, 64, 100):
+        for inp in (1, 2, 5, 64, 129):
+            even = _core.break_even_rank(out, inp, per_rank)
+            worth = [k for k in range(1, min(out, inp) + 1) if _core.worth_factoring(k, out, inp, 0.0, per_rank)]
+            assert even == (max(worth) if worth else (out * inp - 1) // (out + inp + per_rank)), (out, inp)
+            assert not _core.worth_factoring(even + 1, out, inp, 0.0, per_rank)

@@ -375,8 +375,10 @@ def test_returned_dicts_match_their_typed_dicts(stub_source):
     teacher = _core.Network([c.copy() for c in student])
     trainer = _core.Trainer(student, [teacher])
     x = np.zeros((2, 4), np.float32)
-    for stats in (trainer.evaluate(x), trainer.train(x, np.array([0, -1], np.int32)),
-                  trainer.gradients(x)[2]):
+    loss = _core.LossOptions()
+    for stats in (trainer.evaluate(x, None, loss),
+                  trainer.train(x, np.array([0, -1], np.int32), _core.OptimizerOptions(), loss),
+                  trainer.gradients(x, None, loss)[2]):
         assert sorted(stats) == sorted(STAT_KEYS)
         assert all(isinstance(v, int if k in _COUNTS else float) for k, v in stats.items()), stats
     assert trainer.slots

@@ -6,6 +6,7 @@
 
 #include "bindings/bindings.h"
 #include "linalg/blas.h"
+#include "linalg/compress.h"
 #include "linalg/rank_policy.h"
 #include "linalg/svd.h"
 #include "nnet1/errors.h"
@@ -65,12 +66,15 @@ void BindLinalg(py::module_& m) {
           svd::SvdResult r;
           {
             py::gil_scoped_release nogil;
-            if (method == "exact") {
+            svd::SvdMethod m;
+            if (method == "exact") m = svd::SvdMethod::Exact;
+            else if (method == "randomized") m = svd::SvdMethod::Randomized;
+            else if (method == "auto") m = svd::SvdMethod::Auto;
+            else throw svd::Error("method must be 'auto', 'exact' or 'randomized', got '" + method + "'");
+            if (svd::resolve_method(m, k, rows, cols, oversamples) == svd::SvdMethod::Exact) {
               r = svd::exact_svd(p, rows, cols, k);
-            } else if (method == "randomized") {
-              r = svd::randomized_svd(p, rows, cols, k, {oversamples, n_iter, seed, sketch_route(route)});
             } else {
-              throw svd::Error("method must be 'exact' or 'randomized', got '" + method + "'");
+              r = svd::randomized_svd(p, rows, cols, k, {oversamples, n_iter, seed, sketch_route(route)});
             }
           }
           return result_tuple(std::move(r));
@@ -118,6 +122,7 @@ void BindLinalg(py::module_& m) {
         py::arg("min_gain"), py::arg("per_rank") = 0);
   m.def("factored_params", &svd::factored_params, py::arg("k"), py::arg("out"), py::arg("in"),
         py::arg("per_rank") = 0);
+  m.def("break_even_rank", &svd::break_even_rank, py::arg("out"), py::arg("in"), py::arg("per_rank") = 0);
   m.def("budget_ranks",
         [](const std::vector<std::tuple<int64_t, int64_t, std::vector<double>>>& layers, double budget,
            double min_gain, int64_t round_to, int64_t per_rank) {

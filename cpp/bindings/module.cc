@@ -89,6 +89,9 @@ PYBIND11_MODULE(_core, m) {
   svd_py::BindNetwork(m);
   svd_py::BindTrainer(m);
   svd_py::BindCalibration(m);
+  svd_py::BindCompress(m);
+  svd_py::BindStats(m);
+  svd_py::BindEnsemble(m);
   m.attr("have_zlib") = svd::have_zlib();
   // The SIMD paths are decided here, at import, not at the first parse or
   // forward pass: SVDISTILL_PORTABLE set later in the process has no effect.

@@ -1,11 +1,15 @@
-// svd::Trainer as _core.Trainer: one minibatch per call, GIL released.
+// svd::Trainer as _core.Trainer (one minibatch per call, GIL released), and
+// the option structs it takes as _core.OptimizerOptions and _core.LossOptions.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <string>
+
 #include "bindings/bindings.h"
 #include "nn/train.h"
 #include "nnet1/errors.h"
+#include "nnet1/number_format.h"
 
 namespace svd_py {
 namespace {
@@ -73,27 +77,66 @@ py::list float_arrays(const std::vector<std::vector<float>>& blocks) {
   return out;
 }
 
-svd::LossOptions loss_options(float temperature, float hard_weight, bool average_logits) {
-  if (!(temperature > 0.f)) throw svd::Error("temperature must be > 0");
-  if (!(hard_weight >= 0.f && hard_weight <= 1.f)) throw svd::Error("hard_weight must be in [0, 1]");
-  return svd::LossOptions{temperature, hard_weight, average_logits};
+// A float option as it was written in C++ (0.008, not 0.00800000037997961).
+std::string float_text(float v) {
+  char buf[32];
+  return std::string(buf, svd::format_float(buf, v, svd::Digits::Shortest));
+}
+
+const char* bool_text(bool v) { return v ? "True" : "False"; }
+
+// The option structs of nn/optimizer.h and nn/loss.h, field for field: their
+// defaults are svdistill.distill()'s. Python names a field as distill() names
+// its keyword. The values are trusted (distill() checks them, naming its
+// keywords); only what would touch memory out of bounds is checked here.
+void BindOptions(py::module_& m) {
+  py::class_<svd::OptimizerOptions> opt(m, "OptimizerOptions",
+                                        "The update rule and its constants (nn/optimizer.h).");
+  opt.def(py::init<>())
+      .def_readwrite("adam", &svd::OptimizerOptions::adam, "Adam instead of Kaldi's SGD")
+      .def_readwrite("learn_rate", &svd::OptimizerOptions::learn_rate,
+                     "the step size (SGD: per frame, as gradients are summed over the minibatch)")
+      .def_readwrite("momentum", &svd::OptimizerOptions::momentum, "SGD only")
+      .def_readwrite("l2_penalty", &svd::OptimizerOptions::l2,
+                     "SGD: Kaldi's l2-penalty; Adam: decoupled weight decay")
+      .def_readwrite("beta1", &svd::OptimizerOptions::beta1)
+      .def_readwrite("beta2", &svd::OptimizerOptions::beta2)
+      .def_readwrite("epsilon", &svd::OptimizerOptions::epsilon)
+      .def("__repr__", [](const svd::OptimizerOptions& o) {
+        return std::string("OptimizerOptions(adam=") + bool_text(o.adam) + ", learn_rate=" +
+               float_text(o.learn_rate) + ", momentum=" + float_text(o.momentum) + ", l2_penalty=" +
+               float_text(o.l2) + ", beta1=" + float_text(o.beta1) + ", beta2=" + float_text(o.beta2) +
+               ", epsilon=" + float_text(o.epsilon) + ")";
+      });
+  opt.attr("adam_learn_rate") = svd::OptimizerOptions::kAdamLearnRate;
+
+  py::class_<svd::LossOptions>(m, "LossOptions", "The distillation loss (nn/loss.h).")
+      .def(py::init<>())
+      .def_readwrite("temperature", &svd::LossOptions::temperature, "T of the soft targets")
+      .def_readwrite("hard_weight", &svd::LossOptions::hard_weight,
+                     "a: the weight of cross-entropy against labels")
+      .def_readwrite("average_logits", &svd::LossOptions::average_logits,
+                     "several teachers: average their logits, not their soft targets")
+      .def("__repr__", [](const svd::LossOptions& o) {
+        return "LossOptions(temperature=" + float_text(o.temperature) + ", hard_weight=" +
+               float_text(o.hard_weight) + ", average_logits=" + bool_text(o.average_logits) + ")";
+      });
 }
 
 }  // namespace
 
 void BindTrainer(py::module_& m) {
+  BindOptions(m);
   py::class_<svd::Trainer>(m, "Trainer")
       .def(py::init<std::vector<std::shared_ptr<svd::Component>>, std::vector<std::shared_ptr<svd::Network>>>(),
            py::arg("student"), py::arg("teachers"))
       .def_property_readonly("input_dim", &svd::Trainer::input_dim)
       .def_property_readonly("output_dim", &svd::Trainer::output_dim)
       .def("train",
-           [](svd::Trainer& t, const py::array& x, const py::object& labels, float learn_rate, float momentum,
-              float l2, bool adam, float beta1, float beta2, float epsilon, float temperature, float hard_weight,
-              bool average_logits) {
+           // The options by value: Python may change its objects while the GIL is released.
+           [](svd::Trainer& t, const py::array& x, const py::object& labels, svd::OptimizerOptions opt,
+              svd::LossOptions lo) {
              Batch b = batch_of(t, x, labels);
-             svd::OptimizerOptions opt{adam, learn_rate, momentum, l2, beta1, beta2, epsilon};
-             svd::LossOptions lo = loss_options(temperature, hard_weight, average_logits);
              svd::BatchStats s;
              {
                py::gil_scoped_release nogil;
@@ -101,15 +144,10 @@ void BindTrainer(py::module_& m) {
              }
              return stats_dict(s);
            },
-           py::arg("x"), py::arg("labels") = py::none(), py::arg("learn_rate") = 0.008f, py::arg("momentum") = 0.f,
-           py::arg("l2") = 0.f, py::arg("adam") = false, py::arg("beta1") = 0.9f, py::arg("beta2") = 0.999f,
-           py::arg("epsilon") = 1e-8f, py::arg("temperature") = 1.f, py::arg("hard_weight") = 0.f,
-           py::arg("average_logits") = false)
+           py::arg("x"), py::arg("labels"), py::arg("optimizer"), py::arg("loss"))
       .def("evaluate",
-           [](svd::Trainer& t, const py::array& x, const py::object& labels, float temperature, float hard_weight,
-              bool average_logits) {
+           [](svd::Trainer& t, const py::array& x, const py::object& labels, svd::LossOptions lo) {
              Batch b = batch_of(t, x, labels);
-             svd::LossOptions lo = loss_options(temperature, hard_weight, average_logits);
              svd::BatchStats s;
              {
                py::gil_scoped_release nogil;
@@ -117,13 +155,10 @@ void BindTrainer(py::module_& m) {
              }
              return stats_dict(s);
            },
-           py::arg("x"), py::arg("labels") = py::none(), py::arg("temperature") = 1.f, py::arg("hard_weight") = 0.f,
-           py::arg("average_logits") = false)
+           py::arg("x"), py::arg("labels"), py::arg("loss"))
       .def("gradients",
-           [](svd::Trainer& t, const py::array& x, const py::object& labels, float temperature, float hard_weight,
-              bool average_logits) {
+           [](svd::Trainer& t, const py::array& x, const py::object& labels, svd::LossOptions lo) {
              Batch b = batch_of(t, x, labels);
-             svd::LossOptions lo = loss_options(temperature, hard_weight, average_logits);
              std::vector<std::vector<float>> grads;
              svd::MatF dx;
              svd::BatchStats s;
@@ -136,8 +171,7 @@ void BindTrainer(py::module_& m) {
              std::copy(dx.data(), dx.data() + dx.size(), dxa.mutable_data());
              return py::make_tuple(g, dxa, stats_dict(s));
            },
-           py::arg("x"), py::arg("labels") = py::none(), py::arg("temperature") = 1.f, py::arg("hard_weight") = 0.f,
-           py::arg("average_logits") = false,
+           py::arg("x"), py::arg("labels"), py::arg("loss"),
            "Gradients of the summed objective w.r.t. each trainable parameter block (flattened, in component "
            "order) and the input, without an update.")
       .def("reset_optimizer", &svd::Trainer::reset_optimizer)

@@ -30,6 +30,12 @@ inline bool worth_factoring(int64_t k, int64_t out, int64_t in, double min_gain,
   return static_cast<double>(factored) <= (1.0 - min_gain) * full * (1 + 1e-12) && factored < out * in;
 }
 
+// The largest rank that still saves parameters (worth_factoring at min_gain 0):
+// k (out + in + per_rank) < out x in; 0 if none does.
+inline int64_t break_even_rank(int64_t out, int64_t in, int64_t per_rank = 0) {
+  return out * in > 0 ? (out * in - 1) / (out + in + per_rank) : 0;
+}
+
 // Rounds k up to a multiple of m, capped at min(out, in).
 int64_t round_rank(int64_t k, int64_t m, int64_t out, int64_t in);
 

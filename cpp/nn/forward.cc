@@ -6,6 +6,7 @@
 
 #include "linalg/blas.h"
 #include "nn/kernels.h"
+#include "nn/kind_ops.h"
 #include "nnet1/errors.h"
 #include "util/threads.h"
 
@@ -13,10 +14,8 @@ namespace svd {
 namespace {
 
 [[noreturn]] void unsupported(const Component& c, const std::string& where) {
-  throw Error(where + ": svdistill cannot run " +
-              kind_info(c.kind).name + " components (forward supports AffineTransform, LinearTransform, "
-              "Sigmoid, Tanh, Softmax, BlockSoftmax, HiddenSoftmax, ParametricRelu, Dropout, Splice, "
-              "AddShift, Rescale, Copy, LengthNormComponent and PDNN <relu>/<linear>)");
+  throw Error(where + ": svdistill cannot run " + kind_info(c.kind).name + " components (forward supports " +
+              kind_list([](const KindOps& k) { return k.forward != nullptr; }) + ")");
 }
 
 }  // namespace
@@ -35,29 +34,7 @@ void softmax_rows(const float* x, float* y, int64_t rows, int64_t cols, int64_t 
   });
 }
 
-bool can_forward(Kind kind) {
-  switch (kind) {
-    case Kind::AffineTransform:
-    case Kind::LinearTransform:
-    case Kind::Sigmoid:
-    case Kind::Tanh:
-    case Kind::Softmax:
-    case Kind::HiddenSoftmax:
-    case Kind::BlockSoftmax:
-    case Kind::ParametricRelu:
-    case Kind::Dropout:
-    case Kind::LengthNormComponent:
-    case Kind::Splice:
-    case Kind::Copy:
-    case Kind::AddShift:
-    case Kind::Rescale:
-    case Kind::Relu:
-    case Kind::Linear:
-      return true;
-    default:
-      return false;
-  }
-}
+bool can_forward(Kind kind) { return kind_ops(kind).forward != nullptr; }
 
 std::string Network::label(size_t i) const {
   const Component& c = *comps_[i];
@@ -88,100 +65,9 @@ Network::Network(std::vector<std::shared_ptr<Component>> components, size_t tran
 }
 
 void Network::run(const Component& c, const float* x, int64_t T, float* y) {
-  const int64_t in = c.input_dim, out = c.output_dim;
-  switch (c.kind) {
-    case Kind::AffineTransform:
-    case Kind::LinearTransform: {
-      const float* w = c.params[0].data.data();
-      const bool affine = c.kind == Kind::AffineTransform;
-      if (affine) {
-        const float* b = c.params[1].data.data();
-        for_rows(T, out, [&](int64_t a, int64_t e) {
-          for (int64_t r = a; r < e; ++r) std::memcpy(y + r * out, b, out * 4);
-        });
-      }
-      blas::sgemm(false, true, T, out, in, 1.f, x, in, w, in, affine ? 1.f : 0.f, y, out);
-      return;
-    }
-    case Kind::Sigmoid:
-      apply_sigmoid(x, y, T * out);
-      return;
-    case Kind::Tanh:
-      apply_tanh(x, y, T * out);
-      return;
-    case Kind::Softmax:
-    case Kind::HiddenSoftmax:
-      softmax_rows(x, y, T, out, 0, out);
-      return;
-    case Kind::BlockSoftmax: {
-      int64_t c0 = 0;
-      for (int32_t w : c.ints) {
-        softmax_rows(x, y, T, out, c0, w);
-        c0 += w;
-      }
-      return;
-    }
-    case Kind::ParametricRelu: {
-      const float* al = c.params[0].data.data();
-      const float* be = c.params[1].data.data();
-      for_rows(T, out, [&](int64_t a, int64_t e) {
-        for (int64_t r = a; r < e; ++r)
-          for (int64_t j = 0; j < out; ++j) {
-            const float v = x[r * out + j];
-            y[r * out + j] = v >= 0.f ? al[j] * v : be[j] * v;
-          }
-      });
-      return;
-    }
-    case Kind::Relu:
-      for_rows(T, out, [&](int64_t a, int64_t e) {
-        for (int64_t i = a * out; i < e * out; ++i) y[i] = std::max(x[i], 0.f);
-      });
-      return;
-    case Kind::Dropout:  // nnet-forward disables dropout
-    case Kind::Linear:
-      std::memcpy(y, x, static_cast<size_t>(T * out) * 4);
-      return;
-    case Kind::LengthNormComponent:
-      for_rows(T, out, [&](int64_t a, int64_t e) {
-        for (int64_t r = a; r < e; ++r) {
-          double ss = 0;
-          for (int64_t j = 0; j < in; ++j) ss += static_cast<double>(x[r * in + j]) * x[r * in + j];
-          const float scale = static_cast<float>(1.0 / std::sqrt(ss));  // as Kaldi: no floor
-          for (int64_t j = 0; j < in; ++j) y[r * out + j] = x[r * in + j] * scale;
-        }
-      });
-      return;
-    case Kind::Splice: {
-      const int64_t n = static_cast<int64_t>(c.ints.size());
-      for_rows(T, out, [&](int64_t a, int64_t e) {
-        for (int64_t r = a; r < e; ++r)
-          for (int64_t o = 0; o < n; ++o) {
-            int64_t src = std::min<int64_t>(T - 1, std::max<int64_t>(0, r + c.ints[o]));
-            std::memcpy(y + r * out + o * in, x + src * in, in * 4);
-          }
-      });
-      return;
-    }
-    case Kind::Copy:
-      for_rows(T, out, [&](int64_t a, int64_t e) {
-        for (int64_t r = a; r < e; ++r)
-          for (int64_t j = 0; j < out; ++j) y[r * out + j] = x[r * in + c.ints[j] - 1];
-      });
-      return;
-    case Kind::AddShift:
-    case Kind::Rescale: {
-      const float* v = c.params[0].data.data();
-      const bool add = c.kind == Kind::AddShift;
-      for_rows(T, out, [&](int64_t a, int64_t e) {
-        for (int64_t r = a; r < e; ++r)
-          for (int64_t j = 0; j < out; ++j) y[r * out + j] = add ? x[r * out + j] + v[j] : x[r * out + j] * v[j];
-      });
-      return;
-    }
-    default:
-      unsupported(c, std::string(kind_info(c.kind).name) + " " + c.marker);
-  }
+  const ForwardFn f = kind_ops(c.kind).forward;
+  if (!f) unsupported(c, std::string(kind_info(c.kind).name) + " " + c.marker);
+  f(c, x, T, y);
 }
 
 void Network::forward_into(const float* in, int64_t frames, size_t upto, MatF& result) const {

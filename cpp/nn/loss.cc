@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "nn/kernels.h"
+#include "nn/stats.h"
 #include "nn/train.h"
 
 namespace svd {
@@ -84,7 +85,7 @@ BatchStats Trainer::loss(int64_t T, const int32_t* labels, const LossOptions& lo
   std::vector<BatchStats> part(static_cast<size_t>(chunks));
   parallel_for(chunks, [&](int64_t ch) {
     BatchStats& st = part[static_cast<size_t>(ch)];
-    std::vector<float> e(static_cast<size_t>(D)), tmp(static_cast<size_t>(D));
+    std::vector<float> e(static_cast<size_t>(D));
     for (int64_t r = T * ch / chunks; r < T * (ch + 1) / chunks; ++r) {
       const float* z = Z.data() + r * D;
       float* g = want_grad ? g_.data() + r * D : nullptr;
@@ -108,12 +109,15 @@ BatchStats Trainer::loss(int64_t T, const int32_t* labels, const LossOptions& lo
           st.kl_t += std::max(kl, 0.f);
           st.objective += (1.0 - a) * temp * temp * std::max(kl, 0.f);
           if (gb) soft_grad_span(eb, inv_s, qb, soft_scale, gb, w);
-          st.agree += argmax_span(qb, w) == zmax;
           ++st.blocks;
           if (want_kl1) {
-            const float* q1b = Q1.data() + r * D + c0;
-            const float log_s1 = std::log(exp_sum_span(zb, m, 1.f, tmp.data(), w));
-            st.kl += std::max(kl_span(q1b, zb, m, 1.f, log_s1, w), 0.f);
+            // Evaluation: KL at T = 1 and agreement as `svdistill compare` computes them (nn/stats).
+            FidelityStats f;
+            add_block(Q1.data() + r * D + c0, zb, w, f);
+            st.kl += f.kl;
+            st.agree += f.agree;
+          } else {
+            st.agree += argmax_span(qb, w) == zmax;
           }
         }
         if (lab >= c0 && lab < c0 + w) {

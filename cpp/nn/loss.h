@@ -8,8 +8,9 @@
 
 namespace svd {
 
+// The defaults are the only ones (see OptimizerOptions).
 struct LossOptions {
-  float temperature = 1.f;
+  float temperature = 2.f;      // T of the soft targets (1: the teachers' own posteriors)
   float hard_weight = 0.f;      // a: the weight of cross-entropy against labels
   bool average_logits = false;  // several teachers: average their logits, not their soft targets
 };

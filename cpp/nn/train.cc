@@ -1,15 +1,21 @@
 #include "nn/train.h"
 
 #include <algorithm>
+#include <cstring>
 #include <string>
 
 #include "linalg/blas.h"
+#include "nn/kind_ops.h"
 #include "nnet1/errors.h"
 
 namespace svd {
 namespace {
 
-bool is_softmax(Kind k) { return k == Kind::Softmax || k == Kind::BlockSoftmax; }
+bool is_softmax(Kind k) { return kind_ops(k).posteriors; }
+
+std::string softmax_kinds() {
+  return kind_list([](const KindOps& k) { return k.posteriors; }, true, " or ");
+}
 
 std::vector<int32_t> softmax_blocks(const Component& c) {
   if (c.kind == Kind::BlockSoftmax) return c.ints;
@@ -18,23 +24,7 @@ std::vector<int32_t> softmax_blocks(const Component& c) {
 
 }  // namespace
 
-bool can_train(Kind kind) {
-  switch (kind) {
-    case Kind::AffineTransform:
-    case Kind::LinearTransform:
-    case Kind::Sigmoid:
-    case Kind::Tanh:
-    case Kind::Relu:
-    case Kind::ParametricRelu:
-    case Kind::Dropout:
-    case Kind::Linear:
-    case Kind::AddShift:
-    case Kind::Rescale:
-      return true;
-    default:
-      return false;
-  }
-}
+bool can_train(Kind kind) { return kind_ops(kind).train; }
 
 std::string Trainer::label(size_t i) const {
   return "student component " + std::to_string(i + 1) + " " + comps_[i]->marker;
@@ -45,18 +35,14 @@ Trainer::Trainer(std::vector<std::shared_ptr<Component>> student,
     : comps_(std::move(student)), teachers_(std::move(teachers)) {
   const size_t n = comps_.size();
   if (n < 2 || !is_softmax(comps_.back()->kind))
-    throw Error("the student must end in a <Softmax> or <BlockSoftmax> with something to train before it" +
+    throw Error("the student must end in a " + softmax_kinds() + " with something to train before it" +
                 std::string(n ? ", its last component is " + comps_.back()->marker : ", it is empty"));
   for (size_t i = 0; i < n; ++i) {
     const Component& c = *comps_[i];
-    if (i + 1 < n && !can_train(c.kind)) {
-      std::string why = (c.kind == Kind::Splice || c.kind == Kind::Copy || c.kind == Kind::LengthNormComponent)
-                            ? " (frames are shuffled: splicing and normalisation belong in the feature transform)"
-                            : "";
-      throw Error(label(i) + ": svdistill cannot train through " + kind_info(c.kind).name + why +
-                  "; it trains AffineTransform, LinearTransform, Sigmoid, Tanh, ParametricRelu, PDNN "
-                  "<relu>/<linear>, Dropout (as the identity), AddShift and Rescale");
-    }
+    if (i + 1 < n && !can_train(c.kind))
+      throw Error(label(i) + ": svdistill cannot train through " + kind_info(c.kind).name +
+                  kind_ops(c.kind).no_train_why + "; it trains " +
+                  kind_list([](const KindOps& k) { return k.train; }));
     if (i > 0 && comps_[i - 1]->output_dim != c.input_dim)
       throw Error(label(i) + ": input dim " + std::to_string(c.input_dim) +
                   " does not match the previous output dim " + std::to_string(comps_[i - 1]->output_dim));
@@ -71,7 +57,7 @@ Trainer::Trainer(std::vector<std::shared_ptr<Component>> student,
     const Network& net = *teachers_[t];
     const std::string who = "teacher " + std::to_string(t + 1);
     if (net.size() < 2 || !is_softmax(net.component(net.size() - 1).kind))
-      throw Error(who + " must end in a <Softmax> or <BlockSoftmax>: its logits give the soft targets");
+      throw Error(who + " must end in a " + softmax_kinds() + ": its logits give the soft targets");
     if (net.input_dim() != input_dim_ || net.output_dim() != output_dim_)
       throw Error(who + " maps " + std::to_string(net.input_dim()) + " -> " + std::to_string(net.output_dim()) +
                   " dims, the student " + std::to_string(input_dim_) + " -> " + std::to_string(output_dim_));
@@ -90,35 +76,19 @@ Trainer::Trainer(std::vector<std::shared_ptr<Component>> student,
 
   slot_range_.assign(n, {0, 0});
   lowest_trainable_ = n - 1;
-  auto add = [&](size_t i, int param, const char* coef_token, float fallback, bool momentum, bool decay) {
-    Component& c = *comps_[i];
-    const float coef = c.coef(coef_token, fallback);
-    if (coef == 0.f) return;  // frozen
-    if (slot_range_[i].first == slot_range_[i].second) slot_range_[i].first = static_cast<int>(slots_.size());
-    Slot s{&c, param, coef, momentum, decay, {}, {}, {}};
-    slots_.push_back(std::move(s));
-    slot_range_[i].second = static_cast<int>(slots_.size());
-    lowest_trainable_ = std::min(lowest_trainable_, i);
-  };
   for (size_t i = 0; i + 1 < n; ++i) {
-    switch (comps_[i]->kind) {
-      case Kind::AffineTransform:
-        add(i, 0, "<LearnRateCoef>", 1.f, true, true);
-        add(i, 1, "<BiasLearnRateCoef>", 1.f, true, false);
-        break;
-      case Kind::LinearTransform:
-        add(i, 0, "<LearnRateCoef>", 1.f, true, true);
-        break;
-      case Kind::ParametricRelu:
-        add(i, 0, "<AlphaLearnRateCoef>", 0.f, true, false);
-        add(i, 1, "<BetaLearnRateCoef>", 0.f, true, false);
-        break;
-      case Kind::AddShift:
-      case Kind::Rescale:  // Kaldi updates these without momentum
-        add(i, 0, "<LearnRateCoef>", 1.f, false, false);
-        break;
-      default:
-        break;
+    Component& c = *comps_[i];
+    for (const TrainSlot& t : kind_ops(c.kind).slots) {
+      float fallback = 0.f;  // the kind's default for the coefficient
+      for (const auto& cf : kind_info(c.kind).coefs)
+        if (std::strcmp(cf.first, t.coef) == 0) fallback = cf.second;
+      const float coef = c.coef(t.coef, fallback);
+      if (coef == 0.f) continue;  // frozen
+      if (slot_range_[i].first == slot_range_[i].second) slot_range_[i].first = static_cast<int>(slots_.size());
+      Slot s{&c, t.param, coef, t.momentum, t.decay, {}, {}, {}};
+      slots_.push_back(std::move(s));
+      slot_range_[i].second = static_cast<int>(slots_.size());
+      lowest_trainable_ = std::min(lowest_trainable_, i);
     }
   }
   outs_.resize(n - 1);

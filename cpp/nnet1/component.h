@@ -50,7 +50,8 @@ enum class Kind {
   Unknown,
 };
 
-// What follows the dims of a modelled kind, in Kaldi's order.
+// What follows the dims of a modelled kind, in Kaldi's order (the row's read
+// and write functions read and write it).
 enum class Layout {
   None,          // activations
   Affine,        // coefs, matrix out x in, vector out
@@ -62,6 +63,20 @@ enum class Layout {
   Raw,           // not modelled
 };
 
+struct Component;
+class TokenReader;  // nnet1/reader.h
+class TokenWriter;  // nnet1/writer.h
+
+// How nnet-info counts a kind's parameters.
+enum class Count {
+  Params,   // the size of its float parameters
+  Zero,     // Kaldi does not update the kind: 0 although svdistill keeps its bytes
+  Unknown,  // kept as raw bytes: unknown
+};
+
+// One row of the kind table (nnet1/component.cc): everything the I/O layer
+// knows about a kind. What the core computes for it is its row in
+// nn/kind_ops.cc.
 struct KindInfo {
   Kind kind;
   const char* name;        // canonical kind name, e.g. "AffineTransform"
@@ -72,6 +87,23 @@ struct KindInfo {
   std::vector<std::pair<const char*, float>> coefs;
   // Names of the float parameters as nnet-info prints them.
   std::vector<const char*> param_names;
+  // Its data after the dims, in either encoding; nullptr: none. The reader has
+  // filled in the dims and the default coefs; the writer writes the header
+  // before and the end marker after.
+  void (*read)(TokenReader& in, Component* c);
+  void (*write)(TokenWriter& out, const Component& c);
+  // Kaldi's structural checks of its data (params against the dims, ...), after
+  // same_dims: "" when fine, else what is wrong; nullptr: none.
+  std::string (*check)(const Component& c);
+  // make_simple: the initial value of each float parameter, as Kaldi's
+  // initialisation does it.
+  std::vector<float> init;
+  Count count;
+  // Its <!EndOfComponent> belongs to its data: Kaldi's reader of the kind reads it
+  // (Dropout) or the raw bytes end there, so PDNN-style text writes it too, and
+  // the reader accepts it among the kind's coefs.
+  bool own_end_marker;
+  bool pdnn_only;  // a PDNN kind Kaldi does not have (marker is PDNN's)
 };
 
 const KindInfo& kind_info(Kind kind);
@@ -79,6 +111,8 @@ const KindInfo& kind_info(Kind kind);
 // and Kaldi's backward-compatible aliases). Unknown markers give Kind::Unknown.
 Kind kind_from_marker(const std::string& marker);
 bool is_modelled(Kind kind);
+// The kind as messages name it: "AffineTransform", or "PDNN <relu>" for PDNN-only kinds.
+std::string kind_label(Kind kind);
 
 // Parameter storage: large blocks from util/block_alloc.h, left uninitialised.
 using FloatVector = std::vector<float, DefaultInitAllocator<float>>;

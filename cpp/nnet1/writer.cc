@@ -28,25 +28,6 @@ bool is_plain_relu(const Component& c) {
   return c.coef("<AlphaLearnRateCoef>", 0.f) == 0.f && c.coef("<BetaLearnRateCoef>", 0.f) == 0.f;
 }
 
-Component relu_as_parametric_relu(int32_t dim) {
-  Component p;
-  p.kind = Kind::ParametricRelu;
-  p.marker = kind_info(Kind::ParametricRelu).marker;
-  p.output_dim = p.input_dim = dim;
-  p.coefs = {{"<AlphaLearnRateCoef>", 0.f}, {"<BetaLearnRateCoef>", 0.f}};
-  p.params.resize(2);
-  p.params[0].cols = p.params[1].cols = dim;
-  p.params[0].data.assign(dim, 1.f);
-  p.params[1].data.assign(dim, 0.f);
-  return p;
-}
-
-bool default_coefs(const Component& c) {
-  for (const auto& cf : kind_info(c.kind).coefs)
-    if (c.coef(cf.first, cf.second) != cf.second) return false;
-  return true;
-}
-
 }  // namespace
 
 ModelWriter::ModelWriter(std::unique_ptr<ByteSink> sink, WriteOptions options)
@@ -88,60 +69,57 @@ void ModelWriter::put_int(int64_t v) {
   put(tmp, n);
 }
 
+void ModelWriter::put_bin_int32(int32_t v) {
+  char b[5] = {4};
+  std::memcpy(b + 1, &v, 4);
+  put(b, 5);
+}
+
+void ModelWriter::put_float_value(float v) {
+  if (binary()) {
+    char b[5] = {4};
+    std::memcpy(b + 1, &v, 4);
+    put(b, 5);
+  } else {
+    put_float(v);
+  }
+}
+
 void ModelWriter::begin() {
   if (started_) return;
   started_ = true;
-  if (opt_.encoding == Encoding::Binary) {
-    put(std::string("\0B<Nnet> ", 9));
-  } else if (opt_.dialect == Dialect::Kaldi) {
-    put("<Nnet> \n");
+  if (binary()) put("\0B", 2);
+  if (binary() || opt_.dialect == Dialect::Kaldi) {  // PDNN text has no wrapper
+    put_token("<Nnet>");
+    line_end();
   }
 }
 
 void ModelWriter::write_header(const std::string& marker, const Component& c) {
-  if (opt_.encoding == Encoding::Binary) {
-    put(marker + " ");
-    char b[5] = {4};
-    std::memcpy(b + 1, &c.output_dim, 4);
-    put(b, 5);
-    std::memcpy(b + 1, &c.input_dim, 4);
-    put(b, 5);
-  } else if (opt_.dialect == Dialect::Kaldi) {
-    put(marker + " ");
-    put_int(c.output_dim);
-    put_int(c.input_dim);
-    put("\n");
+  put_token(marker);
+  if (!binary() && opt_.dialect == Dialect::Pdnn) {  // PDNN: no space before the line end
+    put(std::to_string(c.output_dim) + " " + std::to_string(c.input_dim));
   } else {
-    put(marker + " " + std::to_string(c.output_dim) + " " + std::to_string(c.input_dim) + "\n");
+    put_int32(c.output_dim);
+    put_int32(c.input_dim);
   }
+  line_end();
 }
 
 void ModelWriter::write_coefs(const Component& c, bool newline) {
-  const bool bin = opt_.encoding == Encoding::Binary;
   for (const auto& cf : kind_info(c.kind).coefs) {
-    put(std::string(cf.first) + " ");
-    float v = c.coef(cf.first, cf.second);
-    if (bin) {
-      char b[5] = {4};
-      std::memcpy(b + 1, &v, 4);
-      put(b, 5);
-    } else {
-      put_float(v);
-    }
+    put_token(cf.first);
+    put_float_value(c.coef(cf.first, cf.second));
   }
-  if (newline && !bin) put("\n");
+  if (newline) line_end();
 }
 
 void ModelWriter::write_matrix(const FloatBlock& m) {
   const int64_t rows = m.rows, cols = m.cols;
-  if (opt_.encoding == Encoding::Binary) {
-    put("FM ");
-    char b[5] = {4};
-    int32_t r = static_cast<int32_t>(rows), k = static_cast<int32_t>(cols);
-    std::memcpy(b + 1, &r, 4);
-    put(b, 5);
-    std::memcpy(b + 1, &k, 4);
-    put(b, 5);
+  if (binary()) {
+    put_token("FM");
+    put_bin_int32(static_cast<int32_t>(rows));
+    put_bin_int32(static_cast<int32_t>(cols));
     put(reinterpret_cast<const char*>(m.data.data()), m.data.size() * 4);
     return;
   }
@@ -204,12 +182,9 @@ void ModelWriter::write_matrix(const FloatBlock& m) {
 }
 
 void ModelWriter::write_vector(const FloatBlock& v) {
-  if (opt_.encoding == Encoding::Binary) {
-    put("FV ");
-    char b[5] = {4};
-    int32_t n = static_cast<int32_t>(v.data.size());
-    std::memcpy(b + 1, &n, 4);
-    put(b, 5);
+  if (binary()) {
+    put_token("FV");
+    put_bin_int32(static_cast<int32_t>(v.data.size()));
     put(reinterpret_cast<const char*>(v.data.data()), v.data.size() * 4);
     return;
   }
@@ -219,11 +194,8 @@ void ModelWriter::write_vector(const FloatBlock& v) {
 }
 
 void ModelWriter::write_int_vector(const std::vector<int32_t>& v) {
-  if (opt_.encoding == Encoding::Binary) {
-    char b[5] = {4};
-    int32_t n = static_cast<int32_t>(v.size());
-    std::memcpy(b + 1, &n, 4);
-    put(b, 5);
+  if (binary()) {
+    put_bin_int32(static_cast<int32_t>(v.size()));
     put(reinterpret_cast<const char*>(v.data()), v.size() * 4);
     return;
   }
@@ -233,8 +205,10 @@ void ModelWriter::write_int_vector(const std::vector<int32_t>& v) {
 }
 
 void ModelWriter::write_end() {
-  if (opt_.encoding == Encoding::Binary) put("<!EndOfComponent> ");
-  else if (opt_.dialect == Dialect::Kaldi) put("<!EndOfComponent> \n");
+  if (binary() || opt_.dialect == Dialect::Kaldi) {  // PDNN text has none
+    put_token("<!EndOfComponent>");
+    line_end();
+  }
 }
 
 void ModelWriter::validate(const Component& c) {
@@ -260,12 +234,12 @@ void ModelWriter::validate(const Component& c) {
 void ModelWriter::write(const Component& in) {
   if (closed_) throw Error(sink_->name() + ": writer is closed");
   const bool kaldi = opt_.dialect == Dialect::Kaldi;
-  const bool bin = opt_.encoding == Encoding::Binary;
+  const bool pdnn_text = !kaldi && !binary();  // binary output is always Kaldi's
   // Kaldi has no ReLU: write PDNN's <relu> as the ParametricRelu that computes it.
   const bool convert_relu = in.kind == Kind::Relu && kaldi;
   Component as_prelu;
   if (convert_relu) {
-    as_prelu = relu_as_parametric_relu(in.output_dim);
+    as_prelu = make_simple(Kind::ParametricRelu, in.output_dim);
     ++relu_converted_;
   }
   const Component& c = convert_relu ? as_prelu : in;
@@ -293,58 +267,28 @@ void ModelWriter::write(const Component& in) {
     if (!kaldi) marker = lowercase(marker);
   }
   const KindInfo& info = kind_info(kind);
-  if (info.layout == Layout::Raw && !bin) {
+  if (info.layout == Layout::Raw && !binary()) {
     // The raw bytes start right after the input dim, whitespace included.
     put(marker + " " + std::to_string(c.output_dim) + " " + std::to_string(c.input_dim));
   } else {
     write_header(marker, c);
   }
-  switch (info.layout) {
-    case Layout::None:
-      break;
-    case Layout::Affine:
-    case Layout::Linear:
-      if (kaldi || bin || !default_coefs(c)) {
-        if (!kaldi && !bin) ++coefs_in_pdnn_;
-        write_coefs(c, true);
-      }
-      write_matrix(c.params[0]);
-      if (info.layout == Layout::Affine) write_vector(c.params[1]);
-      break;
-    case Layout::OneVector:
-      write_coefs(c, false);
-      write_vector(c.params[0]);
-      break;
-    case Layout::TwoVectors:
-      write_coefs(c, true);
-      write_vector(c.params[0]);
-      write_vector(c.params[1]);
-      break;
-    case Layout::IntVector:
-      write_int_vector(c.ints);
-      break;
-    case Layout::DropoutRate:
-      write_coefs(c, false);
-      // Kaldi's Dropout reader insists on its end marker, in every dialect.
-      if (!kaldi && !bin) put("<!EndOfComponent>\n");
-      break;
-    case Layout::Raw:
-      put(c.raw);
-      if (!kaldi && !bin) {
-        put("<!EndOfComponent>\n");
-        return;
-      }
-      break;
+  if (info.write) {
+    TokenWriter out(*this);
+    info.write(out, c);
   }
-  if (kaldi || bin) write_end();
+  if (!pdnn_text) write_end();
+  else if (info.own_end_marker) put("<!EndOfComponent>\n");
 }
 
 void ModelWriter::close() {
   if (closed_) return;
   try {
     begin();
-    if (opt_.encoding == Encoding::Binary) put("</Nnet> ");
-    else if (opt_.dialect == Dialect::Kaldi) put("</Nnet> \n");
+    if (binary() || opt_.dialect == Dialect::Kaldi) {
+      put_token("</Nnet>");
+      line_end();
+    }
     flush();
     sink_->commit();
     closed_ = true;

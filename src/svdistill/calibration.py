@@ -43,6 +43,10 @@ class LayerStats:
     def whitening(self) -> "_core.Whitening":
         return _core.whitening(self.covariance, _RIDGE)
 
+    def inputs(self) -> "_core.LayerInputs":
+        """The statistics and their whitening as compress_layer takes them."""
+        return _core.LayerInputs(self.mean, self.covariance, _RIDGE)
+
 
 @dataclass
 class Calibration:
@@ -121,40 +125,12 @@ def collect(model: Model, feats, layers: Sequence[int], *, feature_transform: Op
                        layers=stats, probe=probe, feature_transform=feature_transform)
 
 
-def output_errors(W: np.ndarray, second: np.ndarray, first: np.ndarray, stats: LayerStats,
-                  plain: Tuple[np.ndarray, np.ndarray], total: float) -> Tuple[float, float]:
-    """Relative output errors on the calibration inputs, sqrt(E||y' - y||^2 / E||y - E y||^2):
-    of the whitened pair (second x first, whose bias absorbs the mean error) and of the
-    plain truncated-SVD pair ``plain`` = (out x k, k x in) at the same rank (bias unchanged)."""
-    if total <= 0:
-        return 0.0, 0.0
-    e_w = _core.output_error_energy(W, second, first, stats.covariance, None)
-    e_p = _core.output_error_energy(W, plain[0], plain[1], stats.covariance, stats.mean)
-    return float(np.sqrt(e_w / total)), float(np.sqrt(e_p / total))
-
-
-def absorbed_bias(comp: Component, second: np.ndarray, first: np.ndarray, mean: np.ndarray) -> np.ndarray:
-    """b + (W - B A) mean: the layer's mean output on the calibration inputs is kept."""
-    W = comp.weight
-    b = comp.bias
-    assert W is not None and b is not None  # an AffineTransform
-    cut = W.astype(np.float64) @ mean - second.astype(np.float64) @ (first.astype(np.float64) @ mean)
-    return (b.astype(np.float64) + cut).astype(np.float32)
-
-
 def _output_loss(blocks: Optional[List[int]], zt: np.ndarray, zs: np.ndarray) -> float:
     """Summed over frames: KL(teacher || student) per softmax block (logits in), or the
     squared output difference when the model does not end in a softmax."""
     if blocks is None:
         return float(np.square(zt.astype(np.float64) - zs).sum())
-    from .compare import _log_softmax
-    total = 0.0
-    lo = 0
-    for w in blocks:
-        lp, lq = _log_softmax(zt[:, lo:lo + w]), _log_softmax(zs[:, lo:lo + w])
-        total += float((np.exp(lp) * (lp - lq)).sum())
-        lo += w
-    return total
+    return float(_core.compare_logits(zt, zs, blocks)["kl"])  # as `svdistill compare` counts it
 
 
 def layer_losses(model: Model, cal: Calibration, trial: Dict[Tuple[int, int], List[Component]]

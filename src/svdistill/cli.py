@@ -13,7 +13,6 @@ from typing import List, Optional, Tuple
 
 from . import linalg
 from ._core import Error
-from .calibration import DEFAULT_FRAMES as DEFAULT_CALIBRATION_FRAMES
 from .errors import option_text
 from .info import format_info, info
 from .io import ConversionWarning, atomic_output, iter_components, output_target, same_file, write
@@ -32,14 +31,32 @@ def _add_bool(p: "argparse._ActionsContainer", name: str, help: str, default=Non
     p.add_argument("--no-" + name.lstrip("-"), dest=dest, action="store_false", help=argparse.SUPPRESS)
 
 
+def _defaults_of(p: argparse.ArgumentParser, func) -> None:
+    """The default of each option of ``p`` that is a keyword of ``func`` (the API function the
+    command calls) is the keyword's: each default is declared once, in the API (whose own
+    defaults come from the core's option structs where it has them). tests/test_options.py
+    checks that every option is such a keyword, or a documented command-line-only one."""
+    import inspect
+    params = inspect.signature(func).parameters
+    for action in p._actions:
+        param = params.get(action.dest)
+        if not action.option_strings or param is None or param.default is param.empty:
+            continue
+        hidden = action.help == argparse.SUPPRESS  # _add_bool's --no-NAME (store_false: default True)
+        if not hidden and action.default is not None and action.default != param.default:
+            raise AssertionError(f"{action.option_strings[0]}: default {action.default!r} here, "
+                                 f"{param.default!r} in {func.__name__}(): declare it in the API only")
+        action.default = param.default
+
+
 def _add_forward_options(p: argparse.ArgumentParser) -> None:
     """nnet-forward's options, shared by forward and export (which writes forward as a file)."""
     p.add_argument("--feature-transform", metavar="FT", help="feature transform run first (frozen)")
-    _add_bool(p, "--no-softmax", "drop a final Softmax/BlockSoftmax (pre-softmax outputs)", default=False)
-    _add_bool(p, "--apply-log", "write log(posterior + 1e-20)", default=False)
+    _add_bool(p, "--no-softmax", "drop a final Softmax/BlockSoftmax (pre-softmax outputs)")
+    _add_bool(p, "--apply-log", "write log(posterior + 1e-20)")
     p.add_argument("--class-frame-counts", metavar="FILE",
                    help="subtract prior-scale x log priors from these counts (pseudo log-likelihoods)")
-    p.add_argument("--prior-scale", type=float, default=1.0)
+    p.add_argument("--prior-scale", type=float, help="default %(default)g")
 
 
 def normalize_bools(argv: List[str]) -> List[str]:
@@ -126,7 +143,7 @@ def cmd_compress(a: argparse.Namespace) -> int:
         a.input, rank=a.rank, ranks=a.ranks, rank_fraction=a.rank_fraction, energy=a.energy,
         nuclear=a.nuclear, param_budget=a.param_budget, min_gain=a.min_gain, round_to=a.round_to,
         layers=a.layers, skip_output_layer=a.skip_output_layer, split=a.split, method=a.method,
-        n_oversamples=a.oversamples, n_iter=a.n_iter, random_state=a.seed, output=a.output,
+        oversamples=a.oversamples, n_iter=a.n_iter, seed=a.seed, output=a.output,
         binary=a.binary, dialect=a.dialect, digits=a.digits, spectra=bool(a.plot),
         calibration=a.calibration, feature_transform=a.feature_transform if a.calibration else None,
         calibration_frames=a.calibration_frames, refine=a.refine)
@@ -240,10 +257,10 @@ def cmd_distill(a: argparse.Namespace) -> int:
     writer = dist is None or dist.is_writer
     try:
         _, report = distill(
-            a.student, a.feats, teachers=a.teacher or [], feature_transform=a.feature_transform,
+            a.student, a.feats, teacher=a.teacher, feature_transform=a.feature_transform,
             temperature=a.temperature, labels=a.labels, hard_weight=a.hard_weight,
             average_logits=a.average_logits, optimizer=a.optimizer, learn_rate=a.learn_rate,
-            momentum=a.momentum, l2=a.l2_penalty, minibatch_size=a.minibatch_size,
+            momentum=a.momentum, l2_penalty=a.l2_penalty, minibatch_size=a.minibatch_size,
             randomizer_size=a.randomizer_size, max_epochs=a.max_epochs, min_epochs=a.min_epochs,
             keep_lr_epochs=a.keep_lr_epochs, start_halving_impr=a.start_halving_impr,
             end_halving_impr=a.end_halving_impr, halving_factor=a.halving_factor, cv_feats=a.cv_feats,
@@ -316,6 +333,14 @@ class _VersionAction(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ._core import OptimizerOptions
+    from .compare import compare
+    from .compress import compress
+    from .distill import distill
+    from .distill.engine import as_written
+    from .export import export
+    from .forward import forward_archive
+    from .spectrum import spectrum
     p = argparse.ArgumentParser(
         prog="svdistill",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -355,12 +380,13 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("input", metavar="MODEL_IN")
     pc.add_argument("output", metavar="MODEL_OUT")
     _add_bool(pc, "--binary", "write Kaldi binary (default: the input's encoding)")
-    pc.add_argument("--dialect", choices=["kaldi", "pdnn"], default=None,
+    pc.add_argument("--dialect", choices=["kaldi", "pdnn"],
                     help="text dialect to write (default: the input's)")
-    pc.add_argument("--digits", choices=["shortest", "kaldi"], default="shortest",
-                    help="text numbers: 'shortest' round-trips float32 exactly (default); "
-                         "'kaldi' writes nnet-copy's 7 significant digits byte for byte")
+    pc.add_argument("--digits", choices=["shortest", "kaldi"],
+                    help="text numbers: 'shortest' round-trips float32 exactly; 'kaldi' writes "
+                         "nnet-copy's 7 significant digits byte for byte (default %(default)s)")
     pc.set_defaults(func=cmd_copy)
+    _defaults_of(pc, write)
 
     pz = sub.add_parser(
         "compress", help="replace affine layers by truncated-SVD factor pairs",
@@ -388,32 +414,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="whole model <= F x its parameters, ranks minimising the total squared "
                         "Frobenius error (two passes)")
     g = pz.add_argument_group("modifiers")
-    g.add_argument("--min-gain", type=float, default=0.0, metavar="G",
+    g.add_argument("--min-gain", type=float, metavar="G",
                    help="factor a layer only if it keeps at most (1-G) of its weights (default 0: "
                         "any saving)")
-    g.add_argument("--round-to", type=int, default=1, metavar="M", help="round ranks up to a multiple of M")
+    g.add_argument("--round-to", type=int, metavar="M", help="round ranks up to a multiple of M")
     g.add_argument("--layers", metavar="SPEC",
                    help="1-based component indices as nnet-info numbers them, e.g. 1,3-6: a single "
                         "index must name an AffineTransform, a range selects those inside it "
                         "(default: every AffineTransform)")
-    _add_bool(g, "--skip-output-layer", "leave the last AffineTransform unchanged", default=False)
-    g.add_argument("--split", choices=["sqrt", "left", "right"], default="sqrt",
+    _add_bool(g, "--skip-output-layer", "leave the last AffineTransform unchanged")
+    g.add_argument("--split", choices=["sqrt", "left", "right"],
                    help="where the singular values go: sqrt on both factors (default), left (the "
                         "out x k factor) or right (the k x in factor)")
     g = pz.add_argument_group("SVD")
-    g.add_argument("--method", choices=["auto", "randomized", "exact"], default="auto",
+    g.add_argument("--method", choices=["auto", "randomized", "exact"],
                    help="auto: randomized unless the sketch would cover half of min(out, in)")
-    g.add_argument("--oversamples", type=int, default=None, metavar="P",
+    g.add_argument("--oversamples", type=int, metavar="P",
                    help="randomized sketch oversampling (default max(32, k/4))")
-    g.add_argument("--n-iter", type=int, default=None, metavar="Q",
+    g.add_argument("--n-iter", type=int, metavar="Q",
                    help="randomized power iterations (default 2)")
-    g.add_argument("--seed", type=int, default=0,
+    g.add_argument("--seed", type=int,
                    help="random seed (identical results for a seed and thread count)")
     g.add_argument("--threads", type=int, default=0, help="threads (default: all cores)")
     g = pz.add_argument_group("output")
     _add_bool(g, "--binary", "write Kaldi binary (default: the input's encoding)")
-    g.add_argument("--dialect", choices=["kaldi", "pdnn"], default=None)
-    g.add_argument("--digits", choices=["shortest", "kaldi"], default="shortest")
+    g.add_argument("--dialect", choices=["kaldi", "pdnn"])
+    g.add_argument("--digits", choices=["shortest", "kaldi"])
     g.add_argument("--report", metavar="FILE.json", help="write the report as JSON")
     g.add_argument("--plot", metavar="FILE.png",
                    help="plot the spectra with the chosen ranks (needs svdistill[plot])")
@@ -425,14 +451,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="factor each layer to minimise its output error on these features (whitened SVD; "
                         "the bias keeps the mean output); the policies then count output energy, and "
                         "--param-budget compares layers by the model's measured output loss")
-    g.add_argument("--calibration-frames", type=int, default=DEFAULT_CALIBRATION_FRAMES, metavar="N",
+    g.add_argument("--calibration-frames", type=int, metavar="N",
                    help="frames of --calibration used, from its start (default %(default)s)")
     _add_bool(g, "--refine", "one more pass over --calibration refits each factored layer's out x k factor "
                              "and bias (least squares) to the input model's outputs on the student's own "
-                             "inputs", default=False)
+                             "inputs")
     g.add_argument("--feature-transform", metavar="FT",
                    help="feature transform run first on the --calibration and --check features")
     pz.set_defaults(func=cmd_compress)
+    _defaults_of(pz, compress)
 
     ps = sub.add_parser("spectrum", help="singular values per layer and the ranks they imply",
                         description="For each affine layer of MODEL: the ranks needed to keep "
@@ -447,10 +474,11 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--calibration", metavar="FEATS_RSPECIFIER",
                     help="whitened spectra: singular values of W R^T for these features' input "
                          "covariance at each layer (output energies, as compress --calibration counts them)")
-    ps.add_argument("--calibration-frames", type=int, default=DEFAULT_CALIBRATION_FRAMES, metavar="N",
+    ps.add_argument("--calibration-frames", type=int, metavar="N",
                     help="frames of --calibration used, from its start (default %(default)s)")
     ps.add_argument("--feature-transform", metavar="FT", help="feature transform run first on --calibration")
     ps.set_defaults(func=cmd_spectrum)
+    _defaults_of(ps, spectrum)
 
     pf = sub.add_parser("forward", help="nnet-forward: run a model over a feature archive",
                         description="Run MODEL over every utterance of FEATS_RSPECIFIER and write the "
@@ -462,6 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_forward_options(pf)
     pf.add_argument("--threads", type=int, default=0)
     pf.set_defaults(func=cmd_forward)
+    _defaults_of(pf, forward_archive)
 
     pm = sub.add_parser("compare", help="teacher-vs-student fidelity on a feature archive",
                         description="Top-1 agreement, mean KL(teacher || student), cross-entropy, the "
@@ -474,6 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bool(pm, "--json", "JSON instead of a table", default=False)
     pm.add_argument("--threads", type=int, default=0)
     pm.set_defaults(func=cmd_compare)
+    _defaults_of(pm, compare)
 
     pd = sub.add_parser(
         "distill", help="fine-tune a student on teachers' soft targets (or on labels)",
@@ -502,68 +532,70 @@ def build_parser() -> argparse.ArgumentParser:
                    help="teacher model (repeat for an ensemble: soft targets are averaged)")
     g.add_argument("--feature-transform", metavar="FT",
                    help="feature transform run first, frozen, for teachers and student (splicing goes here)")
-    g.add_argument("--temperature", type=float, default=2.0, metavar="T",
-                   help="softmax temperature of the soft targets (default 2)")
-    _add_bool(g, "--average-logits", "several teachers: average logits instead of soft targets", default=False)
+    g.add_argument("--temperature", type=float, metavar="T",
+                   help="softmax temperature of the soft targets (default %(default)g)")
+    _add_bool(g, "--average-logits", "several teachers: average logits instead of soft targets")
     g.add_argument("--labels", metavar="ALI_RSPECIFIER",
                    help="pdf-id alignments (e.g. 'ark:ali-to-pdf final.mdl \"ark:gunzip -c ali.*.gz|\" ark:- |')")
-    g.add_argument("--hard-weight", type=float, default=None, metavar="A",
+    g.add_argument("--hard-weight", type=float, metavar="A",
                    help="loss = (1-A) T^2 CE(soft) + A CE(labels); default 0.1 with --labels and "
                         "--teacher, 1 with --labels only")
     g = pd.add_argument_group("optimisation")
-    g.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd",
+    g.add_argument("--optimizer", choices=["sgd", "adam"],
                    help="sgd: Kaldi's semantics (summed gradients, learn-rate coefficients, "
                         "momentum, l2, MaxNorm); adam: mean gradients, l2 as weight decay")
-    g.add_argument("--learn-rate", type=float, default=None,
-                   help="initial learning rate (default 0.008 for sgd, as Kaldi; 0.001 for adam)")
-    g.add_argument("--momentum", type=float, default=0.0, help="sgd momentum (default 0)")
-    g.add_argument("--l2-penalty", type=float, default=0.0, help="L2 penalty (default 0)")
-    g.add_argument("--minibatch-size", type=int, default=256, help="frames per update (default 256)")
-    g.add_argument("--randomizer-size", type=int, default=32768,
-                   help="frames in the shuffling buffer (default 32768)")
-    g.add_argument("--seed", "--randomizer-seed", type=int, default=777, dest="seed",
-                   help="shuffling seed (default 777; same seed, data and threads: same model)")
+    sgd_rate, adam_rate = (as_written(r) for r in (OptimizerOptions().learn_rate, OptimizerOptions.adam_learn_rate))
+    g.add_argument("--learn-rate", type=float,
+                   help=f"initial learning rate (default {sgd_rate:g} for sgd, as Kaldi; {adam_rate:g} for adam)")
+    g.add_argument("--momentum", type=float, help="sgd momentum (default %(default)g)")
+    g.add_argument("--l2-penalty", type=float,
+                   help="sgd: Kaldi's l2-penalty; adam: decoupled weight decay (default %(default)g)")
+    g.add_argument("--minibatch-size", type=int, help="frames per update (default %(default)s)")
+    g.add_argument("--randomizer-size", type=int, help="frames in the shuffling buffer (default %(default)s)")
+    g.add_argument("--seed", "--randomizer-seed", type=int, dest="seed",
+                   help="shuffling seed (default %(default)s; same seed, data and threads: same model)")
     g.add_argument("--threads", type=int, default=0, help="threads (default: all cores)")
     g = pd.add_argument_group("engine")
-    g.add_argument("--engine", choices=["core", "torch"], default=None,
+    g.add_argument("--engine", choices=["core", "torch"],
                    help="core: the C++ trainer (default on the CPU); torch: PyTorch (needs "
                         "svdistill[torch]; implied by --device cuda)")
-    g.add_argument("--device", default=None, metavar="cpu|cuda|cuda:N",
+    g.add_argument("--device", metavar="cpu|cuda|cuda:N",
                    help="where the torch engine trains (default cpu; cuda implies --engine torch)")
-    g.add_argument("--precision", choices=["fp32", "tf32", "bf16"], default="fp32",
+    g.add_argument("--precision", choices=["fp32", "tf32", "bf16"],
                    help="torch engine on CUDA: matmul precision (tf32) or bf16 autocast; "
                         "fp32 (default) is the only choice on the CPU")
     g = pd.add_argument_group("checkpoints")
     g.add_argument("--checkpoint-dir", metavar="DIR",
                    help="save the run's state there after every epoch (atomically; the two newest kept)")
-    g.add_argument("--checkpoint-every", type=int, default=0, metavar="FRAMES",
+    g.add_argument("--checkpoint-every", type=int, metavar="FRAMES",
                    help="also save every FRAMES training frames within an epoch (default: only after epochs)")
     _add_bool(g, "--resume", "continue from the newest checkpoint in --checkpoint-dir (same options and "
-                             "data; --max-epochs may differ)", default=False)
+                             "data; --max-epochs may differ)")
     g = pd.add_argument_group("schedule (Kaldi's newbob, steps/nnet/train_scheduler.sh)")
-    g.add_argument("--max-epochs", type=int, default=20, help="default 20")
-    g.add_argument("--min-epochs", type=int, default=0, help="train at least this many epochs (default 0)")
-    g.add_argument("--keep-lr-epochs", type=int, default=0,
-                   help="epochs at the initial learning rate, none rejected (default 0)")
-    g.add_argument("--start-halving-impr", type=float, default=0.01,
-                   help="start halving when the relative CV improvement falls below this (default 0.01)")
-    g.add_argument("--end-halving-impr", type=float, default=0.001,
-                   help="stop when, while halving, it falls below this (default 0.001)")
-    g.add_argument("--halving-factor", type=float, default=0.5, help="default 0.5")
+    g.add_argument("--max-epochs", type=int, help="default %(default)s")
+    g.add_argument("--min-epochs", type=int, help="train at least this many epochs (default %(default)s)")
+    g.add_argument("--keep-lr-epochs", type=int,
+                   help="epochs at the initial learning rate, none rejected (default %(default)s)")
+    g.add_argument("--start-halving-impr", type=float,
+                   help="start halving when the relative CV improvement falls below this (default %(default)g)")
+    g.add_argument("--end-halving-impr", type=float,
+                   help="stop when, while halving, it falls below this (default %(default)g)")
+    g.add_argument("--halving-factor", type=float, help="default %(default)g")
     g = pd.add_argument_group("cross-validation")
     g.add_argument("--cv-feats", metavar="RSPECIFIER", help="held-out features (default: a part of the training data)")
     g.add_argument("--cv-labels", metavar="ALI_RSPECIFIER",
                    help="labels of --cv-feats (default: --labels); with --teacher and no --labels they "
                         "give the CV accuracy only")
-    g.add_argument("--cv-fraction", type=float, default=None,
+    g.add_argument("--cv-fraction", type=float,
                    help="without --cv-feats: hold out this fraction of the utterances (by key hash; "
                         "default 0.1); refused with --cv-feats")
     g = pd.add_argument_group("output")
     _add_bool(g, "--binary", "write Kaldi binary (default: the student's encoding)")
-    g.add_argument("--dialect", choices=["kaldi", "pdnn"], default=None)
-    g.add_argument("--digits", choices=["shortest", "kaldi"], default="shortest")
+    g.add_argument("--dialect", choices=["kaldi", "pdnn"])
+    g.add_argument("--digits", choices=["shortest", "kaldi"])
     g.add_argument("--report", metavar="FILE.json", help="write the per-epoch table as JSON")
     pd.set_defaults(func=cmd_distill)
+    _defaults_of(pd, distill)
 
     px = sub.add_parser(
         "export", help="write a model (with nnet-forward's options) as ONNX or TorchScript",
@@ -574,25 +606,22 @@ def build_parser() -> argparse.ArgumentParser:
                     "atomically when complete. Needs svdistill[torch] (and onnx for ONNX).")
     px.add_argument("model", metavar="MODEL")
     px.add_argument("output", metavar="OUT")
-    px.add_argument("--format", choices=["onnx", "torchscript"], default="onnx",
+    px.add_argument("--format", choices=["onnx", "torchscript"],
                     help="onnx (default; PyTorch's TorchScript-based exporter) or torchscript "
                          "(torch.jit.load reads it)")
-    px.add_argument("--opset", type=int, default=None, metavar="N",
+    px.add_argument("--opset", type=int, metavar="N",
                     help="ONNX opset version (default: PyTorch's)")
     _add_forward_options(px)
     px.set_defaults(func=cmd_export)
+    _defaults_of(px, export)
     return p
-
-
-# API keywords whose flag has another name (the CLI passes l2=a.l2_penalty, ...).
-_API_TO_DEST = {"l2": "l2_penalty", "n_oversamples": "oversamples", "random_state": "seed",
-                "teachers": "teacher", "feats": "feats", "model": "model"}
 
 
 def _flag_of(parser: argparse.ArgumentParser, command: str, keyword: str) -> str:
     """How ``command``'s help names what sets ``keyword``: an API keyword or an argparse
-    dest (--flag, or METAVAR for a positional argument)."""
-    dest = _API_TO_DEST.get(keyword, keyword)
+    dest (--flag, or METAVAR for a positional argument): the same name, as every flag is its
+    API keyword with dashes (tests/test_options.py)."""
+    dest = keyword
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     for action in sub.choices[command]._actions:
         if action.dest == dest and action.help != argparse.SUPPRESS:
@@ -603,7 +632,7 @@ def _flag_of(parser: argparse.ArgumentParser, command: str, keyword: str) -> str
 
 
 # Arguments naming files a command reads: model paths, and rspecifiers.
-_INPUTS = ("input", "model", "student", "teacher", "teachers", "feature_transform", "class_frame_counts",
+_INPUTS = ("input", "model", "student", "teacher", "feature_transform", "class_frame_counts",
            "calibration",
            "feats", "check", "labels", "cv_feats", "cv_labels")
 # Those of them that are Kaldi rspecifiers.

@@ -6,17 +6,12 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
+from . import _core
 from .archive import check_finite
 from .errors import Error
 from .forward import ModelLike, Network, _load
 
 FeatsLike = Union[str, Mapping[str, np.ndarray], np.ndarray]
-
-
-def _log_softmax(z: np.ndarray) -> np.ndarray:
-    z = z.astype(np.float64)
-    z -= z.max(axis=1, keepdims=True) if z.size else 0.0
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 
 def _logit_network(model: ModelLike, feature_transform: Optional[ModelLike], who: str
@@ -65,8 +60,8 @@ def compare(teacher: ModelLike, student: ModelLike, feats: FeatsLike, *,
     """
     from .distill.data import Source  # (distill imports this package's forward module)
     src = Source(feats, "features", reread=False)
-    # Logits (the softmax left out): exact log-posteriors per block, in float64, as the
-    # trainer computes its KL (no floor under tiny probabilities).
+    # Logits (the softmax left out): the core takes exact log-softmaxes per block from them
+    # (no floor under tiny probabilities).
     t, blocks = _logit_network(teacher, feature_transform, "teacher")
     s, s_blocks = _logit_network(student, feature_transform, "student")
     if t.output_dim != s.output_dim:
@@ -76,10 +71,8 @@ def compare(teacher: ModelLike, student: ModelLike, feats: FeatsLike, *,
     if s_blocks != blocks:
         raise Error(f"the teacher's softmax blocks {blocks} differ from the student's {s_blocks}: their "
                     "outputs are not the same distributions")
-    edges = np.cumsum([0] + blocks)
-    frames = utts = agree = 0
-    kl = ce = ent = 0.0
-    max_diff = 0.0
+    frames = utts = 0
+    total: Dict[str, float] = {}
     name = src.name if src.name not in ("dict", "array") else src.what
     with contextlib.closing(iter(src)) as table:
         for key, mat in table:
@@ -91,23 +84,22 @@ def compare(teacher: ModelLike, student: ModelLike, feats: FeatsLike, *,
             for out, who in ((zt, "teacher"), (zs, "student")):
                 check_finite(out, f"{name}: utterance {key}", f"{who}'s output",
                              f"its features are finite: the {who} itself produces NaN or inf")
-            for lo, hi in zip(edges[:-1], edges[1:]):
-                logp, logq = _log_softmax(zt[:, lo:hi]), _log_softmax(zs[:, lo:hi])
-                p, q = np.exp(logp), np.exp(logq)
-                ce += float(-(p * logq).sum())
-                ent += float(-(p * logp).sum())
-                agree += int((zt[:, lo:hi].argmax(1) == zs[:, lo:hi].argmax(1)).sum()) if len(p) else 0
-                max_diff = max(max_diff, float(np.abs(p - q).max()) if p.size else 0.0)
+            # Per softmax block, in double, in the core: as distill's CV columns (nn/stats).
+            st = _core.compare_logits(zt, zs, blocks)
+            for k in ("agree", "kl", "cross_entropy", "teacher_entropy"):
+                total[k] = total.get(k, 0.0) + float(st[k])
+            total["max_abs_diff"] = max(total.get("max_abs_diff", 0.0), st["max_abs_diff"])
             frames += mat.shape[0]
             utts += 1
     if utts == 0:
         raise Error(f"{name}: no utterances (an empty archive or scp): nothing to compare")
     if frames == 0:
         raise Error(f"{name}: no frames: its {utts} utterance{'s' if utts > 1 else ''} are all empty")
-    kl = (ce - ent) / frames
+    agree, kl, ce, ent = total["agree"], total["kl"], total["cross_entropy"], total["teacher_entropy"]
+    max_diff = total["max_abs_diff"]
     tp, sp = t.model.num_params, s.model.num_params
-    return {"utterances": utts, "frames": frames, "top1_agreement": agree / (frames * len(blocks)),
-            "kl": max(kl, 0.0), "cross_entropy": ce / frames, "teacher_entropy": ent / frames,
+    return {"utterances": utts, "frames": frames, "top1_agreement": int(agree) / (frames * len(blocks)),
+            "kl": kl / frames, "cross_entropy": ce / frames, "teacher_entropy": ent / frames,
             "max_abs_diff": max_diff, "teacher_params": tp, "student_params": sp,
             "param_ratio": sp / tp if tp else None}
 

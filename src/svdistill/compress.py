@@ -3,8 +3,14 @@
 Each selected ``<AffineTransform>`` W (out x in) with bias b becomes a rank-k
 pair: a k x in ``<LinearTransform>`` followed by an out x k ``<AffineTransform>``
 that keeps b and the learn-rate coefficients. Everything else is copied as is.
-Models are streamed one component at a time; the ``param_budget`` policy makes
-a first pass for the spectra.
+
+The core decides everything about one layer (``_core.compress_layer``: rank,
+rounding, gain, SVD method, split, dialect, whitening, statistics); this module
+checks options, selects layers and streams the model past it. A file compressed
+to a file is one call of the core (``_core.compress_stream``), which reads the
+next component and writes the previous one while it factors the current one
+(memory: about three components). The ``param_budget`` policy makes a first pass
+for the spectra.
 """
 from __future__ import annotations
 
@@ -19,8 +25,8 @@ import numpy as np
 from . import _core
 from . import calibration as _cal
 from .errors import RankError, option_error
-from .io import ComponentStream, PathOrFile, iter_components, write
-from .linalg import _choose_method, _fraction_option, _int_option, _seed, _svd_options
+from .io import ComponentStream, ConversionWarning, PathOrFile, _is_gzip, check_write_options, iter_components, write
+from .linalg import _fraction_option, _int_option, _method_option, _seed, _svd_options
 from .model import Component, Model
 from .progress import Progress
 from .report import CompressReport, LayerReport
@@ -57,88 +63,88 @@ def _check_policy(kw: Dict[str, object]) -> Tuple[str, object]:
     return name, _fraction_option(name, value, RankError)
 
 
-#: Parameters per unit of rank that a factored layer has beyond its two factors,
-#: by output dialect: PDNN's first factor is an <affinetransform> whose zero bias
-#: has length k (its <linear> k x k is the identity, without parameters).
-_PER_RANK = {"kaldi": 0, "pdnn": 1}
-
-
 def factored_params(k: int, out: int, inp: int, dialect: str = "kaldi") -> int:
     """Parameters of what :func:`factor_layer` writes for an out x in affine layer at
     rank k in ``dialect``, its bias included. The budget and ``min_gain`` count this."""
-    return int(_core.factored_params(int(k), int(out), int(inp), _PER_RANK[dialect])) + int(out)
+    if dialect not in ("kaldi", "pdnn"):
+        raise option_error("dialect", f"must be 'kaldi' or 'pdnn', got {dialect!r}", RankError)
+    return int(_core.factored_params(int(k), int(out), int(inp), _core.per_rank_params(dialect))) + int(out)
 
 
-def _worth(k: int, out: int, inp: int, min_gain: float, dialect: str) -> bool:
-    return bool(_core.worth_factoring(int(k), int(out), int(inp), float(min_gain), _PER_RANK[dialect]))
+_SPLITS = {"sqrt": _core.Split.sqrt, "left": _core.Split.left, "right": _core.Split.right}
+_METHODS = {"auto": _core.SvdMethod.auto, "randomized": _core.SvdMethod.randomized,
+            "exact": _core.SvdMethod.exact}
 
 
-def _split_factors(U: np.ndarray, s: np.ndarray, Vt: np.ndarray, split: str) -> Tuple[np.ndarray, np.ndarray]:
-    """(first k x in, second out x k) with the singular values placed by ``split``."""
-    s32 = s.astype(np.float32)
-    if split == "sqrt":
-        r = np.sqrt(s32)
-        return Vt * r[:, None], U * r[None, :]
-    if split == "left":   # the out x k factor (U) carries them
-        return Vt.copy(), U * s32[None, :]
-    if split == "right":  # the k x in factor carries them (the legacy scripts' choice)
-        return Vt * s32[:, None], U.copy()
-    raise option_error("split", f"must be sqrt, left or right, got {split!r}", RankError)
+def _svd_struct(method: str, oversamples: Optional[int], n_iter: Optional[int], seed: int) -> "_core.SvdOptions":
+    p, q = _svd_options(oversamples, n_iter)
+    o = _core.SvdOptions()
+    o.method, o.oversamples, o.n_iter, o.seed = _METHODS[_method_option(method)], p, q, seed
+    return o
+
+
+def _factor_struct(split: str, dialect: str, spectrum: bool = False) -> "_core.FactorOptions":
+    if split not in _SPLITS:
+        raise option_error("split", f"must be sqrt, left or right, got {split!r}", RankError)
+    f = _core.FactorOptions()
+    f.split, f.dialect, f.spectrum = _SPLITS[split], dialect, spectrum
+    return f
+
+
+def _rank_policy(policy: str, value, min_gain: float, round_to: int,
+                 rank: Optional[int] = None) -> "_core.RankPolicy":
+    """The core's RankPolicy for compress()'s checked policy (``rank``: a fixed policy's, per layer)."""
+    p = _core.RankPolicy()
+    if policy in ("rank", "ranks", "param_budget"):
+        p.rule = _core.RankRule.fixed
+        if rank is not None:
+            p.rank = rank
+    else:
+        p.rule = {"rank_fraction": _core.RankRule.fraction, "energy": _core.RankRule.energy,
+                  "nuclear": _core.RankRule.nuclear}[policy]
+        p.value = float(value)
+    p.min_gain, p.round_to = min_gain, round_to
+    return p
+
+
+def _fixed_policy(k: int, always: bool = False) -> "_core.RankPolicy":
+    p = _core.RankPolicy()
+    p.rule, p.rank, p.always = _core.RankRule.fixed, int(k), always
+    return p
 
 
 def factor_layer(comp: Component, k: int, *, split: str = "sqrt", dialect: str = "kaldi",
-                 factors: Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]] = None,
-                 method: str = "auto", n_oversamples: Optional[int] = None,
-                 n_iter: Optional[int] = None, random_state=0) -> List[Component]:
-    """The components replacing an affine layer by its rank-k pair.
+                 method: str = "auto", oversamples: Optional[int] = None,
+                 n_iter: Optional[int] = None, seed=0) -> List[Component]:
+    """The components replacing an affine layer by its rank-k pair (always factored,
+    whether or not that saves parameters).
 
     Kaldi dialect: ``<LinearTransform> k in`` (LearnRateCoef copied) then
     ``<AffineTransform> out k`` (bias, LearnRateCoef, BiasLearnRateCoef, MaxNorm).
     PDNN dialect: ``<affinetransform> k in`` with a zero bias, ``<linear> k k``,
     ``<affinetransform> out k`` with the bias: the layout older tools read.
     """
-    if dialect not in _PER_RANK:
+    if dialect not in ("kaldi", "pdnn"):
         raise option_error("dialect", f"must be 'kaldi' or 'pdnn', got {dialect!r}", RankError)
     if comp.kind != "AffineTransform":
         raise RankError(f"factor_layer needs an <AffineTransform>, got {comp.marker}")
-    if factors is None:
-        W = comp.weight
-        assert W is not None  # an AffineTransform has one
-        p, q = _svd_options(n_oversamples, n_iter)
-        m = _choose_method(method, k, W.shape[0], W.shape[1], n_oversamples)
-        U, s, Vt, *_ = _core.truncated_svd(W, k, m, p, q, _seed(random_state))
-    else:
-        U, s, Vt = factors
-    first, second = _split_factors(U, s, Vt, split)
-    lrc = comp.learn_rate_coef if comp.learn_rate_coef is not None else 1.0
-    out = Component.affine(second, comp.bias, learn_rate_coef=lrc,
-                           bias_learn_rate_coef=comp.bias_learn_rate_coef or 0.0,
-                           max_norm=comp.max_norm or 0.0)
-    if comp.bias_learn_rate_coef is None:
-        out.bias_learn_rate_coef = 1.0
-    if dialect == "pdnn":
-        return [Component.affine(first, np.zeros(k, np.float32), learn_rate_coef=lrc),
-                Component.activation("Linear", k), out]
-    return [Component.linear(first, learn_rate_coef=lrc), out]
+    lim = min(comp.output_dim, comp.input_dim)
+    k = _int_option("rank", k, 1, lim, cls=RankError)
+    new, _ = _core.compress_layer(comp._c, _fixed_policy(k, always=True),
+                                  _svd_struct(method, oversamples, n_iter, _seed(seed)),
+                                  _factor_struct(split, dialect))
+    return [Component(c) for c in new]
 
 
-def _fixed_rank(plan: LayerPlan, policy: str, value, position: int) -> int:
+def _check_rank(plan: LayerPlan, policy: str, value, position: int) -> int:
+    """A fixed policy's rank for this layer, checked against its shape (the core rounds it)."""
     lim = min(plan.out, plan.inp)
-    if policy == "rank":
-        k = int(value)
-    elif policy == "ranks":
-        k = int(list(value)[position])
-    else:  # rank_fraction, as the legacy scripts round it
-        k = max(1, int(round(float(value) * lim)))
+    k = int(value) if policy == "rank" else int(list(value)[position])
     if k > lim:
         raise option_error(policy, f"{'value ' if policy == 'ranks' else ''}{k} exceeds min(out, in) = "
                                    f"{lim} of component {plan.index} {plan.marker} ({plan.out}x{plan.inp})",
                            RankError)
     return k
-
-
-def _round(k: int, round_to: int, plan: LayerPlan) -> int:
-    return int(_core.round_rank(int(k), int(max(1, round_to)), plan.out, plan.inp))
 
 
 def _nothing_selected(structure, layers: LayerSpec) -> None:
@@ -161,8 +167,8 @@ def compress(model: Union[Model, PathOrFile], *,
              nuclear: Optional[float] = None, param_budget: Optional[float] = None,
              min_gain: float = 0.0, round_to: int = 1, layers: LayerSpec = None,
              skip_output_layer: bool = False, split: str = "sqrt",
-             method: str = "auto", n_oversamples: Optional[int] = None, n_iter: Optional[int] = None,
-             random_state=0, output: Optional[PathOrFile] = None, binary: Optional[bool] = None,
+             method: str = "auto", oversamples: Optional[int] = None, n_iter: Optional[int] = None,
+             seed=0, output: Optional[PathOrFile] = None, binary: Optional[bool] = None,
              dialect: Optional[str] = None, digits: str = "shortest",
              progress: Optional[bool] = None,
              spectra: bool = False, calibration=None, feature_transform=None,
@@ -203,7 +209,7 @@ def compress(model: Union[Model, PathOrFile], *,
     split : {"sqrt", "left", "right"}
         Where the singular values go: sqrt(s) on both factors (default), all on
         the out x k factor ("left", U), or all on the k x in factor ("right").
-    method, n_oversamples, n_iter, random_state
+    method, oversamples, n_iter, seed
         SVD settings, as in :func:`svdistill.linalg.truncated_svd`.
     output : path or binary file, optional
         Stream the result there (atomically) instead of returning a Model.
@@ -249,7 +255,7 @@ def compress(model: Union[Model, PathOrFile], *,
         list of the wrong length, selected components that are not affine, a
         budget too small for rank 1 (or ``round_to``) everywhere, and any
         option value out of its range (the message names the keyword; the SVD
-        settings method, n_oversamples, n_iter and random_state raise
+        settings method, oversamples, n_iter and seed raise
         :class:`svdistill.Error`, as in :func:`svdistill.linalg.truncated_svd`).
     """
     policy, value = _check_policy(dict(rank=rank, ranks=ranks, rank_fraction=rank_fraction,
@@ -260,9 +266,9 @@ def compress(model: Union[Model, PathOrFile], *,
     round_to = _int_option("round_to", round_to, 1, cls=RankError)
     if dialect not in (None, "kaldi", "pdnn"):
         raise option_error("dialect", f"must be 'kaldi' or 'pdnn', got {dialect!r}", RankError)
-    _svd_options(n_oversamples, n_iter)
-    _choose_method(method, 1, 1, 1, None)
-    for name, v in (("n_oversamples", n_oversamples), ("n_iter", n_iter)):
+    _svd_options(oversamples, n_iter)
+    _method_option(method)
+    for name, v in (("oversamples", oversamples), ("n_iter", n_iter)):
         if v is not None and method == "exact":  # it would be ignored
             raise option_error(name, f"{v} applies to the randomized SVD, and {{method}} is exact", others=["method"])
     if not isinstance(refine, (bool, np.bool_)):
@@ -282,7 +288,7 @@ def compress(model: Union[Model, PathOrFile], *,
                                          "cannot be read twice: give a file, an scp or 'ark:COMMAND |'",
                                others=["calibration"])
     t_start = time.perf_counter()
-    seed = _seed(random_state)
+    seed = _seed(seed)
 
     in_memory = isinstance(model, Model)
     if not in_memory and (calibration is not None or not _rereadable(model)):
@@ -299,8 +305,8 @@ def compress(model: Union[Model, PathOrFile], *,
                                     f"selected ({', '.join(str(p.index) for p in plans) or 'none'})",
                            RankError)
     for pos, p in enumerate(plans):
-        if policy in ("rank", "ranks", "rank_fraction"):
-            p.rank = _round(_fixed_rank(p, policy, value, pos), round_to, p)
+        if policy in ("rank", "ranks"):
+            p.rank = _check_rank(p, policy, value, pos)
 
     cal: Optional[_cal.Calibration] = None
     if calibration is not None:
@@ -313,10 +319,30 @@ def compress(model: Union[Model, PathOrFile], *,
 
     if policy == "param_budget":
         _plan_budget(model, plans, float(value), min_gain, round_to, binary, dialect,  # type: ignore[arg-type]
-                     cal, split, method, n_oversamples, n_iter, seed)
+                     cal, split, method, oversamples, n_iter, seed)
 
     by_index = {p.index: p for p in plans}
+    svd_opts = _svd_struct(method, oversamples, n_iter, seed)
+    factor_opts: Dict[str, "_core.FactorOptions"] = {}  # by output dialect
+    fixed = policy in ("rank", "ranks", "param_budget")
+    rank_rule = _rank_policy(policy, value, min_gain, round_to)
     total = len(plans)
+    options = dict(min_gain=min_gain, round_to=round_to, split=split, method=method, layers=layers,
+                   skip_output_layer=skip_output_layer, seed=seed)
+    policy_record = {policy: value if policy != "ranks" else list(value)}  # type: ignore[call-overload]
+    if (output is not None and cal is None and not in_memory and isinstance(output, (str, os.PathLike))
+            and not any(e.kind in _CONVERTED_KINDS for e in structure)
+            and (_core.have_zlib or not _is_gzip(os.fspath(cast("os.PathLike[str]", model))))):
+        # The whole pass in the core: reading and writing overlap the SVDs.
+        check_write_options(binary, dialect, digits)
+        policies = {p.index: _rank_policy(policy, value, min_gain, round_to, p.rank) if fixed else rank_rule
+                    for p in plans}
+        streamed, before, after, sv = _compress_streamed(
+            os.fspath(cast("os.PathLike[str]", model)), os.fspath(output), plans, policies, svd_opts, split,
+            spectra, binary, dialect, digits, progress)
+        return None, CompressReport(layers=streamed, params_before=before, params_after=after, policy=policy_record,
+                                    seconds=time.perf_counter() - t_start, options=options,
+                                    spectra=sv)
     prog = Progress("compress", total=total, unit="layers", enabled=progress)
     reports: List[LayerReport] = []
     all_spectra: Dict[int, List[float]] = {}
@@ -345,18 +371,23 @@ def compress(model: Union[Model, PathOrFile], *,
                 yield comp
                 continue
             prog.update(len(reports), f"component {idx} {comp.output_dim}x{comp.input_dim}")
-            t0 = time.perf_counter()  # the layer's time includes its spectrum
-            white = _Whitened(_finite_weight(comp, plan), cal.layers[idx]) if cal is not None else None
-            needs_spectrum = spectra or policy == "nuclear"
-            sv = _core.singular_values(_finite_weight(comp, plan) if white is None else white.M) \
-                if needs_spectrum else None
+            if out_dialect not in factor_opts:
+                factor_opts[out_dialect] = _factor_struct(split, out_dialect, spectra)
+            if fixed:
+                assert plan.rank is not None  # set by the fixed policies and the budget's pass
+                rank_rule.rank = plan.rank
+            inputs = cal.layers[idx].inputs() if cal is not None else None
+            try:
+                core_new, stats = _core.compress_layer(comp._c, rank_rule, svd_opts, factor_opts[out_dialect],
+                                                       inputs)
+            except _core.Error as e:
+                raise _core.Error(f"component {idx} {comp.marker}: {e}") from None
             if spectra:
-                assert sv is not None
-                all_spectra[idx] = sv.tolist()
-            rep, new = _compress_one(comp, plan, policy, value, min_gain, round_to, split,
-                                     out_dialect, method, n_oversamples, n_iter, seed, sv, t0, white)
+                all_spectra[idx] = list(stats.spectrum)
+            rep = _layer_report(plan, stats)
+            new = [comp] if rep.rank is None else [Component(c) for c in core_new]
             reports.append(rep)
-            params_after += sum(c.num_params or 0 for c in new)
+            params_after += stats.params_after
             if rep.rank is not None:
                 placed[idx] = (n_out[0], len(new))
             n_out[0] += len(new)
@@ -389,11 +420,8 @@ def compress(model: Union[Model, PathOrFile], *,
     finally:
         prog.close()
     report = CompressReport(layers=reports, params_before=params_before, params_after=params_after,
-                            policy={policy: value if policy != "ranks" else list(value)},  # type: ignore
-                            seconds=time.perf_counter() - t_start,
-                            options=dict(min_gain=min_gain, round_to=round_to, split=split,
-                                         method=method, layers=layers,
-                                         skip_output_layer=skip_output_layer, random_state=seed),
+                            policy=policy_record,
+                            seconds=time.perf_counter() - t_start, options=options,
                             spectra=all_spectra,
                             calibration=None if cal is None else dict(
                                 source=cal.source, frames=cal.frames, utterances=cal.utterances,
@@ -411,6 +439,11 @@ def _output_dialect(dialect: Optional[str], binary: Optional[bool], src_binary: 
     return "kaldi" if (src_binary if binary is None else binary) else src_dialect
 
 
+#: The kinds the writer converts between dialects (cpp/nnet1/writer.cc: <relu> and a
+#: plain <ParametricRelu>, <linear>); every other kind is written as it was read.
+_CONVERTED_KINDS = ("Relu", "ParametricRelu", "Linear")
+
+
 def _written_params(comp: Component, dialect: str) -> int:
     """Parameters of a copied component once written in ``dialect``.
 
@@ -420,7 +453,7 @@ def _written_params(comp: Component, dialect: str) -> int:
     by writing them; weight matrices and raw kinds are written as they are.
     """
     n = comp.num_params or 0
-    if not comp.modelled or comp.kind in ("AffineTransform", "LinearTransform"):
+    if comp.kind not in _CONVERTED_KINDS:
         return n
     buf = io.BytesIO()
     with warnings.catch_warnings():
@@ -476,98 +509,30 @@ def _finite_weight(comp: Component, plan: LayerPlan) -> np.ndarray:
     return W
 
 
-def _compress_one(comp: Component, plan: LayerPlan, policy: str, value, min_gain: float,
-                  round_to: int, split: str, dialect: str, method: str,
-                  n_oversamples: Optional[int], n_iter: Optional[int],
-                  seed: int, sv: Optional[np.ndarray] = None,
-                  t0: Optional[float] = None,
-                  white: Optional["_Whitened"] = None) -> Tuple[LayerReport, List[Component]]:
-    t0 = time.perf_counter() if t0 is None else t0
-    W0 = _finite_weight(comp, plan)
-    # Calibrated: every policy works on W R^T, whose spectrum is the output energy.
-    W = W0 if white is None else white.M
-    out_dim, in_dim = W.shape
-    before = comp.num_params or 0
-    total_energy = float(_core.frobenius_sq(W)) if white is None else white.energy
-    p, q = _svd_options(n_oversamples, n_iter)
-    factors: Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]] = None
-    used_method = method
-    if policy == "energy" and method == "exact":
-        # The smallest k, from the exact spectrum; one decomposition gives k and the factors.
-        U, s, Vt, *_ = _core.truncated_svd(W, min(out_dim, in_dim), "exact", p, q, seed)
-        k = max(1, int(_core.energy_rank(s.tolist(), float(value), total_energy)))
-        factors = (U[:, :k], s[:k], Vt[:k])
-    elif policy == "energy":
-        # An adaptive sketch grown until the energy it keeps (exact for its
-        # factors) reaches E: no full spectrum, so large layers of low rank cost
-        # a fraction of an exact decomposition. A sketch's singular values never
-        # exceed the true ones, so k is never below the smallest rank (README).
-        U, s, Vt, *_ = _core.adaptive_energy_svd(W, float(value), p, q, seed)
-        k = max(1, len(s))
-        factors = (U, s, Vt)
-        used_method = "adaptive"
-    elif policy == "nuclear":
-        assert sv is not None  # compress() passes the spectrum for this policy
-        k = int(_core.nuclear_rank(sv.tolist(), float(value)))
-    else:
-        assert plan.rank is not None  # set by the fixed policies and the budget's pass
-        k = int(plan.rank)  # fixed policies and the budget's pass
-    k_rounded = _round(max(k, 1), round_to, plan)
-    if k_rounded != k:
-        factors = None  # more than the decomposition kept: recompute at the rounded rank
-    k = k_rounded
-    if plan.rank == -1 or not _worth(k, out_dim, in_dim, min_gain, dialect):
-        return LayerReport(index=plan.index, marker=plan.marker, out=out_dim, inp=in_dim, rank=None,
-                           params_before=before, params_after=before, retained_energy=1.0,
-                           rel_error=0.0, seconds=time.perf_counter() - t0, method="-",
-                           note="unchanged: factoring would not reduce parameters"
-                           + (f" by {min_gain:.0%}" if min_gain > 0 else "")), [comp]
-    if factors is None:
-        used_method = _choose_method(method, k, out_dim, in_dim, n_oversamples)
-        factors = _core.truncated_svd(W, k, used_method, p, q, seed)[:3]
-    s = factors[1]
-    # The factors are an orthogonal projection of W (W R^T calibrated), so this is their exact energy.
-    kept = float(np.sum(np.square(s, dtype=np.float64)))
-    retained = kept / total_energy if total_energy > 0 else 1.0
-    out_err = out_err_plain = None
-    if white is None:
-        new = factor_layer(comp, k, split=split, dialect=dialect, factors=factors)
-        rel_error = float(np.sqrt(max(0.0, 1.0 - retained)))
-    else:
-        new = white.factor(comp, k, factors, split, dialect)
-        first, second = new[0].weight, new[-1].weight
-        assert first is not None and second is not None
-        rel_error = float(np.sqrt(_core.frobenius_sq(W0 - second @ first) / max(_core.frobenius_sq(W0), 1e-300)))
-        Up, sp, Vtp, *_ = _core.truncated_svd(W0, k, _choose_method(method, k, out_dim, in_dim, n_oversamples),
-                                              p, q, seed)
-        out_err, out_err_plain = _cal.output_errors(W0, second, first, white.stats, (Up * sp[None, :], Vtp),
-                                                    white.total)
-    after = sum(c.num_params or 0 for c in new)
-    return LayerReport(index=plan.index, marker=plan.marker, out=out_dim, inp=in_dim, rank=k,
-                       params_before=before, params_after=after, retained_energy=min(retained, 1.0),
-                       rel_error=rel_error, seconds=time.perf_counter() - t0, method=used_method,
-                       output_error=out_err, output_error_plain=out_err_plain), new
+def _compress_streamed(source: str, output: str, plans: List[LayerPlan], policies: Dict[int, "_core.RankPolicy"],
+                       svd_opts: "_core.SvdOptions", split: str, spectra: bool, binary: Optional[bool],
+                       dialect: Optional[str], digits: str, progress: Optional[bool]
+                       ) -> Tuple[List[LayerReport], int, int, Dict[int, List[float]]]:
+    """compress() of a file to a file in one call of the core: (layer reports, parameters
+    before and after, spectra)."""
+    by_index = {p.index: p for p in plans}
+    position = {p.index: i for i, p in enumerate(plans)}
+    with Progress("compress", total=len(plans), unit="layers", enabled=progress) as bar:
+        streamed, before, after, notes, _, _ = _core.compress_stream(
+            source, output, policies, svd_opts, _SPLITS[split], bool(spectra), binary, dialect, digits,
+            lambda idx, o, i: bar.update(position[idx], f"component {idx} {o}x{i}"))
+    for note in notes:
+        warnings.warn(note, ConversionWarning, stacklevel=3)
+    reports = [_layer_report(by_index[idx], st) for idx, _, st in streamed]
+    return reports, before, after, {idx: list(st.spectrum) for idx, _, st in streamed} if spectra else {}
 
 
-class _Whitened:
-    """A layer's weight in the whitened space of its calibration inputs (calibration.py)."""
-
-    def __init__(self, W: np.ndarray, stats: _cal.LayerStats) -> None:
-        self.stats = stats
-        self.wh = stats.whitening()
-        self.M, self.energy = _core.whiten_weight(W, self.wh)
-        # E||W (x - mean)||^2 without the ridge: the output's variation, the errors' scale.
-        self.total = max(float(self.energy) - self.wh.ridge * float(_core.frobenius_sq(W)), 0.0)
-
-    def factor(self, comp: Component, k: int, factors, split: str, dialect: str) -> List[Component]:
-        """The components for the top-k SVD factors (U, s, V^T) of M: V^T mapped back to W's
-        inputs, the bias absorbing the mean of what is cut."""
-        U, s, Vt = factors
-        new = factor_layer(comp, k, split=split, dialect=dialect, factors=(U, s, _core.unwhiten_rows(Vt, self.wh)))
-        first, second = new[0].weight, new[-1].weight
-        assert first is not None and second is not None
-        new[-1].bias = _cal.absorbed_bias(comp, second, first, self.stats.mean)
-        return new
+def _layer_report(plan: LayerPlan, st: "_core.LayerStats") -> LayerReport:
+    return LayerReport(index=plan.index, marker=plan.marker, out=st.out, inp=st.inp, rank=st.rank,
+                       params_before=st.params_before, params_after=st.params_after,
+                       retained_energy=st.retained_energy, rel_error=st.rel_error, seconds=st.seconds,
+                       method=st.method, note=st.note, output_error=st.output_error,
+                       output_error_plain=st.output_error_plain)
 
 
 #: How calibrated layers are put on one scale under param_budget: "measured" (the
@@ -580,7 +545,7 @@ _BUDGET_RULE = "measured"
 
 def _plan_budget(model, plans: List[LayerPlan], fraction: float, min_gain: float, round_to: int,
                  binary: Optional[bool], dialect: Optional[str], cal: Optional[_cal.Calibration] = None,
-                 split: str = "sqrt", method: str = "auto", n_oversamples: Optional[int] = None,
+                 split: str = "sqrt", method: str = "auto", oversamples: Optional[int] = None,
                  n_iter: Optional[int] = None, seed: int = 0) -> None:
     """Pass 1 of --param-budget: spectra of the selected layers, then greedy ranks.
 
@@ -611,9 +576,11 @@ def _plan_budget(model, plans: List[LayerPlan], fraction: float, min_gain: float
             if cal is None:
                 spectra[idx] = _core.singular_values(W)
             else:
-                white = _Whitened(W, cal.layers[idx])
-                spectra[idx] = _core.singular_values(white.M)
-                totals[idx] = white.total
+                wh = cal.layers[idx].whitening()
+                M, energy = _core.whiten_weight(W, wh)
+                spectra[idx] = _core.singular_values(M)
+                # E||W (x - mean)||^2 without the ridge: the output's variation, the errors' scale.
+                totals[idx] = max(float(energy) - wh.ridge * float(_core.frobenius_sq(W)), 0.0)
         else:
             written.append(_written_params(comp, out_dialect))
     # Fixed: unselected components and the selected layers' biases, which every
@@ -621,12 +588,12 @@ def _plan_budget(model, plans: List[LayerPlan], fraction: float, min_gain: float
     fixed = sum(written) + sum(p.out for p in plans)
     limit = fraction * params_in
     budget = limit - fixed
-    per_rank = _PER_RANK[out_dialect]
+    per_rank = _core.per_rank_params(out_dialect)
     k0 = max(1, round_to)
 
     def cheapest(p: LayerPlan) -> int:  # a layer min_gain forbids factoring stays whole
         k = min(k0, p.out, p.inp)
-        if _worth(k, p.out, p.inp, min_gain, out_dialect):
+        if _core.worth_factoring(k, p.out, p.inp, min_gain, per_rank):
             return factored_params(k, p.out, p.inp, out_dialect) - p.out
         return p.out * p.inp
 
@@ -650,7 +617,7 @@ def _plan_budget(model, plans: List[LayerPlan], fraction: float, min_gain: float
         if _BUDGET_RULE == "relative":
             ranks = first
         else:  # measured
-            curves = _budget_curves(model, plans, first, cal, split, out_dialect, method, n_oversamples,
+            curves = _budget_curves(model, plans, first, cal, split, out_dialect, method, oversamples,
                                     n_iter, seed)
             ranks = [int(k) for k in _core.budget_ranks(
                 [(p.out, p.inp, curves[p.index].tolist()) for p in plans],
@@ -660,30 +627,29 @@ def _plan_budget(model, plans: List[LayerPlan], fraction: float, min_gain: float
 
 
 def _budget_curves(model: Model, plans: List[LayerPlan], ranks: List[int], cal: _cal.Calibration,
-                   split: str, dialect: str, method: str, n_oversamples: Optional[int],
+                   split: str, dialect: str, method: str, oversamples: Optional[int],
                    n_iter: Optional[int], seed: int) -> Dict[int, np.ndarray]:
     """Per layer, a pseudo-spectrum whose tail sums are the measured output loss of that
     layer alone truncated at rank k (linear between ranks 1 and 1/4x .. 4x the
     equal-relative-error rank, monotone; 0 at full rank)."""
-    p_, q_ = _svd_options(n_oversamples, n_iter)
+    svd_opts = _svd_struct(method, oversamples, n_iter, seed)
+    factor_opts = _factor_struct(split, dialect)
+    factor_opts.output_errors = False  # the trials are measured at the model's output instead
+    per_rank = _core.per_rank_params(dialect)
     grids = {}
     keyed = {}
     for p, k in zip(plans, ranks):
         comp = model.components[p.index - 1]
-        W = _finite_weight(comp, p)
         full = min(p.out, p.inp)
         if k <= 0:
-            k = max(1, (p.out * p.inp - 1) // (p.out + p.inp + _PER_RANK[dialect]) // 2)
+            k = max(1, int(_core.break_even_rank(p.out, p.inp, per_rank)) // 2)
         grid = sorted({1} | {min(full, max(1, int(round(k * f)))) for f in (0.25, 0.5, 1, 2, 4)})
         grid = [g for g in grid if g < full]
         grids[p.index] = grid
-        white = _Whitened(W, cal.layers[p.index])
-        kmax = max(grid) if grid else 1
-        U, s, Vt = _core.truncated_svd(white.M, kmax, _choose_method(method, kmax, p.out, p.inp, n_oversamples),
-                                       p_, q_, seed)[:3]
+        inputs = cal.layers[p.index].inputs()
         for g in grid:
-            new = white.factor(comp, g, (U[:, :g], s[:g], Vt[:g]), split, dialect)
-            keyed[(p.index, g)] = new
+            new, _ = _core.compress_layer(comp._c, _fixed_policy(g, always=True), svd_opts, factor_opts, inputs)
+            keyed[(p.index, g)] = [Component(c) for c in new]
     losses = _cal.layer_losses(model, cal, keyed)
     out = {}
     for p in plans:

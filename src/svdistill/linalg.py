@@ -51,29 +51,38 @@ def _fraction_option(name: str, value, cls=_core.Error, low_open: bool = True) -
     return v
 
 
-def _seed(random_state) -> int:
-    if random_state is None:
+def _seed(seed) -> int:
+    if seed is None:
         return int(cast(int, np.random.SeedSequence().entropy) % (1 << 63))  # drawn from the OS: an int
-    if isinstance(random_state, np.random.Generator):
-        return int(random_state.integers(0, 1 << 63))
-    if isinstance(random_state, (numbers.Integral, np.integer)) and not isinstance(random_state, bool):
-        if not 0 <= int(random_state) < (1 << 64):
-            raise option_error("random_state", f"must be an integer in 0..2**64-1, got {random_state}")
-        return int(random_state)
-    raise option_error("random_state", f"must be None, a non-negative integer or a numpy Generator, "
-                                       f"got {random_state!r}")
+    if isinstance(seed, np.random.Generator):
+        return int(seed.integers(0, 1 << 63))
+    if isinstance(seed, (numbers.Integral, np.integer)) and not isinstance(seed, bool):
+        if not 0 <= int(seed) < (1 << 64):
+            raise option_error("seed", f"must be an integer in 0..2**64-1, got {seed}")
+        return int(seed)
+    raise option_error("seed", f"must be None, a non-negative integer or a numpy Generator, got {seed!r}")
 
 
-def _svd_options(n_oversamples, n_iter) -> Tuple[int, int]:
+def _svd_options(oversamples, n_iter) -> Tuple[int, int]:
     """The randomized method's settings as the core takes them (-1: its default)."""
-    p = -1 if n_oversamples is None else _int_option("n_oversamples", n_oversamples, 0)
+    p = -1 if oversamples is None else _int_option("oversamples", oversamples, 0)
     q = -1 if n_iter is None else _int_option("n_iter", n_iter, 0, 1000)
     return p, q
 
 
-def truncated_svd(a, rank: int, *, method: str = "auto", n_oversamples: Optional[int] = None,
+#: The SVD methods; "auto" is resolved by the core (cpp/linalg/compress.h, resolve_method).
+METHODS = ("auto", "randomized", "exact")
+
+
+def _method_option(method) -> str:
+    if method not in METHODS:
+        raise option_error("method", f"must be 'auto', 'randomized' or 'exact', got {method!r}")
+    return method
+
+
+def truncated_svd(a, rank: int, *, method: str = "auto", oversamples: Optional[int] = None,
                   n_iter: Optional[int] = None,
-                  random_state=0) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  seed=0) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Top-``rank`` singular triplets of a matrix.
 
     Parameters
@@ -85,20 +94,20 @@ def truncated_svd(a, rank: int, *, method: str = "auto", n_oversamples: Optional
     method : {"auto", "randomized", "exact"}
         ``"exact"``: LAPACK divide and conquer in float64. ``"randomized"``:
         Halko, Martinsson & Tropp (2011) range finder, Gaussian sketch of
-        ``rank + n_oversamples`` columns, ``n_iter`` power iterations each
+        ``rank + oversamples`` columns, ``n_iter`` power iterations each
         re-orthonormalized (Cholesky QR, Householder when ill-conditioned), the
         small SVD in float64. The iterations run on A, or, where that costs fewer
         flops (tall or wide matrices, wide sketches), on the Gram matrix of A's
         smaller side with one iteration more (never less accurate).
         ``"auto"`` picks randomized unless the sketch would cover more than half
         of min(m, n) or the matrix is small.
-    n_oversamples : int, optional
-        Extra sketch columns; default max(32, rank // 4).
+    oversamples : int, optional
+        Extra sketch columns; default max(32, rank // 4) (the core's default_oversamples).
     n_iter : int, optional
         Power iterations; default 2. (These defaults gave 1.002-1.0045x the
         optimal error on realistic weight spectra at k = 128..512 for the least
         time among the settings measured; see benchmarks/bench_svd.py.)
-    random_state : int, numpy Generator or None
+    seed : int, numpy Generator or None
         Seed of the Gaussian sketch. Results are bit-identical for a seed and a
         thread count; across thread counts they agree to rounding (signs are
         normalised: the largest entry of each column of U is positive).
@@ -119,20 +128,9 @@ def truncated_svd(a, rank: int, *, method: str = "auto", n_oversamples: Optional
     k = _int_option("rank", rank, -(1 << 62))
     if not 0 <= k <= min(m, n):
         raise option_error("rank", f"must lie in 0..{min(m, n)} for a {m}x{n} matrix, got {k}")
-    p, q = _svd_options(n_oversamples, n_iter)
-    seed = _seed(random_state)
-    method = _choose_method(method, k, m, n, n_oversamples)
-    U, s, Vt, *_ = _core.truncated_svd(arr, k, method, p, q, seed)
+    p, q = _svd_options(oversamples, n_iter)
+    U, s, Vt, *_ = _core.truncated_svd(arr, k, _method_option(method), p, q, _seed(seed))
     return U, s, Vt
-
-
-def _choose_method(method: str, k: int, m: int, n: int, n_oversamples: Optional[int]) -> str:
-    if method not in ("auto", "randomized", "exact"):
-        raise option_error("method", f"must be 'auto', 'randomized' or 'exact', got {method!r}")
-    if method != "auto":
-        return method
-    p = max(32, k // 4) if n_oversamples is None else n_oversamples
-    return "exact" if min(m, n) <= 64 or 2 * (k + p) > min(m, n) else "randomized"
 
 
 def singular_values(a) -> np.ndarray:

@@ -22,12 +22,6 @@ class Entry:
     out: int
     inp: int
 
-    @property
-    def num_params(self) -> int:
-        k, o, i = self.kind, self.out, self.inp
-        return {"AffineTransform": o * i + o, "LinearTransform": o * i, "AddShift": i,
-                "Rescale": i, "ParametricRelu": 2 * o}.get(k, 0)
-
 
 @dataclass
 class LayerPlan:
@@ -43,13 +37,7 @@ def scan_structure(model: Union[Model, str, "os.PathLike[str]"]) -> List[Entry]:
     if isinstance(model, Model):
         comps = [(c.kind, c.marker, c.output_dim, c.input_dim) for c in model]
     else:
-        reader = _core.Reader(os.fspath(model), True)
-        comps = []
-        while True:
-            c = reader.next()
-            if c is None:
-                break
-            comps.append((c.kind, c.marker, c.output_dim, c.input_dim))
+        comps = _core.scan_structure(os.fspath(model))
     return [Entry(i, k, m, o, n) for i, (k, m, o, n) in enumerate(comps, 1)]
 
 

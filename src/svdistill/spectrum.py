@@ -3,11 +3,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Sequence
 
-import numpy as np
-
 from . import _core
 from .calibration import DEFAULT_FRAMES, collect, frames_option
-from .compress import _PER_RANK
 from .errors import option_error
 from .io import iter_components, read
 from .linalg import _fraction_option
@@ -76,24 +73,17 @@ def spectrum(model, *, layers: LayerSpec = None,
             dialect = "kaldi" if stream.binary else stream.dialect
         if idx not in plans:
             continue
-        W = comp.weight
-        assert W is not None  # plans name AffineTransforms only
-        if not np.isfinite(W).all():
-            raise _core.Error(f"component {idx} {comp.marker}: the weight matrix has nan/inf entries")
-        if cal is None:
-            s = _core.singular_values(W)
-            total = float(_core.frobenius_sq(W))  # as compress --energy counts it
-        else:
-            M, total = _core.whiten_weight(W, cal.layers[idx].whitening())
-            s = _core.singular_values(M)
-        sl = s.tolist()
-        o, i = comp.output_dim, comp.input_dim
+        inputs = cal.layers[idx].inputs() if cal is not None else None
+        try:
+            sl, energy, nuclear, even = _core.layer_spectrum(comp._c, fractions, dialect, inputs)
+        except _core.Error as e:
+            raise _core.Error(f"component {idx} {comp.marker}: {e}") from None
         out.append({
-            "index": idx, "marker": comp.marker, "out": o, "in": i,
+            "index": idx, "marker": comp.marker, "out": comp.output_dim, "in": comp.input_dim,
             "singular_values": sl,
-            "energy_ranks": {str(f): int(_core.energy_rank(sl, f, total)) for f in fractions},
-            "nuclear_ranks": {str(f): int(_core.nuclear_rank(sl, float(f))) for f in fractions},
-            "break_even_rank": int((o * i - 1) // (o + i + _PER_RANK[dialect])),
+            "energy_ranks": {str(f): int(k) for f, k in zip(fractions, energy)},
+            "nuclear_ranks": {str(f): int(k) for f, k in zip(fractions, nuclear)},
+            "break_even_rank": int(even),
         })
     d = {"layers": out, "fractions": [float(f) for f in fractions], "dialect": dialect}
     if cal is not None:

@@ -29,10 +29,12 @@ import math
 import numbers
 import os
 import re
+import warnings
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .. import _core
 from ..errors import Error, option_error
 from ..forward import ModelLike, _load
 from ..io import PathOrFile, check_write_options, output_target, write
@@ -41,7 +43,7 @@ from ..progress import Progress
 from .checkpoint import Checkpoints, data_fingerprint, model_fingerprint
 from .data import Data, FeatsLike, LabelsLike, Source, load_labels
 from .distributed import Dist
-from .engine import CoreEngine, LossOptions
+from .engine import CoreEngine, as_written, train_options
 from .report import DistillReport, EpochReport
 from .schedule import ScheduleOptions, run
 
@@ -50,18 +52,23 @@ if TYPE_CHECKING:  # imported when the torch engine is asked for: it imports tor
 
 __all__ = ["DistillReport", "EpochReport", "TrainingStopped", "distill"]
 
+# The core's option structs hold the defaults of the options they share with distill().
+_LOSS, _OPT = _core.LossOptions(), _core.OptimizerOptions()
+_NOT_GIVEN: Any = object()  # a deprecated keyword left out
+_L2_PENALTY = as_written(_OPT.l2_penalty)
+
 
 def distill(student: ModelLike, feats: FeatsLike, *,
-            teachers: Union[ModelLike, Sequence[ModelLike]] = (),
+            teacher: Union[ModelLike, Sequence[ModelLike], None] = None,
             feature_transform: Optional[ModelLike] = None,
-            temperature: float = 2.0,
+            temperature: float = as_written(_LOSS.temperature),
             labels: Optional[LabelsLike] = None,
             hard_weight: Optional[float] = None,
-            average_logits: bool = False,
+            average_logits: bool = _LOSS.average_logits,
             optimizer: str = "sgd",
             learn_rate: Optional[float] = None,
-            momentum: float = 0.0,
-            l2: float = 0.0,
+            momentum: float = as_written(_OPT.momentum),
+            l2_penalty: float = _L2_PENALTY,
             minibatch_size: int = 256,
             randomizer_size: int = 32768,
             max_epochs: int = 20,
@@ -86,8 +93,10 @@ def distill(student: ModelLike, feats: FeatsLike, *,
             read_ahead: int = 32,
             checkpoint_dir: Optional[str] = None,
             checkpoint_every: int = 0,
-            resume: bool = False) -> Tuple[Model, DistillReport]:
-    """Fine-tune ``student`` on the soft targets of ``teachers`` (and/or on labels).
+            resume: bool = False,
+            teachers: Any = _NOT_GIVEN,
+            l2: Any = _NOT_GIVEN) -> Tuple[Model, DistillReport]:
+    """Fine-tune ``student`` on the soft targets of ``teacher`` (and/or on labels).
 
     Parameters
     ----------
@@ -97,7 +106,7 @@ def distill(student: ModelLike, feats: FeatsLike, *,
     feats : rspecifier, dict of (frames x dims) arrays, or one 2-D array
         Training features (before the feature transform). An rspecifier is read
         once per epoch (stdin cannot be; commands ``ark:cmd |`` are re-run).
-    teachers : Model, path, or a list of them
+    teacher : Model, path, or a list of them (an ensemble)
         Their soft targets are averaged (``average_logits``: their logits).
         None: frame-level training on ``labels`` only.
     feature_transform : Model or path, optional
@@ -112,12 +121,14 @@ def distill(student: ModelLike, feats: FeatsLike, *,
     optimizer : "sgd" or "adam"
         SGD: Kaldi's semantics (gradients summed over the minibatch, per-layer
         learn-rate coefficients, momentum, L2 = Kaldi's l2-penalty, MaxNorm).
-        Adam: mean gradients; ``l2`` becomes decoupled weight decay.
+        Adam: mean gradients; ``l2_penalty`` becomes decoupled weight decay.
     learn_rate : float
         Default: 0.008 for SGD (Kaldi's default; it multiplies gradients summed
         over the minibatch, so it is a per-frame rate), 0.001 for Adam.
     momentum : float
         SGD momentum (default 0, as Kaldi's).
+    l2_penalty : float
+        Kaldi's l2-penalty (SGD), decoupled weight decay (Adam); default 0.
     minibatch_size, randomizer_size : int
         Frames per update, and of the shuffling buffer (as nnet-train-frmshuff;
         a buffer smaller than a minibatch is made one minibatch). As there, an
@@ -165,6 +176,9 @@ def distill(student: ModelLike, feats: FeatsLike, *,
         the core engine at the same thread count). Refused, naming the
         difference, when the checkpoint was made with other options or data;
         ``max_epochs`` may differ.
+    teachers, l2
+        Deprecated names of ``teacher`` and ``l2_penalty`` (a DeprecationWarning);
+        they will be removed in the next release.
 
     Returns
     -------
@@ -185,6 +199,10 @@ def distill(student: ModelLike, feats: FeatsLike, *,
         the feature transform, a teacher or the student at once), a model that
         cannot be trained.
     """
+    if teachers is not _NOT_GIVEN:
+        teacher = _renamed("teachers", "teacher", teachers, teacher, None)
+    if l2 is not _NOT_GIVEN:
+        l2_penalty = _renamed("l2", "l2_penalty", l2, l2_penalty, _L2_PENALTY)
     # Every option is checked before a model is read or anything trained: a bad value costs nothing.
     temperature = _number("temperature", temperature)
     if not temperature > 0:
@@ -197,7 +215,7 @@ def distill(student: ModelLike, feats: FeatsLike, *,
     if optimizer not in ("sgd", "adam"):
         raise option_error("optimizer", f"must be 'sgd' or 'adam', got {optimizer!r}")
     if learn_rate is None:
-        learn_rate = 0.008 if optimizer == "sgd" else 0.001
+        learn_rate = as_written(_OPT.learn_rate if optimizer == "sgd" else _core.OptimizerOptions.adam_learn_rate)
     learn_rate = _number("learn_rate", learn_rate)
     if not learn_rate > 0:
         raise option_error("learn_rate", f"must be > 0, got {learn_rate:g}")
@@ -207,9 +225,9 @@ def distill(student: ModelLike, feats: FeatsLike, *,
     if momentum and optimizer == "adam":  # adam keeps its own moments: the value would be ignored
         raise option_error("momentum", f"{momentum:g} applies to {{optimizer}} sgd; adam has moments of its own",
                            others=["optimizer"])
-    l2 = _number("l2", l2)
-    if l2 < 0:
-        raise option_error("l2", f"must be >= 0, got {l2:g}")
+    l2_penalty = _number("l2_penalty", l2_penalty)
+    if l2_penalty < 0:
+        raise option_error("l2_penalty", f"must be >= 0, got {l2_penalty:g}")
     minibatch_size = _integer("minibatch_size", minibatch_size, 1)
     randomizer_size = _integer("randomizer_size", randomizer_size, 1)
     max_epochs = _integer("max_epochs", max_epochs, 0)
@@ -255,8 +273,8 @@ def distill(student: ModelLike, feats: FeatsLike, *,
     engine = _choose_engine(engine, device, precision)
 
     t_model = _model("student", student)
-    teacher_list = [] if teachers is None else [_model("teachers", t) for t in (
-        teachers if isinstance(teachers, (list, tuple)) else [teachers])]
+    teacher_list = [] if teacher is None else [_model("teacher", t) for t in (
+        teacher if isinstance(teacher, (list, tuple)) else [teacher])]
     dist = Dist.from_env()
     if dist is not None and engine != "torch":
         raise option_error("engine", f"must be torch: WORLD_SIZE is {dist.world} (torchrun), and several "
@@ -265,13 +283,13 @@ def distill(student: ModelLike, feats: FeatsLike, *,
         raise Error("nothing to learn from: give at least one teacher, or labels")
     # Options of the soft targets, which a teacher gives: without one they would be ignored.
     if hard_weight is not None and hard_weight != 1.0 and not teacher_list:
-        raise option_error("hard_weight", f"{hard_weight:g} weighs the labels against the soft targets of "
-                                          "{teachers}, and no teacher was given (the loss is the labels' alone)",
-                           others=["teachers"])
+        raise option_error("hard_weight", f"{hard_weight:g} weighs the labels against the soft targets of a "
+                                          "{teacher}, and none was given (the loss is the labels' alone)",
+                           others=["teacher"])
     if average_logits and len(teacher_list) < 2:
-        raise option_error("average_logits", f"averages the logits of several {{teachers}}, and "
+        raise option_error("average_logits", f"averages the logits of several {{teacher}} models, and "
                                              f"{len(teacher_list)} {'was' if len(teacher_list) == 1 else 'were'} given",
-                           others=["teachers"])
+                           others=["teacher"])
     if hard_weight is None:
         hard_weight = 1.0 if not teacher_list else (0.1 if labels is not None else 0.0)
     if hard_weight > 0 and labels is None:
@@ -281,9 +299,8 @@ def distill(student: ModelLike, feats: FeatsLike, *,
     comps = [c.copy() for c in t_model.components]
     teacher_models = [_load(t) for t in teacher_list]
     ft_model = _load(feature_transform) if feature_transform is not None else None
-    opts = LossOptions(temperature=float(temperature), hard_weight=float(hard_weight),
-                       average_logits=bool(average_logits), optimizer=optimizer, momentum=float(momentum),
-                       l2=float(l2))
+    opts = train_options(optimizer, temperature=temperature, hard_weight=hard_weight, average_logits=average_logits,
+                         momentum=momentum, l2_penalty=l2_penalty)
     if dist is not None:
         dist.start(dist.device(device))
     eng: Optional[Union[CoreEngine, TorchEngine]] = None
@@ -319,8 +336,8 @@ def distill(student: ModelLike, feats: FeatsLike, *,
             # Everything that decides the trained model, save --max-epochs (a run may go on).
             options = {k: v for k, v in dataclasses.asdict(sched).items() if k not in ("max_epochs", "has_teachers")}
             fingerprint = dict(
-                options, **vars(opts), engine=eng.name, device=eng.device.split(":")[0], precision=eng.precision,
-                ranks=eng.world, cv_fraction=float(cv_fraction),
+                options, **opts.fingerprint(), engine=eng.name, device=eng.device.split(":")[0],
+                precision=eng.precision, ranks=eng.world, cv_fraction=float(cv_fraction),
                 student=model_fingerprint(t_model), teachers=[model_fingerprint(t) for t in teacher_models],
                 feature_transform=None if ft_model is None else model_fingerprint(ft_model),
                 feats=data_fingerprint(feats), cv_feats=None if cv_feats is None else data_fingerprint(cv_feats),
@@ -400,6 +417,16 @@ def _nothing_accepted(cause: Error, output: Optional[PathOrFile]) -> Error:
         e.option, e.detail = cause.option, f"{cause.detail}{tail}"  # type: ignore[attr-defined]
         e.others = getattr(cause, "others", ())  # type: ignore[attr-defined]
     return e
+
+
+def _renamed(old: str, new: str, value: Any, new_value: Any, new_default: Any) -> Any:
+    """The value of a keyword given by its old name (with a DeprecationWarning); ``new_value`` is
+    the new name's, ``new_default`` (the very object) when that was left out."""
+    if new_value is not new_default:
+        raise option_error(old, f"is the old name of {{{new}}}, and both were given: give {{{new}}} only",
+                           others=[new])
+    warnings.warn(f"distill(): {old}= is deprecated, use {new}=", DeprecationWarning, stacklevel=3)
+    return value
 
 
 def _number(name: str, value: Any) -> float:

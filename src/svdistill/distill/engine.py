@@ -38,19 +38,33 @@ from ..model import Component, Model
 STAT_KEYS = ("frames", "objective", "kl_t", "kl", "hard_ce", "agree", "blocks", "correct", "labelled")
 
 
-class LossOptions:
-    """The loss and update options every engine receives (validated by distill())."""
+def as_written(value: float) -> float:
+    """A float32 option as its decimal (0.008, not the 0.00800000037997961 it widens to)."""
+    return float(str(np.float32(value)))
 
-    def __init__(self, *, temperature: float, hard_weight: float, average_logits: bool, optimizer: str,
-                 momentum: float, l2: float) -> None:
-        self.temperature, self.hard_weight, self.average_logits = temperature, hard_weight, average_logits
-        self.adam = optimizer == "adam"
-        self.momentum = momentum if not self.adam else 0.0
-        self.l2 = l2
 
-    def loss_kw(self) -> Dict[str, Any]:
-        return dict(temperature=self.temperature, hard_weight=self.hard_weight,
-                    average_logits=self.average_logits)
+class TrainOptions:
+    """The loss and update options every engine receives, checked by distill(): the core's
+    structs (nn/loss.h, nn/optimizer.h), which the torch engine follows too."""
+
+    def __init__(self, loss: "_core.LossOptions", optimizer: "_core.OptimizerOptions") -> None:
+        self.loss, self.optimizer = loss, optimizer
+
+    def fingerprint(self) -> Dict[str, Any]:
+        """What of them decides the trained model, for checkpoints (keys as checkpoints have them)."""
+        lo, op = self.loss, self.optimizer
+        return dict(temperature=as_written(lo.temperature), hard_weight=as_written(lo.hard_weight),
+                    average_logits=bool(lo.average_logits), adam=bool(op.adam),
+                    momentum=as_written(op.momentum), l2=as_written(op.l2_penalty))
+
+
+def train_options(optimizer: str = "sgd", **values: Any) -> TrainOptions:
+    """The structs with ``values`` (named as distill() names them), the rest at their defaults."""
+    o = TrainOptions(_core.LossOptions(), _core.OptimizerOptions())
+    o.optimizer.adam = optimizer == "adam"
+    for name, value in values.items():
+        setattr(o.loss if hasattr(o.loss, name) else o.optimizer, name, value)  # AttributeError: no such option
+    return o
 
 
 def core_trainer(comps: Sequence[Component], teachers: Sequence[Network]) -> "_core.Trainer":
@@ -100,14 +114,13 @@ class CoreEngine:
     world = 1
 
     def __init__(self, comps: List[Component], teachers: Sequence[Model], feature_transform: Optional[Model],
-                 opts: LossOptions) -> None:
+                 opts: TrainOptions) -> None:
         self.comps = comps
         self.teachers = [Network(t) for t in teachers]
         self.trainer = core_trainer(comps, self.teachers)
         self.slots = self.trainer.slots  # the trainable blocks; distill() refuses a student without any
         self.ft = Network(feature_transform) if feature_transform is not None else None
         self.opts = opts
-        self.loss_kw = opts.loss_kw()
 
     # -- arrays --------------------------------------------------------------
     def host(self, raw: np.ndarray) -> np.ndarray:
@@ -133,12 +146,11 @@ class CoreEngine:
 
     # -- minibatches ---------------------------------------------------------
     def train(self, x: np.ndarray, y: Optional[np.ndarray], learn_rate: float) -> Dict[str, float]:
-        o = self.opts
-        return self.trainer.train(x, y, learn_rate=float(learn_rate), momentum=float(o.momentum), l2=float(o.l2),
-                                  adam=o.adam, **self.loss_kw)
+        self.opts.optimizer.learn_rate = learn_rate  # the schedule's rate of this minibatch
+        return self.trainer.train(x, y, self.opts.optimizer, self.opts.loss)
 
     def evaluate(self, x: np.ndarray, y: Optional[np.ndarray]) -> Dict[str, float]:
-        return self.trainer.evaluate(x, y, **self.loss_kw)
+        return self.trainer.evaluate(x, y, self.opts.loss)
 
     def steps(self, batches, learn_rate: float, skip: int = 0):
         return local_steps(self, batches, learn_rate, skip)

@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import Error, option_error
 from ..forward import Network
 from ..model import Component, Model
-from .engine import STAT_KEYS, LossOptions, core_trainer, first_nonfinite_row, stage_names
+from .engine import STAT_KEYS, TrainOptions, as_written, core_trainer, first_nonfinite_row, stage_names
 
 
 def _import_torch():
@@ -59,7 +59,7 @@ class TorchEngine:
     name = "torch"
 
     def __init__(self, comps: List[Component], teachers: Sequence[Model], feature_transform: Optional[Model],
-                 opts: LossOptions, *, device: Optional[str] = None, precision: str = "fp32",
+                 opts: TrainOptions, *, device: Optional[str] = None, precision: str = "fp32",
                  dist=None) -> None:
         torch = _import_torch()
         from ..torch import _Layer, _named_params, to_module
@@ -166,14 +166,14 @@ class TorchEngine:
         float32 (at most a few thousand frames), made into one float64 vector at the end.
         """
         torch = self.torch
-        o = self.opts
+        o = self.opts.loss
         with self._autocast():
             logits = self.student.logits(x)
             with torch.no_grad():
                 tz = [t.logits(x) for t in self.teachers]
         soft = bool(tz)
-        temp = o.temperature
-        a = o.hard_weight if soft else 1.0
+        temp = as_written(o.temperature)
+        a = as_written(o.hard_weight) if soft else 1.0
         hard = y is not None and a > 0
         f32 = torch.float32
         objective: List[Any] = []
@@ -201,13 +201,15 @@ class TorchEngine:
                     kl = (torch.special.xlogy(q, q) - q * log_p).sum(dim=1).clamp_min(0).sum()  # KL(q || p_T)
                     kl_t.append(kl)
                     objective.append((1 - a) * temp * temp * kl)
-                    agree.append((q.argmax(dim=1) == smax).sum(dtype=f32))
                     if want_grad:
                         g = log_p.exp_().sub_(q).mul_((1 - a) * temp)
-                    if want_kl1:
+                    if want_kl1:  # evaluation: against the T = 1 targets, as the core (nn/stats) and compare
                         q1 = q if temp == 1 else self._targets(tb, 1.0, mix)
                         log_p1 = torch.log_softmax(zb, dim=1)
                         kl1.append((torch.special.xlogy(q1, q1) - q1 * log_p1).sum(dim=1).clamp_min(0).sum())
+                        agree.append((q1.argmax(dim=1) == smax).sum(dtype=f32))
+                    else:
+                        agree.append((q.argmax(dim=1) == smax).sum(dtype=f32))
                 if y is not None:
                     inside = (y >= c0) & (y < c0 + w)
                     lab = (y - c0).clamp(0, w - 1)
@@ -312,7 +314,8 @@ class TorchEngine:
     def _update(self, grads, frames, lr: float) -> None:
         """``frames``: the minibatch's frames over all ranks (an int, or a 0-dim tensor)."""
         torch = self.torch
-        o = self.opts
+        o = self.opts.optimizer
+        momentum, l2 = as_written(o.momentum), as_written(o.l2_penalty)
         with torch.no_grad():
             if not o.adam:
                 # Kaldi's SGD: acc = momentum x acc + grad (momentum only where Kaldi applies it;
@@ -320,20 +323,21 @@ class TorchEngine:
                 steps = []
                 for i, ((p, s), g) in enumerate(zip(self.slots, grads)):
                     acc = self.acc[i]
-                    if acc is not None and s["momentum"] and o.momentum != 0:
-                        acc.mul_(o.momentum).add_(g)
+                    if acc is not None and s["momentum"] and momentum != 0:
+                        acc.mul_(momentum).add_(g)
                     else:
                         acc = g  # autograd's (or the all-reduce's) fresh tensor: no copy needed
                     self.acc[i] = acc
                     steps.append(acc)
-                    if s["decay"] and o.l2 != 0:
-                        p.mul_(1.0 - lr * s["coef"] * o.l2 * frames)
+                    if s["decay"] and l2 != 0:
+                        p.mul_(1.0 - lr * s["coef"] * l2 * frames)
                 for coef, idx in self.by_coef:  # one fused call per learn-rate coefficient, no temporaries
                     torch._foreach_add_([self.params[i] for i in idx], [steps[i] for i in idx], alpha=-lr * coef)
             else:
                 self.step += 1
-                c1 = 1.0 / (1.0 - 0.9 ** self.step)
-                c2 = 1.0 / (1.0 - 0.999 ** self.step)
+                beta1, beta2, eps = as_written(o.beta1), as_written(o.beta2), as_written(o.epsilon)
+                c1 = 1.0 / (1.0 - beta1 ** self.step)
+                c2 = 1.0 / (1.0 - beta2 ** self.step)
                 for i, ((p, s), g) in enumerate(zip(self.slots, grads)):
                     rate = lr * s["coef"]
                     if self.acc[i] is None:
@@ -341,11 +345,11 @@ class TorchEngine:
                         self.sq[i] = torch.zeros_like(p)
                     gm = g / frames
                     m, v = self.acc[i], self.sq[i]
-                    m.mul_(0.9).add_(gm, alpha=0.1)
-                    v.mul_(0.999).addcmul_(gm, gm, value=0.001)
-                    if s["decay"] and o.l2 != 0:
-                        p.mul_(1.0 - rate * o.l2)
-                    p.sub_(rate * (m * c1) / ((v * c2).sqrt() + 1e-8))
+                    m.mul_(beta1).add_(gm, alpha=1.0 - beta1)
+                    v.mul_(beta2).addcmul_(gm, gm, value=1.0 - beta2)
+                    if s["decay"] and l2 != 0:
+                        p.mul_(1.0 - rate * l2)
+                    p.sub_(rate * (m * c1) / ((v * c2).sqrt() + eps))
             for p, s in self.slots:
                 if s["max_norm"] > 0 and p.dim() == 2:  # Kaldi's MaxNorm: rows onto the sphere
                     norms = p.norm(dim=1, keepdim=True)

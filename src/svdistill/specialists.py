@@ -1,0 +1,545 @@
+"""Specialist ensembles (Hinton, Vinyals & Dean 2015, section 5).
+
+A *generalist* (any nnet1 model ending in ``<AffineTransform>`` + ``<Softmax>``) is
+joined by *specialists*, each trained on a subset of the classes that the generalist
+confuses with each other, plus one *dustbin* class standing for all the others:
+
+- :func:`specialists` clusters the classes (section 5.2: K-means on the columns of
+  the covariance matrix of the generalist's predictions over the data), and trains
+  one specialist per cluster with :func:`svdistill.distill`, on data in which half
+  the frames come from its classes, against the generalist's soft targets over its
+  classes and the dustbin. It writes the models and ``ensemble.json``.
+- :func:`combine` (section 5.3, in the C++ core) finds, per frame, the distribution q
+  minimising KL(p_g || q) + sum over the active specialists of KL(p_m || q_m), q_m
+  being q on the specialist's classes and 1 - their sum on its dustbin; a specialist
+  is active when its classes include one of the generalist's ``top_n`` classes.
+- :class:`Ensemble` loads ``ensemble.json`` and runs the combination over the frames
+  of one utterance.
+
+The dustbin's soft target is the generalist's probability of the classes outside
+the specialist, i.e. its logit is the log-sum-exp of their logits: no nnet1 layer
+computes that, and :func:`svdistill.distill` takes its soft targets from teacher
+*models*. So the teacher of specialist m is the generalist with its final affine's
+rows for m's classes and one dustbin row fitted by least squares (over m's
+training frames) to that log-sum-exp as an affine function of the final affine's
+input; the fit's RMS error (in nats of logit) is recorded in ``ensemble.json``.
+The specialist starts as that teacher (or ``init`` reduced the same way).
+"""
+from __future__ import annotations
+
+import json
+import numbers
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import _core
+from .distill import DistillReport, distill
+from .distill.data import FeatsLike, LabelsLike, Source, load_labels
+from .errors import Error, option_error
+from .forward import ModelLike, Network, _load
+from .io import atomic_output
+from .model import Component, Model
+
+__all__ = ["DEFAULT_TOP_N", "Ensemble", "SpecialistsResult", "cluster_classes", "combine", "dustbin_model",
+           "specialists"]
+
+#: Generalist classes that select the active specialists of a frame (examples/README.md
+#: measures 1 to 3 on the digits).
+DEFAULT_TOP_N = 1
+#: The combination stops when the estimated distance of q to the minimiser (largest entry) is
+#: below this (cpp/nn/ensemble.h) ...
+DEFAULT_TOLERANCE = 1e-6
+#: ... or after this many iterations (a frame that does is counted as unconverged).
+DEFAULT_MAX_ITERATIONS = 1000
+FORMAT = "svdistill-ensemble"
+VERSION = 1
+_CHUNK = 64  # frames per pseudo-utterance of a specialist's training data
+
+
+# -- clustering (section 5.2) ------------------------------------------------------
+
+def _sqdist(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Squared distances (points x centres), without a points x centres x dims temporary
+    (C x K x C would not fit for thousands of classes)."""
+    d2 = (points ** 2).sum(1)[:, None] - 2.0 * points @ centres.T + (centres ** 2).sum(1)[None, :]
+    return np.maximum(d2, 0.0)
+
+
+def _kmeans(points: np.ndarray, k: int, rng: np.random.Generator, restarts: int,
+            iterations: int = 300) -> Tuple[np.ndarray, np.ndarray]:
+    """Lloyd's K-means with k-means++ seeding, the best (least inertia) of ``restarts``:
+    (assignment per point, centroids)."""
+    n = len(points)
+    best: Optional[Tuple[float, np.ndarray, np.ndarray]] = None
+    for _ in range(restarts):
+        cent = [points[rng.integers(n)]]
+        d2 = _sqdist(points, cent[0][None])[:, 0]  # to the nearest centroid so far
+        for _ in range(1, k):
+            total = d2.sum()
+            cent.append(points[rng.choice(n, p=d2 / total)] if total > 0 else points[rng.integers(n)])
+            d2 = np.minimum(d2, _sqdist(points, cent[-1][None])[:, 0])
+        c = np.asarray(cent, dtype=np.float64)
+        assign = np.full(n, -1)
+        for _ in range(iterations):
+            d2 = _sqdist(points, c)
+            new = d2.argmin(1)
+            for j in range(k):  # an empty cluster takes the point farthest from its centroid
+                if not (new == j).any():
+                    far = int(d2[np.arange(n), new].argmax())
+                    new[far] = j
+                    d2[far] = 0.0
+            if (new == assign).all():
+                break
+            assign = new
+            onehot = np.zeros((k, n))
+            onehot[assign, np.arange(n)] = 1.0
+            c = (onehot @ points) / onehot.sum(1)[:, None]  # every cluster has a point (above)
+        inertia = float(((points - c[assign]) ** 2).sum())
+        if best is None or inertia < best[0]:
+            best = (inertia, assign.copy(), c.copy())
+    assert best is not None
+    return best[1], best[2]
+
+
+def cluster_classes(covariance: np.ndarray, num_specialists: int, *,
+                    classes_per_specialist: Optional[int] = None, overlap: int = 0, seed: int = 777,
+                    restarts: int = 10) -> List[List[int]]:
+    """The classes of each specialist: K-means on the columns of ``covariance`` (C x C,
+    the covariance of the generalist's predictions), classes that are predicted
+    together falling into one cluster. The diagonal is left out of the columns
+    (each class's variance would swamp its covariances with the others).
+
+    ``classes_per_specialist`` None: each class joins its nearest centroid's cluster
+    and, with ``overlap`` = n > 0, also those of its next n nearest (overlapping
+    clusters). ``classes_per_specialist`` M: each specialist takes the M classes
+    nearest its centroid (clusters may then overlap, or leave classes to the
+    generalist alone). Deterministic for a given ``seed``. Each cluster is sorted.
+    """
+    cov = np.asarray(covariance, dtype=np.float64)
+    if cov.ndim != 2 or cov.shape[0] != cov.shape[1] or cov.shape[0] < 2:
+        raise Error(f"the covariance must be a square matrix of at least 2 classes, got shape {cov.shape}")
+    if not np.isfinite(cov).all():
+        raise Error("the covariance has values that are not finite")
+    C = cov.shape[0]
+    k = _int("num_specialists", num_specialists, 1)
+    if k > C:
+        raise option_error("num_specialists", f"must be at most the number of classes ({C}), got {k}")
+    overlap = _int("overlap", overlap, 0)
+    if classes_per_specialist is not None:
+        m = _int("classes_per_specialist", classes_per_specialist, 1)
+        if m >= C:
+            raise option_error("classes_per_specialist", f"must be below the number of classes ({C}): the "
+                                                         f"others are the dustbin, got {m}")
+        if overlap:
+            raise option_error("overlap", "applies when the clustering sizes the specialists; with "
+                                          "{classes_per_specialist} each takes the classes nearest its centroid",
+                               others=["classes_per_specialist"])
+    if overlap >= k:
+        raise option_error("overlap", f"must be below {{num_specialists}} ({k}), got {overlap}",
+                           others=["num_specialists"])
+    restarts = _int("restarts", restarts, 1)
+    rng = np.random.default_rng(_int("seed", seed, 0))
+    # The points are the columns, each without its own variance: for a confident generalist the
+    # variances are ~10x the covariances and would make every two classes about equally far
+    # apart (on the digits, K-means then puts 6 to 8 of the 10 classes in one cluster).
+    points = cov.T.copy()
+    np.fill_diagonal(points, 0.0)
+    assign, cent = _kmeans(points, k, rng, restarts)
+    d2 = _sqdist(points, cent)  # classes x centroids
+    if classes_per_specialist is not None:
+        clusters = [sorted(int(c) for c in np.argsort(d2[:, j], kind="stable")[:classes_per_specialist])
+                    for j in range(k)]
+    else:
+        nearest = np.argsort(d2, axis=1, kind="stable")[:, :overlap + 1]
+        clusters = [sorted(int(c) for c in np.flatnonzero((nearest == j).any(1))) for j in range(k)]
+    for j, c in enumerate(clusters):
+        if len(c) >= C:
+            raise Error(f"specialist {j} would hold all {C} classes, leaving its dustbin empty: ask for more "
+                        "specialists, less overlap, or fewer classes per specialist")
+    return clusters
+
+
+# -- the dustbin -----------------------------------------------------------------
+
+def _final_affine(model: Model, what: str) -> int:
+    comps = model.components
+    if len(comps) < 2 or comps[-1].kind != "Softmax":
+        raise Error(f"{what}: must end in <Softmax> (its posteriors are clustered and combined), "
+                    f"ends in {comps[-1].marker if comps else 'nothing'}")
+    if comps[-2].kind != "AffineTransform":
+        raise Error(f"{what}: the <Softmax> must follow an <AffineTransform> (whose rows a specialist keeps), "
+                    f"follows {comps[-2].marker}")
+    return len(comps) - 2
+
+
+def _hidden(model: Model, x: np.ndarray) -> np.ndarray:
+    """The input of the final affine (float32, frames x its input dim)."""
+    k = _final_affine(model, "model")
+    if k == 0:
+        return x
+    return Network(Model([c for c in model.components[:k]]))(x)
+
+
+def _logsumexp(z: np.ndarray) -> np.ndarray:
+    mx = z.max(1, keepdims=True)
+    return (mx + np.log(np.exp(z - mx).sum(1, keepdims=True)))[:, 0]
+
+
+def dustbin_model(model: Model, classes: Sequence[int], hidden: np.ndarray) -> Tuple[Model, float]:
+    """``model`` with its output reduced to ``classes`` plus a dustbin (the last output).
+
+    The rows of the final ``<AffineTransform>`` for ``classes`` are kept; the dustbin's
+    row and bias are the least-squares fit, over the frames whose final-affine inputs
+    are ``hidden``, of the log-sum-exp of the other classes' logits (so its softmax
+    gives the dustbin the probability of all the others, as far as an affine
+    function of ``hidden`` can). Returns (model, RMS error of the fit in nats).
+    """
+    k = _final_affine(model, "model")
+    aff = model.components[k]
+    C = aff.output_dim
+    cls = np.asarray(classes, dtype=np.int64)
+    other = np.setdiff1d(np.arange(C), cls)
+    if cls.size == 0 or other.size == 0 or cls.min() < 0 or cls.max() >= C or len(np.unique(cls)) != cls.size:
+        raise Error(f"classes must be distinct ids in [0, {C}), fewer than all of them, got {list(classes)}")
+    assert aff.weight is not None and aff.bias is not None  # an <AffineTransform> (checked above)
+    w: np.ndarray = aff.weight.astype(np.float64)
+    b: np.ndarray = aff.bias.astype(np.float64)
+    h = np.asarray(hidden, dtype=np.float64)
+    target = _logsumexp(h @ w[other].T + b[other])
+    a = np.hstack([h, np.ones((len(h), 1))])
+    # A little ridge (relative to the inputs' scale) keeps collinear hidden units harmless.
+    gram = a.T @ a
+    gram[np.diag_indices_from(gram)] += 1e-8 * max(np.trace(gram) / len(gram), 1e-30)
+    sol = np.linalg.solve(gram, a.T @ target)
+    rms = float(np.sqrt(np.mean((a @ sol - target) ** 2)))
+    rows = np.vstack([w[cls], sol[None, :-1]]).astype(np.float32)
+    bias = np.concatenate([b[cls], sol[-1:]]).astype(np.float32)
+    new = Component.affine(rows, bias, learn_rate_coef=aff.learn_rate_coef,
+                           bias_learn_rate_coef=aff.bias_learn_rate_coef, max_norm=aff.max_norm)
+    comps = [c.copy() for c in model.components[:k]] + [new, Component.activation("Softmax", len(cls) + 1)]
+    return Model(comps, binary=model.binary, dialect=model.dialect), rms
+
+
+# -- training (section 5.2) ------------------------------------------------------
+
+@dataclass
+class SpecialistsResult:
+    """What :func:`specialists` made: ``ensemble`` (the path of ensemble.json),
+    ``classes`` (each specialist's), ``files`` (each specialist's model path),
+    ``reports`` (DistillReport by index, for those trained in this call),
+    ``dustbin_rms`` (the teacher's dustbin fit error by index, nats)."""
+
+    ensemble: str
+    classes: List[List[int]]
+    files: List[str]
+    reports: Dict[int, DistillReport] = field(default_factory=dict)
+    dustbin_rms: Dict[int, float] = field(default_factory=dict)
+
+
+def specialists(generalist: ModelLike, feats: FeatsLike, outdir: Union[str, "os.PathLike[str]"], *,
+                feature_transform: Optional[ModelLike] = None, num_specialists: int = 4,
+                classes_per_specialist: Optional[int] = None, overlap: int = 0,
+                init: Optional[ModelLike] = None, labels: Optional[LabelsLike] = None,
+                only: Optional[int] = None, seed: int = 777, **options: Any) -> SpecialistsResult:
+    """Train specialists for ``generalist`` (section 5 of Hinton et al. 2015) into ``outdir``.
+
+    Parameters
+    ----------
+    generalist : Model or path
+        Ends in ``<AffineTransform>`` + ``<Softmax>``.
+    feats : rspecifier, dict of arrays or one array
+        The data: the generalist's predictions over it are clustered, and each
+        specialist trains on a part of it. It is read once and held in memory
+        (after the feature transform).
+    feature_transform : Model or path, optional
+        Run frozen on each utterance first; recorded in ``ensemble.json``.
+    num_specialists : int
+        K, the clusters.
+    classes_per_specialist, overlap
+        As :func:`cluster_classes`.
+    init : Model or path, optional
+        Where each specialist starts (e.g. a compressed generalist); its output
+        layer is reduced as the teacher's. Default: the generalist.
+    labels : alignment rspecifier, dict or array, optional
+        Pdf ids: they decide which frames belong to a specialist's classes (else the
+        generalist's arg-max), and enter the loss (relabelled to the specialist's
+        outputs, the dustbin for the others) with distill's ``hard_weight``.
+    only : int, optional
+        Train only specialist ``only`` (0-based); the clustering is the same in every
+        call with the same data and ``seed``, so specialists can be trained apart.
+    seed : int
+        Seeds the clustering, the sampling of the other frames, and distill.
+    **options
+        Passed to :func:`svdistill.distill` (schedule, optimizer, temperature, ...);
+        not ``teacher``, ``output``, ``feature_transform`` or ``cv_feats``/``cv_labels``,
+        which are decided here.
+
+    Returns
+    -------
+    SpecialistsResult
+    """
+    for name in ("teacher", "teachers", "output", "cv_feats", "cv_labels", "student"):
+        if name in options:
+            raise option_error(name, "is decided by specialists(): each specialist's teacher is the generalist "
+                                     "reduced to its classes, its data a part of the features, its output a "
+                                     "file in the output folder")
+    k = _int("num_specialists", num_specialists, 1)
+    seed = _int("seed", seed, 0)
+    if only is not None:
+        only = _int("only", only, 0)
+        if only >= k:
+            raise option_error("only", f"must be below {{num_specialists}} ({k}), got {only}",
+                               others=["num_specialists"])
+    g_model = _load(generalist)
+    _final_affine(g_model, "the generalist")
+    C = g_model.output_dim
+    if k > C:
+        raise option_error("num_specialists", f"must be at most the generalist's classes ({C}), got {k}")
+    ft_model = _load(feature_transform) if feature_transform is not None else None
+    init_model = _load(init) if init is not None else None
+    if init_model is not None:
+        _final_affine(init_model, "init")
+        if init_model.output_dim != C or init_model.input_dim != g_model.input_dim:
+            raise Error(f"init: maps {init_model.input_dim} to {init_model.output_dim} dims; the generalist "
+                        f"maps {g_model.input_dim} to {C}")
+
+    # The features (after the feature transform) are kept, for the specialists' data; the
+    # generalist's predictions are only summed (their covariance) and arg-maxed, utterance by utterance.
+    ft_net = Network(ft_model) if ft_model is not None else None
+    g_net = Network(g_model)
+    lab = load_labels(labels, "labels")
+    xs: List[np.ndarray] = []
+    ys: List[np.ndarray] = []
+    top: List[np.ndarray] = []
+    s1, s2 = np.zeros(C), np.zeros((C, C))
+    for key, v in Source(feats, "features"):
+        x = ft_net(v) if ft_net is not None else v
+        if x.shape[1] != g_model.input_dim:
+            raise Error(f"features: utterance {key} has {x.shape[1]} dims (after the feature transform); the "
+                        f"generalist expects {g_model.input_dim}")
+        xs.append(x)
+        pu: np.ndarray = g_net(x).astype(np.float64)
+        s1 += pu.sum(0)
+        s2 += pu.T @ pu
+        top.append(pu.argmax(1))
+        if lab is not None:
+            if key not in lab:
+                raise Error(f"labels: no alignment for utterance {key}")
+            if len(lab[key]) != len(x):
+                raise Error(f"labels: utterance {key} has {len(lab[key])} labels for {len(x)} frames")
+            ys.append(lab[key].astype(np.int64))
+    if not xs:
+        raise Error("features: no utterances")
+    x_all = np.concatenate(xs)
+    del xs
+    n = len(x_all)
+    if n < 2:
+        raise Error("features: the covariance of the generalist's predictions needs at least 2 frames")
+    covariance = (s2 - np.outer(s1, s1) / n) / (n - 1)
+    if lab is not None:
+        y_all = np.concatenate(ys)
+        if y_all.size and (y_all.min() < 0 or y_all.max() >= C):
+            raise Error(f"labels: pdf ids must lie in [0, {C}), got {int(y_all.min())}..{int(y_all.max())}")
+        cls_of_frame = y_all
+    else:
+        y_all = None
+        cls_of_frame = np.concatenate(top)
+    clusters = cluster_classes(covariance, k, classes_per_specialist=classes_per_specialist,
+                               overlap=overlap, seed=seed)
+
+    out = os.fspath(outdir)
+    os.makedirs(out, exist_ok=True)
+    files = [f"specialist-{i}.nnet" for i in range(k)]
+    result = SpecialistsResult(ensemble=os.path.join(out, "ensemble.json"), classes=clusters,
+                               files=[os.path.join(out, f) for f in files])
+    for i in range(k) if only is None else [only]:
+        cls = np.asarray(clusters[i])
+        inside = np.flatnonzero(np.isin(cls_of_frame, cls))
+        outside = np.flatnonzero(~np.isin(cls_of_frame, cls))
+        if inside.size == 0:
+            raise Error(f"specialist {i}: no frame of its classes {clusters[i]} in the data")
+        rng = np.random.default_rng((seed, i))
+        # Half the frames from its classes: all of them, and as many of the others (or all, if fewer).
+        picked = np.sort(np.concatenate([inside, rng.choice(outside, min(inside.size, outside.size),
+                                                             replace=False)]))
+        x_i = x_all[picked]
+        teacher, rms = dustbin_model(g_model, cls, _hidden(g_model, x_i))
+        student = teacher if init_model is None else dustbin_model(init_model, cls, _hidden(init_model, x_i))[0]
+        feats_i = {f"s{i}-{j // _CHUNK:07d}": x_i[j:j + _CHUNK] for j in range(0, len(x_i), _CHUNK)}
+        labels_i = None
+        if y_all is not None:
+            remap: np.ndarray = np.full(C, len(cls), np.int32)
+            remap[cls] = np.arange(len(cls), dtype=np.int32)
+            y_i = remap[y_all[picked]]
+            labels_i = {f"s{i}-{j // _CHUNK:07d}": y_i[j:j + _CHUNK] for j in range(0, len(y_i), _CHUNK)}
+        # (distill trains copies of the student's components: the teacher is not touched)
+        _, report = distill(student, feats_i, teacher=teacher,
+                            labels=labels_i, output=result.files[i], seed=seed, **options)
+        result.reports[i] = report
+        result.dustbin_rms[i] = rms
+
+    def where(model_arg: Optional[ModelLike], model: Optional[Model], name: str) -> Optional[str]:
+        if model is None:
+            return None
+        if isinstance(model_arg, (str, os.PathLike)):
+            return os.path.abspath(os.fspath(model_arg))
+        path = os.path.join(out, name)  # given in memory: written beside the specialists
+        model.write(path, binary=True)
+        return name
+
+    spec = {"format": FORMAT, "version": VERSION,
+            "generalist": where(generalist, g_model, "generalist.nnet"),
+            "feature_transform": where(feature_transform, ft_model, "feature_transform.nnet"),
+            "num_classes": int(C),
+            "specialists": [{"file": f, "classes": c} for f, c in zip(files, clusters)],
+            "clustering": {"num_specialists": k, "classes_per_specialist": classes_per_specialist,
+                           "overlap": int(overlap), "seed": seed}}
+    with atomic_output(result.ensemble) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(spec, f, indent=1)
+            f.write("\n")
+    return result
+
+
+# -- combination (section 5.3) ---------------------------------------------------
+
+def combine(generalist_posteriors: np.ndarray, specialist_posteriors: Sequence[np.ndarray],
+            classes: Sequence[Sequence[int]], *, top_n: int = DEFAULT_TOP_N, tolerance: float = DEFAULT_TOLERANCE,
+            max_iterations: int = DEFAULT_MAX_ITERATIONS, apply_log: bool = False,
+            return_info: bool = False) -> Any:
+    """Per frame, q minimising KL(p_g || q) + sum over active m of KL(p_m || q_m) (section 5.3).
+
+    Parameters
+    ----------
+    generalist_posteriors : (frames x C) array, rows distributions
+    specialist_posteriors : one (frames x (len(classes[m]) + 1)) array per specialist,
+        its classes in the order of ``classes[m]``, then the dustbin
+    classes : each specialist's class ids in [0, C)
+    top_n : the generalist's most probable classes that make a specialist holding
+        any of them active; a frame without an active specialist keeps p_g
+    tolerance, max_iterations : the iteration (EM, in the core: linear convergence)
+        stops when the last step and the distance to the minimiser it implies (the
+        step times r / (1 - r), r the ratio of the last two steps) are both at most
+        ``tolerance`` in every entry of q, or after ``max_iterations``
+    apply_log : return log(q + 1e-20), as forward's ``apply_log``
+    return_info : also return a dict: ``iterations`` and ``active`` (per frame),
+        ``unconverged`` (frames that hit ``max_iterations``)
+
+    Returns
+    -------
+    q (frames x C float32), or (q, info) with ``return_info``
+    """
+    top_n = _int("top_n", top_n, 1)
+    max_iterations = _int("max_iterations", max_iterations, 1)
+    if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real) or not tolerance > 0:
+        raise option_error("tolerance", f"must be a number > 0, got {tolerance!r}")
+    if len(specialist_posteriors) != len(classes):
+        raise Error(f"got {len(specialist_posteriors)} specialists' posteriors for {len(classes)} class lists")
+    g = np.asarray(generalist_posteriors, dtype=np.float32)
+    if g.ndim == 2 and top_n > g.shape[1]:
+        raise option_error("top_n", f"must be at most the classes ({g.shape[1]}), got {top_n}")
+    cls = [[int(c) for c in cl] for cl in classes]
+    q, its, act, unconverged = _core.combine_specialists(g, [np.asarray(s, dtype=np.float32)
+                                                             for s in specialist_posteriors],
+                                                         cls, top_n, float(tolerance), max_iterations)
+    if apply_log:
+        q = np.log(q + np.float32(1e-20))
+    if return_info:
+        return q, {"iterations": its, "active": act, "unconverged": int(unconverged)}
+    return q
+
+
+class Ensemble:
+    """A generalist and its specialists, as ``ensemble.json`` names them.
+
+    ``Ensemble(path)`` loads the models once; calling it on one utterance's features
+    (frames x dims, before the feature transform) returns the combined posteriors.
+    Attributes: ``path``, ``generalist`` (Model), ``feature_transform`` (Model or
+    None), ``specialists`` (list of Model), ``classes`` (each specialist's),
+    ``num_classes``, ``input_dim``.
+    """
+
+    def __init__(self, path: Union[str, "os.PathLike[str]"]) -> None:
+        self.path = os.fspath(path)
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                spec = json.load(f)
+        except OSError as e:
+            raise Error(f"{self.path}: cannot read the ensemble: {e.strerror or e}") from None
+        except ValueError as e:
+            raise Error(f"{self.path}: not an ensemble (not JSON: {e})") from None
+        if not isinstance(spec, dict) or spec.get("format") != FORMAT:
+            raise Error(f"{self.path}: not an ensemble (no \"format\": \"{FORMAT}\")")
+        if spec.get("version") != VERSION:
+            raise Error(f"{self.path}: ensemble version {spec.get('version')!r}; this svdistill reads {VERSION}")
+        base = os.path.dirname(os.path.abspath(self.path))
+
+        def resolve(p: Any, what: str) -> str:
+            if not isinstance(p, str) or not p:
+                raise Error(f"{self.path}: {what}: expected a file name, got {p!r}")
+            return p if os.path.isabs(p) else os.path.join(base, p)
+
+        try:
+            self.generalist = _load(resolve(spec.get("generalist"), "generalist"))
+            ft = spec.get("feature_transform")
+            self.feature_transform = _load(resolve(ft, "feature_transform")) if ft is not None else None
+            entries = spec.get("specialists")
+            if not isinstance(entries, list) or not entries:
+                raise Error(f"{self.path}: \"specialists\" must be a non-empty list")
+            self.classes: List[List[int]] = []
+            self.specialists: List[Model] = []
+            for i, entry in enumerate(entries):
+                if not isinstance(entry, dict) or not isinstance(entry.get("classes"), list):
+                    raise Error(f"{self.path}: specialist {i}: expected {{\"file\": ..., \"classes\": [...]}}")
+                self.classes.append([int(c) for c in entry["classes"]])
+                self.specialists.append(_load(resolve(entry.get("file"), f"specialist {i}")))
+        except (TypeError, ValueError) as e:
+            raise Error(f"{self.path}: {e}") from None
+        _final_affine(self.generalist, "the generalist")
+        self.num_classes = self.generalist.output_dim
+        if spec.get("num_classes") != self.num_classes:
+            raise Error(f"{self.path}: says {spec.get('num_classes')} classes; the generalist has {self.num_classes}")
+        for i, (m, c) in enumerate(zip(self.specialists, self.classes)):
+            if m.output_dim != len(c) + 1:
+                raise Error(f"{self.path}: specialist {i} outputs {m.output_dim} dims, not its {len(c)} classes "
+                            "and the dustbin")
+            if m.input_dim != self.generalist.input_dim:
+                raise Error(f"{self.path}: specialist {i} takes {m.input_dim} dims; the generalist "
+                            f"{self.generalist.input_dim}")
+            if not c or min(c) < 0 or max(c) >= self.num_classes or len(set(c)) != len(c):
+                raise Error(f"{self.path}: specialist {i}: classes must be distinct ids in [0, {self.num_classes})")
+        self._ft = Network(self.feature_transform) if self.feature_transform is not None else None
+        self._g = Network(self.generalist)
+        self._s = [Network(m) for m in self.specialists]
+        self.input_dim = self._ft.input_dim if self._ft is not None else self._g.input_dim
+
+    def __call__(self, feats: np.ndarray, *, top_n: int = DEFAULT_TOP_N, tolerance: float = DEFAULT_TOLERANCE,
+                 max_iterations: int = DEFAULT_MAX_ITERATIONS, apply_log: bool = False,
+                 return_info: bool = False) -> Any:
+        """Combined posteriors of one utterance (frames x classes); options as :func:`combine`.
+        Only the specialists active on some frame are run."""
+        x = self._ft(feats) if self._ft is not None else np.asarray(feats, dtype=np.float32)
+        pg = self._g(x)
+        top_n = _int("top_n", top_n, 1)
+        if top_n > self.num_classes:
+            raise option_error("top_n", f"must be at most the classes ({self.num_classes}), got {top_n}")
+        top = np.argsort(-pg, axis=1, kind="stable")[:, :top_n]
+        outs = []
+        for net, c in zip(self._s, self.classes):
+            if np.isin(top, c).any():
+                outs.append(net(x))
+            else:  # never active: its outputs are not read
+                outs.append(np.zeros((len(x), len(c) + 1), np.float32))
+        return combine(pg, outs, self.classes, top_n=top_n, tolerance=tolerance, max_iterations=max_iterations,
+                       apply_log=apply_log, return_info=return_info)
+
+
+def _int(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise option_error(name, f"must be an integer, got {value!r}")
+    if value < low:
+        raise option_error(name, f"must be >= {low}, got {value}")
+    return int(value)
