@@ -37,7 +37,7 @@ import numpy as np
 import svdistill
 
 cal_mod = importlib.import_module("svdistill.calibration")
-compress_mod = importlib.import_module("svdistill.compress")  # (svdistill.compress is the function)
+compress_mod = importlib.import_module("svdistill.budget")
 
 REPO = Path(__file__).resolve().parents[1]
 

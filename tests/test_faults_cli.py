@@ -571,3 +571,20 @@ def test_exit_statuses_are_documented(run_cli):
     assert "141 the reader of standard output went away" in top and "129, 130, 143 SIGHUP" in top
     distill_help = " ".join(run_cli("distill", "--help").stdout.decode().split())
     assert "129 hangup (SIGHUP)" in distill_help
+
+
+@posix
+def test_version_to_a_reader_that_goes_away_is_quiet(tmp_path):
+    """`svdistill --version | head -c 0`: printed while the arguments are parsed, before the
+    commands' own handling, and as quiet (141, no traceback). The pipe's reader is closed
+    before the command starts, so its write fails every time."""
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        p = subprocess.run([sys.executable, "-m", "svdistill", "--version"], stdout=w, stderr=subprocess.PIPE,
+                           cwd=tmp_path, timeout=60)
+    finally:
+        os.close(w)
+    err = p.stderr.decode()
+    assert p.returncode == 141, (p.returncode, err)
+    assert "Traceback" not in err and "Error" not in err, err

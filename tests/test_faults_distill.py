@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Callable, Dict
 
 import numpy as np
@@ -470,3 +471,16 @@ def test_options_that_would_do_nothing_are_refused(kw, message):
 def test_options_that_would_do_nothing_are_refused_cli(tmp_path, run_cli, args, message):
     assert_clean_cli_error(_distill_cli(tmp_path, run_cli, *args), message)
     assert not (tmp_path / "o.nnet").exists()
+
+
+@pytest.mark.parametrize("value,message", [
+    (1e-46, "temperature must be at least 1.4e-45 (the core holds it as a float32), got 1e-46"),
+    (1e39, "temperature must lie within float32's range (|x| <= 3.4e38), got 1e+39")])
+def test_a_temperature_the_core_cannot_hold_is_refused(value, message):
+    """The core holds the options as float32: 1e-46 would be 0 (an infinite loss) and 1e39 inf."""
+    rng = np.random.default_rng(0)
+    t = svdistill.read(Path(__file__).resolve().parents[1] / "examples" / "small.nnet")
+    feats = {f"u{i}": rng.standard_normal((20, 40)).astype(np.float32) for i in range(4)}
+    with pytest.raises(svdistill.Error) as e:
+        svdistill.distill(t, feats, teacher=t, temperature=value, max_epochs=1)
+    assert str(e.value) == message

@@ -186,3 +186,22 @@ def test_the_old_keywords_still_work_with_a_deprecation_warning(old, new, value)
         with pytest.raises(Exception) as e:
             distill(model, feats, **{old: value, new: value}, **common)
     assert getattr(e.value, "option", None) == old and f"the old name of {new}, and both were given" in str(e.value)
+
+
+@pytest.mark.parametrize("call", ["truncated_svd", "compress", "factor_layer"])
+@pytest.mark.parametrize("old,new,value", [("n_oversamples", "oversamples", 8), ("random_state", "seed", 3)])
+def test_the_old_svd_keywords_still_work_with_a_deprecation_warning(call, old, new, value):
+    import svdistill
+    from svdistill.factoring import factor_layer
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((40, 30)).astype(np.float32)
+    model = svdistill.Model([svdistill.Component.affine(W, np.zeros(40, np.float32))])
+    run = {"truncated_svd": lambda **kw: svdistill.linalg.truncated_svd(W, 4, method="randomized", **kw)[1],
+           "compress": lambda **kw: svdistill.compress(model, rank=4, method="randomized", **kw)[0]
+           .components[0].weight,
+           "factor_layer": lambda **kw: factor_layer(model.components[0], 4, method="randomized", **kw)[0].weight}[call]
+    with pytest.warns(DeprecationWarning, match=f"{old}= is deprecated, use {new}="):
+        got = run(**{old: value})
+    np.testing.assert_array_equal(got, run(**{new: value}))
+    with pytest.raises(svdistill.Error, match=f"{old} is the old name of {new}, and both were given"):
+        run(**{old: value, new: value})

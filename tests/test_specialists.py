@@ -274,6 +274,16 @@ def test_only_trains_one_and_in_memory_models(tmp_path):
     res0 = specialists(g, feats, tmp_path, feature_transform=ft, num_specialists=3, only=0, labels=labels, **TRAIN)
     assert res0.classes == res.classes
     assert "specialist-0.nnet" in os.listdir(tmp_path)
+    # The clustering written first is the one every later --only run uses, even where its own
+    # would differ (another machine's rounding): here, a hand-edited one.
+    spec["specialists"][0]["classes"], spec["specialists"][1]["classes"] = \
+        spec["specialists"][1]["classes"], spec["specialists"][0]["classes"]
+    (tmp_path / "ensemble.json").write_text(json.dumps(spec))
+    res2 = specialists(g, feats, tmp_path, feature_transform=ft, num_specialists=3, only=2, labels=labels, **TRAIN)
+    assert res2.classes == [res.classes[1], res.classes[0], res.classes[2]]
+    with pytest.raises(Error, match="was made with other settings"):
+        specialists(g, feats, tmp_path, feature_transform=ft, num_specialists=3, only=2, seed=5, labels=labels,
+                    **TRAIN)
 
 
 def test_specialists_refusals(tmp_path):
@@ -329,3 +339,17 @@ def test_init_keeps_its_structure_and_bad_ensemble_classes(tmp_path):
     (tmp_path / "ensemble.json").write_text(json.dumps(spec))
     with pytest.raises(Error, match=r"classes must be distinct ids in \[0, 6\)"):
         Ensemble(tmp_path / "ensemble.json")
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_classes_never_predicted_leave_no_specialist_empty(seed):
+    """Classes the generalist never predicts have identical (zero) covariance columns: K-means
+    must still give every specialist a class (an empty-cluster repair that took the only
+    member of another cluster, or a nearest-centroid tie, used to leave one empty)."""
+    rng = np.random.default_rng(seed)
+    C = int(rng.integers(4, 9))
+    A = rng.standard_normal((C, 6))
+    A[rng.choice(C, size=C // 2, replace=False)] = 0.0
+    clusters = cluster_classes(A @ A.T, C)
+    assert all(clusters), clusters
+    assert sorted(c for cl in clusters for c in cl) == list(range(C))

@@ -14,17 +14,28 @@ for the spectra.
 """
 from __future__ import annotations
 
-import io
 import os
 import time
 import warnings
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union, cast
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 
 from . import _core
 from . import calibration as _cal
-from .errors import RankError, option_error
+from .budget import _plan_budget
+from .errors import NOT_GIVEN, RankError, option_error, renamed
+from .factoring import (
+    _CONVERTED_KINDS,
+    _SPLITS,
+    _factor_struct,
+    _output_dialect,
+    _rank_policy,
+    _svd_struct,
+    _written_params,
+    factor_layer,
+    factored_params,
+)
 from .io import ComponentStream, ConversionWarning, PathOrFile, _is_gzip, check_write_options, iter_components, write
 from .linalg import _fraction_option, _int_option, _method_option, _seed, _svd_options
 from .model import Component, Model
@@ -61,79 +72,6 @@ def _check_policy(kw: Dict[str, object]) -> Tuple[str, object]:
                                RankError)
         return name, [_int_option("ranks", v, 1, cls=RankError) for v in vals]
     return name, _fraction_option(name, value, RankError)
-
-
-def factored_params(k: int, out: int, inp: int, dialect: str = "kaldi") -> int:
-    """Parameters of what :func:`factor_layer` writes for an out x in affine layer at
-    rank k in ``dialect``, its bias included. The budget and ``min_gain`` count this."""
-    if dialect not in ("kaldi", "pdnn"):
-        raise option_error("dialect", f"must be 'kaldi' or 'pdnn', got {dialect!r}", RankError)
-    return int(_core.factored_params(int(k), int(out), int(inp), _core.per_rank_params(dialect))) + int(out)
-
-
-_SPLITS = {"sqrt": _core.Split.sqrt, "left": _core.Split.left, "right": _core.Split.right}
-_METHODS = {"auto": _core.SvdMethod.auto, "randomized": _core.SvdMethod.randomized,
-            "exact": _core.SvdMethod.exact}
-
-
-def _svd_struct(method: str, oversamples: Optional[int], n_iter: Optional[int], seed: int) -> "_core.SvdOptions":
-    p, q = _svd_options(oversamples, n_iter)
-    o = _core.SvdOptions()
-    o.method, o.oversamples, o.n_iter, o.seed = _METHODS[_method_option(method)], p, q, seed
-    return o
-
-
-def _factor_struct(split: str, dialect: str, spectrum: bool = False) -> "_core.FactorOptions":
-    if split not in _SPLITS:
-        raise option_error("split", f"must be sqrt, left or right, got {split!r}", RankError)
-    f = _core.FactorOptions()
-    f.split, f.dialect, f.spectrum = _SPLITS[split], dialect, spectrum
-    return f
-
-
-def _rank_policy(policy: str, value, min_gain: float, round_to: int,
-                 rank: Optional[int] = None) -> "_core.RankPolicy":
-    """The core's RankPolicy for compress()'s checked policy (``rank``: a fixed policy's, per layer)."""
-    p = _core.RankPolicy()
-    if policy in ("rank", "ranks", "param_budget"):
-        p.rule = _core.RankRule.fixed
-        if rank is not None:
-            p.rank = rank
-    else:
-        p.rule = {"rank_fraction": _core.RankRule.fraction, "energy": _core.RankRule.energy,
-                  "nuclear": _core.RankRule.nuclear}[policy]
-        p.value = float(value)
-    p.min_gain, p.round_to = min_gain, round_to
-    return p
-
-
-def _fixed_policy(k: int, always: bool = False) -> "_core.RankPolicy":
-    p = _core.RankPolicy()
-    p.rule, p.rank, p.always = _core.RankRule.fixed, int(k), always
-    return p
-
-
-def factor_layer(comp: Component, k: int, *, split: str = "sqrt", dialect: str = "kaldi",
-                 method: str = "auto", oversamples: Optional[int] = None,
-                 n_iter: Optional[int] = None, seed=0) -> List[Component]:
-    """The components replacing an affine layer by its rank-k pair (always factored,
-    whether or not that saves parameters).
-
-    Kaldi dialect: ``<LinearTransform> k in`` (LearnRateCoef copied) then
-    ``<AffineTransform> out k`` (bias, LearnRateCoef, BiasLearnRateCoef, MaxNorm).
-    PDNN dialect: ``<affinetransform> k in`` with a zero bias, ``<linear> k k``,
-    ``<affinetransform> out k`` with the bias: the layout older tools read.
-    """
-    if dialect not in ("kaldi", "pdnn"):
-        raise option_error("dialect", f"must be 'kaldi' or 'pdnn', got {dialect!r}", RankError)
-    if comp.kind != "AffineTransform":
-        raise RankError(f"factor_layer needs an <AffineTransform>, got {comp.marker}")
-    lim = min(comp.output_dim, comp.input_dim)
-    k = _int_option("rank", k, 1, lim, cls=RankError)
-    new, _ = _core.compress_layer(comp._c, _fixed_policy(k, always=True),
-                                  _svd_struct(method, oversamples, n_iter, _seed(seed)),
-                                  _factor_struct(split, dialect))
-    return [Component(c) for c in new]
 
 
 def _check_rank(plan: LayerPlan, policy: str, value, position: int) -> int:
@@ -173,7 +111,8 @@ def compress(model: Union[Model, PathOrFile], *,
              progress: Optional[bool] = None,
              spectra: bool = False, calibration=None, feature_transform=None,
              calibration_frames: int = _cal.DEFAULT_FRAMES,
-             refine: bool = False) -> Tuple[Optional[Model], CompressReport]:
+             refine: bool = False, n_oversamples: Any = NOT_GIVEN,
+             random_state: Any = NOT_GIVEN) -> Tuple[Optional[Model], CompressReport]:
     """Replace affine layers by truncated-SVD factor pairs.
 
     Parameters
@@ -242,6 +181,8 @@ def compress(model: Union[Model, PathOrFile], *,
         reproduces the input model's layer output: it corrects what the layers
         before have changed. The report's ``output_error`` is then that fit's.
         Needs ``calibration`` readable twice (not stdin).
+    n_oversamples, random_state
+        The old names of ``oversamples`` and ``seed`` (deprecated).
 
     Returns
     -------
@@ -258,6 +199,10 @@ def compress(model: Union[Model, PathOrFile], *,
         settings method, oversamples, n_iter and seed raise
         :class:`svdistill.Error`, as in :func:`svdistill.linalg.truncated_svd`).
     """
+    if n_oversamples is not NOT_GIVEN:
+        oversamples = renamed("compress", "n_oversamples", "oversamples", n_oversamples, oversamples, None)
+    if random_state is not NOT_GIVEN:
+        seed = renamed("compress", "random_state", "seed", random_state, seed, 0)
     policy, value = _check_policy(dict(rank=rank, ranks=ranks, rank_fraction=rank_fraction,
                                        energy=energy, nuclear=nuclear, param_budget=param_budget))
     if split not in ("sqrt", "left", "right"):
@@ -431,38 +376,6 @@ def compress(model: Union[Model, PathOrFile], *,
     return result, report
 
 
-def _output_dialect(dialect: Optional[str], binary: Optional[bool], src_binary: bool,
-                    src_dialect: str) -> str:
-    """The dialect write() uses for these arguments and this source."""
-    if dialect is not None:
-        return dialect
-    return "kaldi" if (src_binary if binary is None else binary) else src_dialect
-
-
-#: The kinds the writer converts between dialects (cpp/nnet1/writer.cc: <relu> and a
-#: plain <ParametricRelu>, <linear>); every other kind is written as it was read.
-_CONVERTED_KINDS = ("Relu", "ParametricRelu", "Linear")
-
-
-def _written_params(comp: Component, dialect: str) -> int:
-    """Parameters of a copied component once written in ``dialect``.
-
-    The writer converts between dialects (PDNN's ``<relu>`` becomes Kaldi's
-    ``<ParametricRelu>`` with alpha and beta vectors, a plain one becomes
-    ``<relu>``; Kaldi drops ``<linear>``), so the small components are counted
-    by writing them; weight matrices and raw kinds are written as they are.
-    """
-    n = comp.num_params or 0
-    if comp.kind not in _CONVERTED_KINDS:
-        return n
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        write([comp], buf, binary=False, dialect=dialect)
-    buf.seek(0)
-    return sum(c.num_params or 0 for c in iter_components(buf))
-
-
 class _SourceInfo:
     binary = False
     dialect = "kaldi"
@@ -501,14 +414,6 @@ def _read_all(src) -> Model:
     return read(src)
 
 
-def _finite_weight(comp: Component, plan: LayerPlan) -> np.ndarray:
-    W = comp.weight
-    assert W is not None  # plans name AffineTransforms only
-    if not np.isfinite(W).all():
-        raise _core.Error(f"component {plan.index} {plan.marker}: the weight matrix has nan/inf entries")
-    return W
-
-
 def _compress_streamed(source: str, output: str, plans: List[LayerPlan], policies: Dict[int, "_core.RankPolicy"],
                        svd_opts: "_core.SvdOptions", split: str, spectra: bool, binary: Optional[bool],
                        dialect: Optional[str], digits: str, progress: Optional[bool]
@@ -535,129 +440,3 @@ def _layer_report(plan: LayerPlan, st: "_core.LayerStats") -> LayerReport:
                        output_error_plain=st.output_error_plain)
 
 
-#: How calibrated layers are put on one scale under param_budget: "measured" (the
-#: model's output loss with the layer alone truncated, measured at a few ranks),
-#: "relative" (each layer's relative output error weighs alike) or "absolute" (raw
-#: output energies). benchmarks/bench_calibration.py measures all three; the README
-#: says why the first.
-_BUDGET_RULE = "measured"
-
-
-def _plan_budget(model, plans: List[LayerPlan], fraction: float, min_gain: float, round_to: int,
-                 binary: Optional[bool], dialect: Optional[str], cal: Optional[_cal.Calibration] = None,
-                 split: str = "sqrt", method: str = "auto", oversamples: Optional[int] = None,
-                 n_iter: Optional[int] = None, seed: int = 0) -> None:
-    """Pass 1 of --param-budget: spectra of the selected layers, then greedy ranks.
-
-    The budget holds for the model as written: every count is in the output's
-    dialect (a factored layer's as :func:`factored_params` gives it, every
-    other component's as the writer emits it).
-
-    Calibrated, layers are compared by what their truncation costs at the model's
-    output: the loss (KL to the input model's posteriors) with each layer alone
-    truncated is measured on the first calibration frames at ranks 1 and 1/4x..4x
-    those that equal relative output errors would give (:func:`_budget_curves`),
-    and the greedy minimises the sum of those losses, as it minimises the
-    Frobenius error uncalibrated.
-    """
-    wanted = {p.index: p for p in plans}
-    spectra: Dict[int, np.ndarray] = {}
-    totals: Dict[int, float] = {}
-    stream = model if isinstance(model, Model) else iter_components(model)
-    params_in = 0
-    written = []  # (index, count as written) of the components not selected
-    out_dialect = "kaldi"
-    for idx, comp in enumerate(stream, 1):
-        if idx == 1:
-            out_dialect = _output_dialect(dialect, binary, stream.binary, stream.dialect)
-        params_in += comp.num_params or 0
-        if idx in wanted:
-            W = _finite_weight(comp, wanted[idx])
-            if cal is None:
-                spectra[idx] = _core.singular_values(W)
-            else:
-                wh = cal.layers[idx].whitening()
-                M, energy = _core.whiten_weight(W, wh)
-                spectra[idx] = _core.singular_values(M)
-                # E||W (x - mean)||^2 without the ridge: the output's variation, the errors' scale.
-                totals[idx] = max(float(energy) - wh.ridge * float(_core.frobenius_sq(W)), 0.0)
-        else:
-            written.append(_written_params(comp, out_dialect))
-    # Fixed: unselected components and the selected layers' biases, which every
-    # option keeps; the greedy shares out the rest among the weights.
-    fixed = sum(written) + sum(p.out for p in plans)
-    limit = fraction * params_in
-    budget = limit - fixed
-    per_rank = _core.per_rank_params(out_dialect)
-    k0 = max(1, round_to)
-
-    def cheapest(p: LayerPlan) -> int:  # a layer min_gain forbids factoring stays whole
-        k = min(k0, p.out, p.inp)
-        if _core.worth_factoring(k, p.out, p.inp, min_gain, per_rank):
-            return factored_params(k, p.out, p.inp, out_dialect) - p.out
-        return p.out * p.inp
-
-    minimum = sum(cheapest(p) for p in plans)
-    if budget < minimum:
-        raise option_error("param_budget", f"{fraction} allows {int(limit):,} of the input's {params_in:,} "
-                                           f"parameters, but the smallest factorisation needs "
-                                           f"{minimum + fixed:,} as written in the {out_dialect} dialect "
-                                           f"(rank {k0} in every selected layer that may be factored)",
-                           RankError)
-
-    def solve(scale: Dict[int, float]) -> List[int]:  # scale: what one unit of s^2 costs, per layer
-        return [int(k) for k in _core.budget_ranks(
-            [(p.out, p.inp, (spectra[p.index] * np.sqrt(scale[p.index])).tolist()) for p in plans],
-            float(budget), float(min_gain), int(k0), per_rank)]
-
-    if cal is None or _BUDGET_RULE == "absolute":
-        ranks = solve({p.index: 1.0 for p in plans})
-    else:
-        first = solve({p.index: 1.0 / totals[p.index] if totals[p.index] > 0 else 0.0 for p in plans})
-        if _BUDGET_RULE == "relative":
-            ranks = first
-        else:  # measured
-            curves = _budget_curves(model, plans, first, cal, split, out_dialect, method, oversamples,
-                                    n_iter, seed)
-            ranks = [int(k) for k in _core.budget_ranks(
-                [(p.out, p.inp, curves[p.index].tolist()) for p in plans],
-                float(budget), float(min_gain), int(k0), per_rank)]
-    for p, k in zip(plans, ranks):
-        p.rank = k
-
-
-def _budget_curves(model: Model, plans: List[LayerPlan], ranks: List[int], cal: _cal.Calibration,
-                   split: str, dialect: str, method: str, oversamples: Optional[int],
-                   n_iter: Optional[int], seed: int) -> Dict[int, np.ndarray]:
-    """Per layer, a pseudo-spectrum whose tail sums are the measured output loss of that
-    layer alone truncated at rank k (linear between ranks 1 and 1/4x .. 4x the
-    equal-relative-error rank, monotone; 0 at full rank)."""
-    svd_opts = _svd_struct(method, oversamples, n_iter, seed)
-    factor_opts = _factor_struct(split, dialect)
-    factor_opts.output_errors = False  # the trials are measured at the model's output instead
-    per_rank = _core.per_rank_params(dialect)
-    grids = {}
-    keyed = {}
-    for p, k in zip(plans, ranks):
-        comp = model.components[p.index - 1]
-        full = min(p.out, p.inp)
-        if k <= 0:
-            k = max(1, int(_core.break_even_rank(p.out, p.inp, per_rank)) // 2)
-        grid = sorted({1} | {min(full, max(1, int(round(k * f)))) for f in (0.25, 0.5, 1, 2, 4)})
-        grid = [g for g in grid if g < full]
-        grids[p.index] = grid
-        inputs = cal.layers[p.index].inputs()
-        for g in grid:
-            new, _ = _core.compress_layer(comp._c, _fixed_policy(g, always=True), svd_opts, factor_opts, inputs)
-            keyed[(p.index, g)] = [Component(c) for c in new]
-    losses = _cal.layer_losses(model, cal, keyed)
-    out = {}
-    for p in plans:
-        full = min(p.out, p.inp)
-        pts = [(g, losses[(p.index, g)]) for g in grids[p.index]] + [(full, 0.0)]
-        ks = np.arange(1, full + 1)
-        L = np.interp(ks, [x for x, _ in pts], [y for _, y in pts])
-        L = np.minimum.accumulate(L)  # more rank never costs more
-        d = np.maximum(-np.diff(L), 0.0)
-        out[p.index] = np.sqrt(np.concatenate([[L[0]], d]))
-    return out

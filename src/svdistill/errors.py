@@ -8,11 +8,15 @@ without a second copy of each check.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence, Type
+import warnings
+from typing import Any, Callable, Sequence, Type
 
 from ._core import Error, FormatError
 
 __all__ = ["Error", "FormatError", "RankError", "option_error", "option_text"]
+
+#: The default of a deprecated keyword: left out.
+NOT_GIVEN: Any = object()
 
 
 class RankError(Error):
@@ -48,3 +52,14 @@ def _fill(detail: str, others: Sequence[str], name: Callable[[str], str]) -> str
 def option_text(e: Error, name: Callable[[str], str]) -> str:
     """An :func:`option_error` as it reads when each keyword is said as ``name(keyword)``."""
     return f"{name(e.option)} {_fill(e.detail, getattr(e, 'others', ()), name)}"  # type: ignore[attr-defined]
+
+
+def renamed(func: str, old: str, new: str, value: Any, new_value: Any, new_default: Any) -> Any:
+    """The value of a keyword given by its old name, with a DeprecationWarning (for one
+    release); ``new_value`` is the new name's, ``new_default`` (the very object) when that
+    was left out. Both given is an error."""
+    if new_value is not new_default:
+        raise option_error(old, f"is the old name of {{{new}}}, and both were given: give {{{new}}} only",
+                           others=[new])
+    warnings.warn(f"{func}(): {old}= is deprecated, use {new}=", DeprecationWarning, stacklevel=3)
+    return value

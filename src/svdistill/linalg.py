@@ -7,12 +7,12 @@ while it runs; results come back as numpy arrays without copies.
 from __future__ import annotations
 
 import numbers
-from typing import Optional, Tuple, cast
+from typing import Any, Optional, Tuple, cast
 
 import numpy as np
 
 from . import _core
-from .errors import option_error
+from .errors import NOT_GIVEN, option_error, renamed
 
 __all__ = ["truncated_svd", "singular_values", "set_num_threads", "get_num_threads", "blas_core"]
 
@@ -82,7 +82,8 @@ def _method_option(method) -> str:
 
 def truncated_svd(a, rank: int, *, method: str = "auto", oversamples: Optional[int] = None,
                   n_iter: Optional[int] = None,
-                  seed=0) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  seed=0, n_oversamples: Any = NOT_GIVEN,
+                  random_state: Any = NOT_GIVEN) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Top-``rank`` singular triplets of a matrix.
 
     Parameters
@@ -111,6 +112,8 @@ def truncated_svd(a, rank: int, *, method: str = "auto", oversamples: Optional[i
         Seed of the Gaussian sketch. Results are bit-identical for a seed and a
         thread count; across thread counts they agree to rounding (signs are
         normalised: the largest entry of each column of U is positive).
+    n_oversamples, random_state
+        The old names of ``oversamples`` and ``seed`` (deprecated).
 
     Returns
     -------
@@ -123,6 +126,10 @@ def truncated_svd(a, rank: int, *, method: str = "auto", oversamples: Optional[i
     >>> U, s, Vt = truncated_svd(W, 256)        # doctest: +SKIP
     >>> W_approx = (U * s) @ Vt                 # doctest: +SKIP
     """
+    if n_oversamples is not NOT_GIVEN:
+        oversamples = renamed("truncated_svd", "n_oversamples", "oversamples", n_oversamples, oversamples, None)
+    if random_state is not NOT_GIVEN:
+        seed = renamed("truncated_svd", "random_state", "seed", random_state, seed, 0)
     arr = _as_f32(a)
     m, n = arr.shape
     k = _int_option("rank", rank, -(1 << 62))

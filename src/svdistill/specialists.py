@@ -86,11 +86,17 @@ def _kmeans(points: np.ndarray, k: int, rng: np.random.Generator, restarts: int,
         for _ in range(iterations):
             d2 = _sqdist(points, c)
             new = d2.argmin(1)
-            for j in range(k):  # an empty cluster takes the point farthest from its centroid
-                if not (new == j).any():
-                    far = int(d2[np.arange(n), new].argmax())
-                    new[far] = j
-                    d2[far] = 0.0
+            counts = np.bincount(new, minlength=k)
+            for j in np.flatnonzero(counts == 0):
+                # An empty cluster takes the point farthest from its centroid among the
+                # clusters that keep a point without it (k <= n: there is always one).
+                dist = d2[np.arange(n), new].copy()
+                dist[counts[new] <= 1] = -1.0
+                far = int(dist.argmax())
+                counts[new[far]] -= 1
+                new[far] = j
+                counts[j] = 1
+                d2[far] = 0.0
             if (new == assign).all():
                 break
             assign = new
@@ -153,9 +159,22 @@ def cluster_classes(covariance: np.ndarray, num_specialists: int, *,
         clusters = [sorted(int(c) for c in np.argsort(d2[:, j], kind="stable")[:classes_per_specialist])
                     for j in range(k)]
     else:
-        nearest = np.argsort(d2, axis=1, kind="stable")[:, :overlap + 1]
-        clusters = [sorted(int(c) for c in np.flatnonzero((nearest == j).any(1))) for j in range(k)]
+        # Each class joins its own cluster (K-means leaves none empty; nearest-centroid ties, as
+        # between the identical columns of classes never predicted, would), then with overlap n
+        # the n nearest others.
+        order = np.argsort(d2, axis=1, kind="stable")
+        members: List[set] = [set() for _ in range(k)]
+        for i in range(C):
+            own = int(assign[i])
+            members[own].add(i)
+            for j in [int(j) for j in order[i] if j != own][:overlap]:
+                members[j].add(i)
+        clusters = [sorted(m) for m in members]
     for j, c in enumerate(clusters):
+        if not c:
+            raise Error(f"specialist {j} has no class: the clustering found fewer than {k} distinct groups "
+                        "(classes the generalist never predicts have identical columns): ask for fewer "
+                        "specialists")
         if len(c) >= C:
             raise Error(f"specialist {j} would hold all {C} classes, leaving its dustbin empty: ask for more "
                         "specialists, less overlap, or fewer classes per specialist")
@@ -239,6 +258,26 @@ class SpecialistsResult:
     dustbin_rms: Dict[int, float] = field(default_factory=dict)
 
 
+def _stored_clusters(path: str, num_classes: int, k: int, classes_per_specialist: Optional[int], overlap: int,
+                     seed: int) -> List[List[int]]:
+    """The classes of an ensemble.json written by an earlier run with the same settings."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            spec = json.load(f)
+        settings = spec["clustering"]
+        clusters = [[int(c) for c in sp["classes"]] for sp in spec["specialists"]]
+        n = int(spec["num_classes"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise Error(f"{path}: cannot read the clustering of an earlier run ({e}); remove it to cluster again") \
+            from None
+    want = {"num_specialists": k, "classes_per_specialist": classes_per_specialist, "overlap": int(overlap),
+            "seed": seed}
+    if n != num_classes or any(settings.get(key) != v for key, v in want.items()) or len(clusters) != k:
+        raise Error(f"{path} was made with other settings ({settings}, {n} classes) than this run ({want}, "
+                    f"{num_classes} classes): give the same ones, or another OUTDIR")
+    return clusters
+
+
 def specialists(generalist: ModelLike, feats: FeatsLike, outdir: Union[str, "os.PathLike[str]"], *,
                 feature_transform: Optional[ModelLike] = None, num_specialists: int = 4,
                 classes_per_specialist: Optional[int] = None, overlap: int = 0,
@@ -268,8 +307,10 @@ def specialists(generalist: ModelLike, feats: FeatsLike, outdir: Union[str, "os.
         generalist's arg-max), and enter the loss (relabelled to the specialist's
         outputs, the dustbin for the others) with distill's ``hard_weight``.
     only : int, optional
-        Train only specialist ``only`` (0-based); the clustering is the same in every
-        call with the same data and ``seed``, so specialists can be trained apart.
+        Train only specialist ``only`` (0-based), so that specialists can be trained
+        apart: the clustering comes from OUTDIR's ``ensemble.json`` when an earlier
+        run wrote one (with other settings: an error), so every run pairs each
+        model with the same classes.
     seed : int
         Seeds the clustering, the sampling of the other frames, and distill.
     **options
@@ -352,6 +393,12 @@ def specialists(generalist: ModelLike, feats: FeatsLike, outdir: Union[str, "os.
 
     out = os.fspath(outdir)
     os.makedirs(out, exist_ok=True)
+    stored = os.path.join(out, "ensemble.json")
+    if only is not None and os.path.exists(stored):
+        # Specialists trained one by one (on several machines) must share one clustering: the
+        # one already written, not one recomputed here (rounding differs between machines and
+        # BLAS kernels, and a near tie in K-means could then pair a model with other classes).
+        clusters = _stored_clusters(stored, C, k, classes_per_specialist, overlap, seed)
     files = [f"specialist-{i}.nnet" for i in range(k)]
     result = SpecialistsResult(ensemble=os.path.join(out, "ensemble.json"), classes=clusters,
                                files=[os.path.join(out, f) for f in files])

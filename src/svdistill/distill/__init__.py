@@ -29,13 +29,12 @@ import math
 import numbers
 import os
 import re
-import warnings
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from .. import _core
-from ..errors import Error, option_error
+from ..errors import NOT_GIVEN, Error, option_error, renamed
 from ..forward import ModelLike, _load
 from ..io import PathOrFile, check_write_options, output_target, write
 from ..model import Model
@@ -54,7 +53,6 @@ __all__ = ["DistillReport", "EpochReport", "TrainingStopped", "distill"]
 
 # The core's option structs hold the defaults of the options they share with distill().
 _LOSS, _OPT = _core.LossOptions(), _core.OptimizerOptions()
-_NOT_GIVEN: Any = object()  # a deprecated keyword left out
 _L2_PENALTY = as_written(_OPT.l2_penalty)
 
 
@@ -94,8 +92,8 @@ def distill(student: ModelLike, feats: FeatsLike, *,
             checkpoint_dir: Optional[str] = None,
             checkpoint_every: int = 0,
             resume: bool = False,
-            teachers: Any = _NOT_GIVEN,
-            l2: Any = _NOT_GIVEN) -> Tuple[Model, DistillReport]:
+            teachers: Any = NOT_GIVEN,
+            l2: Any = NOT_GIVEN) -> Tuple[Model, DistillReport]:
     """Fine-tune ``student`` on the soft targets of ``teacher`` (and/or on labels).
 
     Parameters
@@ -199,14 +197,17 @@ def distill(student: ModelLike, feats: FeatsLike, *,
         the feature transform, a teacher or the student at once), a model that
         cannot be trained.
     """
-    if teachers is not _NOT_GIVEN:
-        teacher = _renamed("teachers", "teacher", teachers, teacher, None)
-    if l2 is not _NOT_GIVEN:
-        l2_penalty = _renamed("l2", "l2_penalty", l2, l2_penalty, _L2_PENALTY)
+    if teachers is not NOT_GIVEN:
+        teacher = renamed("distill", "teachers", "teacher", teachers, teacher, None)
+    if l2 is not NOT_GIVEN:
+        l2_penalty = renamed("distill", "l2", "l2_penalty", l2, l2_penalty, _L2_PENALTY)
     # Every option is checked before a model is read or anything trained: a bad value costs nothing.
     temperature = _number("temperature", temperature)
     if not temperature > 0:
         raise option_error("temperature", f"must be > 0, got {temperature:g}")
+    if not np.float32(temperature) > 0:  # as the core holds it: 1e-46 would be 0
+        raise option_error("temperature", f"must be at least 1.4e-45 (the core holds it as a float32), "
+                                          f"got {temperature:g}")
     if hard_weight is not None:
         hard_weight = _number("hard_weight", hard_weight)
         if not 0.0 <= hard_weight <= 1.0:
@@ -419,16 +420,6 @@ def _nothing_accepted(cause: Error, output: Optional[PathOrFile]) -> Error:
     return e
 
 
-def _renamed(old: str, new: str, value: Any, new_value: Any, new_default: Any) -> Any:
-    """The value of a keyword given by its old name (with a DeprecationWarning); ``new_value`` is
-    the new name's, ``new_default`` (the very object) when that was left out."""
-    if new_value is not new_default:
-        raise option_error(old, f"is the old name of {{{new}}}, and both were given: give {{{new}}} only",
-                           others=[new])
-    warnings.warn(f"distill(): {old}= is deprecated, use {new}=", DeprecationWarning, stacklevel=3)
-    return value
-
-
 def _number(name: str, value: Any) -> float:
     """``value`` as a finite float (ints and numpy scalars are numbers; strings and bools are not)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
@@ -436,6 +427,8 @@ def _number(name: str, value: Any) -> float:
     f = float(value)
     if not math.isfinite(f):
         raise option_error(name, f"must be a finite number, got {f}")
+    if abs(f) > float(np.finfo(np.float32).max):  # the core holds options as float32
+        raise option_error(name, f"must lie within float32's range (|x| <= 3.4e38), got {f:g}")
     return f
 
 

@@ -287,7 +287,7 @@ def run(engine, data: Data, o: ScheduleOptions, bar: Progress, emit: Callable[[s
             raise _find_nonfinite(engine, data, "cv", 0) or Error(
                 f"the initial cross-validation objective is {first.cv_objective}, although the features, the "
                 "feature transform, the teachers and the student give finite values on every cross-validation "
-                f"frame: the loss overflows (temperature {engine.opts.temperature:g})")
+                f"frame: the loss overflows (temperature {engine.opts.loss.temperature:g})")
         st = State(epochs=[first], lr=float(o.learn_rate), loss=first.cv_objective,
                    limit=DIVERGE_FACTOR * max(first.cv_objective, 1e-2), cv_frames=int(cv0["frames"]),
                    stopped=f"stopped after max epochs ({o.max_epochs})")

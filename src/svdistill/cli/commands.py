@@ -1,0 +1,198 @@
+"""The commands: each ``cmd_NAME(args)`` calls the API function of ``svdistill NAME`` and
+prints or writes what it returns. Run by ``_run`` after the checks of ``checks.py``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .. import linalg
+from .._core import Error
+from ..info import format_info, info
+from ..io import atomic_output, iter_components, write
+
+
+def cmd_info(a: argparse.Namespace) -> int:
+    d = info(a.model)
+    if a.json:
+        sys.stdout.write(json.dumps(_json_safe(d), indent=1) + "\n")
+    else:
+        sys.stdout.write(format_info(d))
+    return 0
+
+
+def _json_safe(x):
+    """JSON has no NaN: statistics of constant vectors become null."""
+    if isinstance(x, float):
+        return None if x != x or x in (float("inf"), float("-inf")) else x
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_json_safe(v) for v in x]
+    return x
+
+
+def cmd_copy(a: argparse.Namespace) -> int:
+    write(iter_components(a.input), a.output, binary=a.binary, dialect=a.dialect, digits=a.digits)
+    return 0
+
+
+
+def _write_json(path: str, obj) -> None:
+    """A JSON file, written as models are (atomically, through symbolic links, the usual mode)."""
+    text = json.dumps(_json_safe(obj), indent=1) + "\n"
+    with atomic_output(path) as tmp:
+        with open(tmp, "w") as f:
+            f.write(text)
+
+
+def cmd_compress(a: argparse.Namespace) -> int:
+    from ..compress import compress
+    if a.check and (a.input == "-" or a.output == "-"):
+        raise Error("--check needs MODEL_IN and MODEL_OUT to be files, not '-'")
+    if a.feature_transform and not a.check and not a.calibration:
+        raise Error("--feature-transform is the feature transform of --calibration and --check, and neither "
+                    "was given: give one of them too, or leave it out")
+    for flag, spec in (("--check", a.check), ("--calibration", a.calibration)):
+        if spec:
+            from ..archive import parse_rspecifier
+            try:
+                parse_rspecifier(spec)  # a bad rspecifier is said now, not after the compression
+            except Error as e:
+                raise Error(f"{flag} {e}") from None
+    if a.threads:
+        linalg.set_num_threads(a.threads)
+    if a.plot:
+        _require_matplotlib()  # before the compression, not after it
+    _, report = compress(
+        a.input, rank=a.rank, ranks=a.ranks, rank_fraction=a.rank_fraction, energy=a.energy,
+        nuclear=a.nuclear, param_budget=a.param_budget, min_gain=a.min_gain, round_to=a.round_to,
+        layers=a.layers, skip_output_layer=a.skip_output_layer, split=a.split, method=a.method,
+        oversamples=a.oversamples, n_iter=a.n_iter, seed=a.seed, output=a.output,
+        binary=a.binary, dialect=a.dialect, digits=a.digits, spectra=bool(a.plot),
+        calibration=a.calibration, feature_transform=a.feature_transform if a.calibration else None,
+        calibration_frames=a.calibration_frames, refine=a.refine)
+    print(report.format_table(), file=sys.stderr)
+    check = None
+    if a.check:
+        from ..compare import compare, format_compare
+        try:
+            check = compare(a.input, a.output, a.check, feature_transform=a.feature_transform)
+        except Error as e:
+            unwritten = " and ".join(f for f, v in (("--report", a.report), ("--plot", a.plot)) if v)
+            e.cli_context = (f"MODEL_OUT {a.output} was written{f' ({unwritten} not)' if unwritten else ''}; "  # type: ignore[attr-defined]  # noqa: E501
+                             "the check failed: ")
+            raise
+        print("fidelity on " + a.check + ":\n" + format_compare(check), file=sys.stderr)
+    if a.report:
+        d = report.to_dict()
+        if check is not None:
+            d["check"] = check
+        _write_json(a.report, d)
+    if a.plot:
+        from ..plot import plot_spectra
+        layers = [{"index": L.index, "out": L.out, "in": L.inp, "singular_values": report.spectra[L.index]}
+                  for L in report.layers]
+        plot_spectra(layers, a.plot, {L.index: L.rank for L in report.layers})
+    return 0
+
+
+def _require_matplotlib() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise Error("--plot needs matplotlib: pip install 'svdistill[plot]'") from None
+
+
+def cmd_spectrum(a: argparse.Namespace) -> int:
+    from ..spectrum import format_spectrum, spectrum
+    if a.threads:
+        linalg.set_num_threads(a.threads)
+    if a.plot:
+        _require_matplotlib()
+    if a.feature_transform and not a.calibration:
+        raise Error("--feature-transform is the feature transform of --calibration, and no --calibration "
+                    "was given: give --calibration FEATS_RSPECIFIER too, or leave it out")
+    d = spectrum(a.model, layers=a.layers, calibration=a.calibration,
+                 feature_transform=a.feature_transform if a.calibration else None,
+                 calibration_frames=a.calibration_frames)
+    if a.json:
+        sys.stdout.write(json.dumps(_json_safe(d), indent=1) + "\n")
+    else:
+        print(format_spectrum(d))
+    if a.plot:
+        from ..plot import plot_spectra
+        plot_spectra(d["layers"], a.plot)
+    return 0
+
+
+def cmd_forward(a: argparse.Namespace) -> int:
+    from ..forward import forward_archive
+    from ..progress import Progress
+    if a.threads:
+        linalg.set_num_threads(a.threads)
+    with Progress("forward", unit="frames") as bar:  # closed (line cleared) before any error message
+        n_utt, n_frames = forward_archive(
+            a.model, a.feats, a.output, feature_transform=a.feature_transform, no_softmax=a.no_softmax,
+            apply_log=a.apply_log, class_frame_counts=a.class_frame_counts, prior_scale=a.prior_scale,
+            progress=lambda utts, frames: bar.update(frames, f"{utts:,} utterance{'s' if utts != 1 else ''}"))
+    print(f"svdistill forward: {n_utt} utterance{'s' if n_utt != 1 else ''}, {n_frames} frames", file=sys.stderr)
+    return 0
+
+
+def cmd_compare(a: argparse.Namespace) -> int:
+    from ..compare import compare, format_compare
+    if a.threads:
+        linalg.set_num_threads(a.threads)
+    d = compare(a.teacher, a.student, a.feats, feature_transform=a.feature_transform)
+    if a.json:
+        sys.stdout.write(json.dumps(_json_safe(d), indent=1) + "\n")
+    else:
+        print(format_compare(d))
+    return 0
+
+
+
+def cmd_distill(a: argparse.Namespace) -> int:
+    from ..distill import TrainingStopped, distill
+    # STUDENT_OUT and --report were checked by _check_outputs (writable, not an input).
+    if a.threads:
+        linalg.set_num_threads(a.threads)
+        if a.engine == "torch" or (a.device or "").startswith("cuda"):
+            import torch
+            torch.set_num_threads(a.threads)
+    from ..distill.distributed import Dist
+    dist = Dist.from_env()
+    writer = dist is None or dist.is_writer
+    try:
+        _, report = distill(
+            a.student, a.feats, teacher=a.teacher, feature_transform=a.feature_transform,
+            temperature=a.temperature, labels=a.labels, hard_weight=a.hard_weight,
+            average_logits=a.average_logits, optimizer=a.optimizer, learn_rate=a.learn_rate,
+            momentum=a.momentum, l2_penalty=a.l2_penalty, minibatch_size=a.minibatch_size,
+            randomizer_size=a.randomizer_size, max_epochs=a.max_epochs, min_epochs=a.min_epochs,
+            keep_lr_epochs=a.keep_lr_epochs, start_halving_impr=a.start_halving_impr,
+            end_halving_impr=a.end_halving_impr, halving_factor=a.halving_factor, cv_feats=a.cv_feats,
+            cv_labels=a.cv_labels, cv_fraction=a.cv_fraction, seed=a.seed, output=a.output,
+            binary=a.binary, dialect=a.dialect, digits=a.digits,
+            engine=a.engine, device=a.device, precision=a.precision, checkpoint_dir=a.checkpoint_dir,
+            checkpoint_every=a.checkpoint_every, resume=a.resume,
+            log=lambda line: print(line, file=sys.stderr, flush=True))
+    except TrainingStopped as e:  # the best model so far is written; _run says so
+        if a.report and writer:
+            _write_json(a.report, e.report.to_dict())
+        raise
+    if a.report and writer:
+        _write_json(a.report, report.to_dict())
+    return 0
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    from ..export import export
+    d = export(a.model, a.output, format=a.format, feature_transform=a.feature_transform,
+               no_softmax=a.no_softmax, apply_log=a.apply_log, class_frame_counts=a.class_frame_counts,
+               prior_scale=a.prior_scale, opset=a.opset)
+    fmt = d["format"] + (f" (opset {d['opset']})" if d["opset"] else "")
+    print(f"svdistill export: {fmt}, feats frames x {d['input_dim']} -> out frames x {d['output_dim']} "
+          f"({d['output_kind']}), {d['bytes']:,} bytes: {d['path']}", file=sys.stderr)
+    return 0
