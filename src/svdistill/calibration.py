@@ -69,7 +69,22 @@ def frames_option(value) -> int:
     return int(value)
 
 
-def collect(model: Model, feats, layers: Sequence[int], *, feature_transform: Optional[Model] = None,
+def check_options(calibration, feature_transform, calibration_frames, **dependent) -> int:
+    """The calibration keywords of compress() and spectrum(), checked once: without
+    ``calibration`` the others (and each of ``dependent``'s that is set) would do nothing
+    and are refused; with it, the checked number of frames."""
+    if calibration is None:
+        for name, given in (("feature_transform", feature_transform is not None),
+                            ("calibration_frames", calibration_frames != DEFAULT_FRAMES),
+                            *((k, bool(v)) for k, v in dependent.items())):
+            if given:
+                raise option_error(name, "applies to the {calibration} features, and none were given",
+                                   others=["calibration"])
+        return DEFAULT_FRAMES
+    return frames_option(calibration_frames)
+
+
+def collect(model: Model, feats, layers: Sequence[int], *, feature_transform=None,
             frames: int = DEFAULT_FRAMES, probe_frames: int = PROBE_FRAMES,
             progress: Optional[Callable[[int], None]] = None) -> Calibration:
     """Mean and covariance of the inputs of components ``layers`` (1-based) of
@@ -77,6 +92,9 @@ def collect(model: Model, feats, layers: Sequence[int], *, feature_transform: Op
     of arrays or one array; the feature transform is run first, as nnet-forward).
     Memory: the model and one in x in float64 matrix per layer."""
     from .distill.data import Source  # (distill imports compress)
+    if feature_transform is not None and not isinstance(feature_transform, Model):
+        from .io import read
+        feature_transform = read(feature_transform)
     src = Source(feats, "calibration", reread=False)
     name = src.name if src.name not in ("dict", "array") else "calibration " + src.name
     ft = list(feature_transform.components) if feature_transform is not None else []

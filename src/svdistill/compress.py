@@ -218,15 +218,8 @@ def compress(model: Union[Model, PathOrFile], *,
             raise option_error(name, f"{v} applies to the randomized SVD, and {{method}} is exact", others=["method"])
     if not isinstance(refine, (bool, np.bool_)):
         raise option_error("refine", f"must be True or False, got {refine!r}")
-    if calibration is None:
-        for name, given in (("feature_transform", feature_transform is not None),
-                            ("calibration_frames", calibration_frames != _cal.DEFAULT_FRAMES),
-                            ("refine", bool(refine))):
-            if given:  # it would do nothing
-                raise option_error(name, "applies to the {calibration} features, and none were given",
-                                   others=["calibration"])
-    else:
-        calibration_frames = _cal.frames_option(calibration_frames)
+    calibration_frames = _cal.check_options(calibration, feature_transform, calibration_frames, refine=refine)
+    if calibration is not None:
         from .distill.data import _is_stdin  # (distill imports this module)
         if refine and isinstance(calibration, str) and _is_stdin(calibration):
             raise option_error("refine", "reads the {calibration} features again for each layer, and stdin "
@@ -256,10 +249,8 @@ def compress(model: Union[Model, PathOrFile], *,
     cal: Optional[_cal.Calibration] = None
     if calibration is not None:
         assert isinstance(model, Model)
-        ft = None if feature_transform is None else (
-            feature_transform if isinstance(feature_transform, Model) else _read_all(feature_transform))
         with Progress("calibration", unit="frames", enabled=progress) as bar:
-            cal = _cal.collect(model, calibration, [p.index for p in plans], feature_transform=ft,
+            cal = _cal.collect(model, calibration, [p.index for p in plans], feature_transform=feature_transform,
                                frames=calibration_frames, progress=bar.update)
 
     if policy == "param_budget":

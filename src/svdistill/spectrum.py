@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Sequence
 
 from . import _core
-from .calibration import DEFAULT_FRAMES, collect, frames_option
+from .calibration import DEFAULT_FRAMES, check_options, collect
 from .errors import option_error
 from .io import iter_components, read
 from .linalg import _fraction_option
@@ -48,23 +48,15 @@ def spectrum(model, *, layers: LayerSpec = None,
     if not fr:
         raise option_error("fractions", f"must be a non-empty list of numbers in (0, 1], got {fractions!r}")
     fractions = [_fraction_option("fractions", f) for f in fr]
-    if calibration is None:
-        for name, given in (("feature_transform", feature_transform is not None),
-                            ("calibration_frames", calibration_frames != DEFAULT_FRAMES)):
-            if given:
-                raise option_error(name, "applies to the {calibration} features, and none were given",
-                                   others=["calibration"])
-    else:
-        calibration_frames = frames_option(calibration_frames)
-        if not isinstance(model, Model):
-            model = read(model)
+    calibration_frames = check_options(calibration, feature_transform, calibration_frames)
+    if calibration is not None and not isinstance(model, Model):  # calibration runs the model: read it whole
+        model = read(model)
     structure = scan_structure(model)
     plans = {p.index: p for p in plan_layers(structure, layers, False)}
     cal = None
     if calibration is not None:
-        ft = None if feature_transform is None else (
-            feature_transform if isinstance(feature_transform, Model) else read(feature_transform))
-        cal = collect(model, calibration, sorted(plans), feature_transform=ft, frames=calibration_frames)
+        cal = collect(model, calibration, sorted(plans), feature_transform=feature_transform,
+                      frames=calibration_frames)
     out: List[Dict[str, Any]] = []
     stream = model if isinstance(model, Model) else iter_components(model)
     dialect = "kaldi"

@@ -50,6 +50,13 @@ def version_text() -> str:
     ])
 
 
+def _add_calibration_options(p: "argparse._ActionsContainer", what: str) -> None:
+    """--calibration (its help: ``what``) and --calibration-frames, as compress and spectrum take them."""
+    p.add_argument("--calibration", metavar="FEATS_RSPECIFIER", help=what)
+    p.add_argument("--calibration-frames", type=int, metavar="N",
+                   help="frames of --calibration used, from its start (default %(default)s)")
+
+
 class _VersionAction(argparse.Action):
     """--version: prints version_text() to stdout and exits 0."""
 
@@ -181,12 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="afterwards, compare the output with the input on these features "
                         "(as 'svdistill compare'); MODEL_OUT must be a file")
     g = pz.add_argument_group("calibration (data-aware truncation)")
-    g.add_argument("--calibration", metavar="FEATS_RSPECIFIER",
-                   help="factor each layer to minimise its output error on these features (whitened SVD; "
-                        "the bias keeps the mean output); the policies then count output energy, and "
-                        "--param-budget compares layers by the model's measured output loss")
-    g.add_argument("--calibration-frames", type=int, metavar="N",
-                   help="frames of --calibration used, from its start (default %(default)s)")
+    _add_calibration_options(g, "factor each layer to minimise its output error on these features (whitened "
+                                "SVD; the bias keeps the mean output); the policies then count output energy, "
+                                "and --param-budget compares layers by the model's measured output loss")
     _add_bool(g, "--refine", "one more pass over --calibration refits each factored layer's out x k factor "
                              "and bias (least squares) to the input model's outputs on the student's own "
                              "inputs")
@@ -205,11 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--layers", metavar="SPEC",
                     help="component indices as for compress, e.g. 1,3-6 (default: every affine layer)")
     ps.add_argument("--threads", type=int, default=0)
-    ps.add_argument("--calibration", metavar="FEATS_RSPECIFIER",
-                    help="whitened spectra: singular values of W R^T for these features' input "
-                         "covariance at each layer (output energies, as compress --calibration counts them)")
-    ps.add_argument("--calibration-frames", type=int, metavar="N",
-                    help="frames of --calibration used, from its start (default %(default)s)")
+    _add_calibration_options(ps, "whitened spectra: singular values of W R^T for these features' input "
+                                 "covariance at each layer (output energies, as compress --calibration counts "
+                                 "them)")
     ps.add_argument("--feature-transform", metavar="FT", help="feature transform run first on --calibration")
     ps.set_defaults(func=cmd_spectrum)
     _defaults_of(ps, spectrum)
