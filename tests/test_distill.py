@@ -176,6 +176,42 @@ def test_block_softmax_and_teacher_ensembles():
         _fd_check(trainer, comps, x, labels, kw)
 
 
+
+def test_teacher_logits_given_by_the_caller_act_as_that_teacher():
+    """A trainer whose soft targets come from the caller (external_targets) updates, evaluates and
+    differentiates bit-identically to one given the teacher network that computes those logits."""
+    rng = _rng(7)
+    student = [_affine(rng, 5, 6), Component.activation("Sigmoid", 6), _affine(rng, 6, 4),
+               Component.activation("Softmax", 4)]
+    model = Model([_affine(rng, 5, 7), Component.activation("Tanh", 7), _affine(rng, 7, 4, scale=1.5),
+                   Component.activation("Softmax", 4)])
+    teacher = svdistill.Network(model)
+    x = rng.normal(size=(16, 5)).astype(np.float32)
+    labels = rng.integers(-1, 4, 16).astype(np.int32)
+    logits = svdistill.Network(model, no_softmax=True)(x)
+    lo = _loss(temperature=2.0, hard_weight=0.3)
+    a, b = [c.copy() for c in student], [c.copy() for c in student]
+    net = _core.Trainer([c._c for c in a], [teacher._net])
+    ext = _core.Trainer([c._c for c in b], [], True)
+    assert ext.num_teachers == 1
+    opt = train_options(momentum=0.5).optimizer
+    for _ in range(3):
+        assert net.train(x, labels, opt, lo) == ext.train(x, labels, opt, lo, logits)
+    for ca, cb in zip(a, b):
+        for k in ca.params:
+            assert np.array_equal(ca.params[k], cb.params[k]), k
+    assert net.evaluate(x, labels, lo) == ext.evaluate(x, labels, lo, logits)
+    ga, gb = net.gradients(x, labels, lo), ext.gradients(x, labels, lo, logits)
+    assert all(np.array_equal(u, v) for u, v in zip(ga[0], gb[0])) and np.array_equal(ga[1], gb[1])
+    with pytest.raises(svdistill.Error, match="give teacher_logits"):
+        ext.evaluate(x, labels, lo)
+    with pytest.raises(svdistill.Error, match="teacher_logits given"):
+        net.evaluate(x, labels, lo, logits)
+    with pytest.raises(svdistill.Error, match="16 frames x 4 outputs"):
+        ext.evaluate(x, labels, lo, logits[:, :3])
+    with pytest.raises(svdistill.Error, match="not both"):
+        _core.Trainer([c._c for c in b], [teacher._net], True)
+
 def test_loss_values_match_numpy():
     rng = _rng(4)
     comps = [_affine(rng, 5, 6), Component.activation("Tanh", 6), _affine(rng, 6, 4),

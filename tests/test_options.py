@@ -20,13 +20,18 @@ from svdistill.export import export
 from svdistill.forward import forward_archive
 from svdistill.info import info
 from svdistill.io import write
+from svdistill.specialists import specialists
 from svdistill.spectrum import spectrum
 
 # The API function each command calls with its options.
 COMMANDS: Dict[str, Callable] = {
     "info": info, "copy": write, "spectrum": spectrum, "forward": forward_archive, "compare": compare,
-    "distill": distill, "export": export, "compress": compress,
+    "distill": distill, "export": export, "compress": compress, "specialists": specialists,
 }
+
+# Commands whose API function passes its **options on to another: their flags are keywords
+# of either (the function's own first), with that keyword's default.
+PASSED_ON: Dict[str, Callable] = {"specialists": distill}
 
 # Flags of the command line only, and why the API has no such keyword.
 CLI_ONLY = {
@@ -43,6 +48,8 @@ CLI_ONLY = {
     ("compress", "report"): "a file of what compress() returns (CompressReport.to_dict())",
     ("compress", "plot"): "a picture of the spectra compress() returns with spectra=True (svdistill.plot)",
     ("compress", "check"): "runs svdistill.compare() on the written model afterwards",
+    ("specialists", "threads"): "the process's thread count (linalg.set_num_threads, torch.set_num_threads)",
+    ("specialists", "report"): "a file of what specialists() returns (each specialist's DistillReport.to_dict())",
 }
 
 # Positional arguments (read by position in the API too) whose API parameter has another
@@ -66,13 +73,21 @@ def _subparsers(parser: argparse.ArgumentParser) -> Dict[str, argparse.ArgumentP
     return dict(sub.choices)
 
 
+def _keywords(command: str) -> Dict[str, inspect.Parameter]:
+    """The keywords a command's options may set: its API function's, and those of the function
+    its **options go to (the function's own first)."""
+    params = dict(inspect.signature(PASSED_ON[command]).parameters) if command in PASSED_ON else {}
+    params.update(inspect.signature(COMMANDS[command]).parameters)
+    return params
+
+
 def option_problems(parser: argparse.ArgumentParser) -> List[str]:
     """Every flag whose dest is no keyword of its command's API function (and is not listed
     as the command line's own), and every default that differs from the API's."""
     problems = []
     commands = _subparsers(parser)
     for command, func in COMMANDS.items():
-        params = inspect.signature(func).parameters
+        params = _keywords(command)
         for action in commands[command]._actions:
             if isinstance(action, argparse._HelpAction):
                 continue
@@ -91,15 +106,18 @@ def option_problems(parser: argparse.ArgumentParser) -> List[str]:
                                 f"(now {DEPRECATED[key]!r})")
                 continue
             param = params.get(action.dest)
+            owner = func if action.dest in inspect.signature(func).parameters else PASSED_ON.get(command, func)
             if param is None or param.kind not in (param.KEYWORD_ONLY, param.POSITIONAL_OR_KEYWORD):
-                problems.append(f"{command} {flag}: {func.__name__}() has no keyword {action.dest!r}")
+                also = f" (nor {PASSED_ON[command].__name__}(), which its **options go to)" if command in PASSED_ON \
+                    else ""
+                problems.append(f"{command} {flag}: {func.__name__}(){also} has no keyword {action.dest!r}")
                 continue
             if flag != "--" + action.dest.replace("_", "-") and not flag.startswith("--no-"):
                 problems.append(f"{command} {flag}: the flag of keyword {action.dest!r} is "
                                 f"--{action.dest.replace('_', '-')}")
             want = None if param.default is param.empty else param.default
             if action.default != want or type(action.default) is not type(want):
-                problems.append(f"{command} {flag}: default {action.default!r}, {func.__name__}(): {want!r}")
+                problems.append(f"{command} {flag}: default {action.default!r}, {owner.__name__}(): {want!r}")
     return problems
 
 
@@ -123,11 +141,19 @@ def test_a_flag_with_another_name_or_default_is_seen():
     temperature.default = 1.0
     forward_parser = _subparsers(parser)["forward"]
     forward_parser.add_argument("--priors-scale", dest="prior_scale", type=float, default=1.0)
+    specialists_parser = _subparsers(parser)["specialists"]
+    specialists_parser.add_argument("--num-clusters", type=int)
+    next(a for a in specialists_parser._actions if a.dest == "halving_factor").default = 0.7
+    next(a for a in specialists_parser._actions if a.dest == "overlap").default = 1
     problems = option_problems(parser)
     assert "distill --l2: 'l2' is a deprecated keyword of distill() (now 'l2_penalty')" in problems, problems
     assert "distill --learning-rate: distill() has no keyword 'learning_rate'" in problems, problems
     assert "distill --temperature: default 1.0, distill(): 2.0" in problems, problems
     assert "forward --priors-scale: the flag of keyword 'prior_scale' is --prior-scale" in problems, problems
+    assert ("specialists --num-clusters: specialists() (nor distill(), which its **options go to) has no keyword "
+            "'num_clusters'") in problems, problems
+    assert "specialists --halving-factor: default 0.7, distill(): 0.5" in problems, problems
+    assert "specialists --overlap: default 1, specialists(): 0" in problems, problems
 
 
 def test_a_default_declared_again_in_the_parser_is_refused():
@@ -139,12 +165,16 @@ def test_a_default_declared_again_in_the_parser_is_refused():
 
 def test_api_errors_are_said_as_the_flags_of_the_same_name():
     parser = cli.build_parser()
-    for command, func in COMMANDS.items():
-        for name in inspect.signature(func).parameters:
+    for command in COMMANDS:
+        for name in _keywords(command):
             flag = cli._flag_of(parser, command, name)
             assert flag in (name, "--" + name.replace("_", "-")) or flag.isupper(), (command, name, flag)
     assert cli._flag_of(parser, "distill", "l2_penalty") == "--l2-penalty"
     assert cli._flag_of(parser, "distill", "teacher") == "--teacher"
+    assert cli._flag_of(parser, "specialists", "max_epochs") == "--max-epochs"
+    assert cli._flag_of(parser, "specialists", "generalist") == "--generalist"
+    assert cli._flag_of(parser, "forward", "ensemble") == "--ensemble"
+    assert cli._flag_of(parser, "compare", "teacher_ensemble") == "--teacher-ensemble"
 
 
 def test_training_defaults_are_the_core_structs():
@@ -155,7 +185,7 @@ def test_training_defaults_are_the_core_structs():
     assert params["momentum"].default == as_written(opt.momentum)
     assert params["l2_penalty"].default == as_written(opt.l2_penalty)
     assert as_written(opt.learn_rate) == 0.008 and as_written(_core.OptimizerOptions.adam_learn_rate) == 0.001
-    assert repr(loss) == "LossOptions(temperature=2, hard_weight=0, average_logits=False)"
+    assert repr(loss) == "LossOptions(temperature=2, hard_weight=0, average_logits=False, hint_weight=0)"
     assert repr(opt) == ("OptimizerOptions(adam=False, learn_rate=0.008, momentum=0, l2_penalty=0, "
                          "beta1=0.9, beta2=0.999, epsilon=1e-08)")
     opt.momentum, opt.adam = 0.5, True

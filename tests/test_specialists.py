@@ -10,7 +10,15 @@ import pytest
 
 import svdistill
 from svdistill import Component, Error, Model
-from svdistill.specialists import DEFAULT_TOLERANCE, Ensemble, cluster_classes, combine, dustbin_model, specialists
+from svdistill.specialists import (
+    DEFAULT_TOLERANCE,
+    Ensemble,
+    cluster_classes,
+    combine,
+    dustbin_model,
+    dustbin_teacher,
+    specialists,
+)
 
 # -- clustering -------------------------------------------------------------------
 
@@ -97,6 +105,46 @@ def test_dustbin_model_keeps_rows_and_fits_log_sum_exp():
     assert rms1 < 1e-4
     np.testing.assert_allclose(svdistill.forward(m1, x)[:, 4], pg[:, 4], atol=1e-5)
 
+
+
+def test_dustbin_teacher_is_the_generalist_regrouped():
+    """The soft targets a specialist trains on are the generalist's posteriors regrouped (its
+    classes, then the sum of the others), to float precision, at T = 1 and, as softmax(log / T)
+    of them, at any T; and distill() trains on exactly these logits."""
+    rng = np.random.default_rng(4)
+    g = small_generalist(rng)
+    g.components[-2].weight[...] *= 8  # confident: the others' sum spans many orders of magnitude
+    x = rng.standard_normal((300, 6)).astype(np.float32)
+    cls = [3, 1]
+    t = dustbin_teacher(g, cls)
+    assert (t.input_dim, t.output_dim) == (6, 3)
+    z = t.logits(x)
+    assert z.dtype == np.float32 and z.shape == (300, 3)
+    pg = svdistill.forward(g, x).astype(np.float64)
+    want = np.column_stack([pg[:, 3], pg[:, 1], pg[:, [0, 2, 4]].sum(1)])
+    zz = z.astype(np.float64)
+    q = np.exp(zz - zz.max(1, keepdims=True))
+    q /= q.sum(1, keepdims=True)
+    np.testing.assert_allclose(q, want, rtol=1e-5, atol=1e-7)
+    # The trainer's soft targets are these: a student that outputs log(want) has KL 0 at T = 1.
+    from svdistill.distill.engine import CoreEngine, train_options
+    logw = np.log(np.maximum(want, 1e-30)).astype(np.float32)
+    student = [Component.affine(np.eye(3, dtype=np.float32), np.zeros(3, np.float32)),
+               Component.activation("Softmax", 3)]
+
+    class Given:  # the dustbin teacher on x, for a student whose input (and logits) is log(want)
+        input_dim, output_dim = 3, 3
+
+        @staticmethod
+        def logits(frames):
+            assert len(frames) == len(x)
+            return t.logits(x)
+
+    eng = CoreEngine(student, [Given()], None, train_options(temperature=1.0))
+    st = eng.evaluate(logw, None)
+    assert st["kl"] / st["frames"] < 1e-6 and st["kl_t"] / st["frames"] < 1e-6
+    with pytest.raises(Error, match="distinct ids"):
+        dustbin_teacher(g, [0, 1, 2, 3, 4])
 
 def test_dustbin_relabelling_and_refusals():
     rng = np.random.default_rng(4)

@@ -45,14 +45,29 @@ struct Batch {
   FloatArray x;
   IntArray labels_array;
   const int32_t* labels = nullptr;
+  FloatArray tl;
+  const float* teacher_logits = nullptr;
   int64_t frames() const { return x.shape(0); }
 };
 
-Batch batch_of(const svd::Trainer& t, const py::array& x, const py::object& labels) {
+Batch batch_of(const svd::Trainer& t, const py::array& x, const py::object& labels,
+               const py::object& teacher_logits) {
   Batch b;
   b.x = frames_of(t, x);
   b.labels_array = labels_of(t, labels, b.frames());
   if (!labels.is_none()) b.labels = b.labels_array.data();
+  if (teacher_logits.is_none() == t.external_targets())
+    throw svd::Error(t.external_targets() ? "this trainer takes the teacher's logits from the caller: give "
+                                            "teacher_logits (frames x output dim)"
+                                          : "teacher_logits given, but this trainer's soft targets come from its "
+                                            "teacher networks (or there is no teacher)");
+  if (!teacher_logits.is_none()) {
+    b.tl = FloatArray::ensure(teacher_logits);
+    if (!b.tl || b.tl.ndim() != 2 || b.tl.shape(0) != b.frames() || b.tl.shape(1) != t.output_dim())
+      throw svd::Error("teacher_logits must be a 2-D array of " + std::to_string(b.frames()) + " frames x " +
+                       std::to_string(t.output_dim()) + " outputs");
+    b.teacher_logits = b.tl.data();
+  }
   return b;
 }
 
@@ -67,6 +82,7 @@ py::dict stats_dict(const svd::BatchStats& s) {
   d["blocks"] = s.blocks;
   d["correct"] = s.correct;
   d["labelled"] = s.labelled;
+  d["hint"] = s.hint;
   return d;
 }
 
@@ -117,9 +133,12 @@ void BindOptions(py::module_& m) {
                      "a: the weight of cross-entropy against labels")
       .def_readwrite("average_logits", &svd::LossOptions::average_logits,
                      "several teachers: average their logits, not their soft targets")
+      .def_readwrite("hint_weight", &svd::LossOptions::hint_weight,
+                     "B: the weight of the hint term (a trainer made with hints)")
       .def("__repr__", [](const svd::LossOptions& o) {
         return "LossOptions(temperature=" + float_text(o.temperature) + ", hard_weight=" +
-               float_text(o.hard_weight) + ", average_logits=" + bool_text(o.average_logits) + ")";
+               float_text(o.hard_weight) + ", average_logits=" + bool_text(o.average_logits) +
+               ", hint_weight=" + float_text(o.hint_weight) + ")";
       });
 }
 
@@ -128,50 +147,64 @@ void BindOptions(py::module_& m) {
 void BindTrainer(py::module_& m) {
   BindOptions(m);
   py::class_<svd::Trainer>(m, "Trainer")
-      .def(py::init<std::vector<std::shared_ptr<svd::Component>>, std::vector<std::shared_ptr<svd::Network>>>(),
-           py::arg("student"), py::arg("teachers"))
+      .def(py::init([](std::vector<std::shared_ptr<svd::Component>> student,
+                       std::vector<std::shared_ptr<svd::Network>> teachers, bool external,
+                       const std::vector<std::pair<size_t, size_t>>& hints) {
+             std::vector<svd::HintPair> h;
+             for (const auto& p : hints) h.push_back({p.first, p.second});
+             return std::make_unique<svd::Trainer>(std::move(student), std::move(teachers), external, std::move(h));
+           }),
+           py::arg("student"), py::arg("teachers"), py::arg("external_targets") = false,
+           py::arg("hints") = std::vector<std::pair<size_t, size_t>>{},
+           "external_targets: the soft targets come from the caller, as one teacher's logits given to each "
+           "call (teacher_logits); hints: (student component, teacher component) index pairs of "
+           "nonlinearities whose outputs are matched (one teacher network).")
       .def_property_readonly("input_dim", &svd::Trainer::input_dim)
       .def_property_readonly("output_dim", &svd::Trainer::output_dim)
+      .def_property_readonly("num_teachers", &svd::Trainer::num_teachers)
       .def("train",
            // The options by value: Python may change its objects while the GIL is released.
            [](svd::Trainer& t, const py::array& x, const py::object& labels, svd::OptimizerOptions opt,
-              svd::LossOptions lo) {
-             Batch b = batch_of(t, x, labels);
+              svd::LossOptions lo, const py::object& teacher_logits) {
+             Batch b = batch_of(t, x, labels, teacher_logits);
              svd::BatchStats s;
              {
                py::gil_scoped_release nogil;
-               s = t.train(b.x.data(), b.frames(), b.labels, opt, lo);
+               s = t.train(b.x.data(), b.frames(), b.labels, opt, lo, b.teacher_logits);
              }
              return stats_dict(s);
            },
-           py::arg("x"), py::arg("labels"), py::arg("optimizer"), py::arg("loss"))
+           py::arg("x"), py::arg("labels"), py::arg("optimizer"), py::arg("loss"),
+           py::arg("teacher_logits") = py::none())
       .def("evaluate",
-           [](svd::Trainer& t, const py::array& x, const py::object& labels, svd::LossOptions lo) {
-             Batch b = batch_of(t, x, labels);
+           [](svd::Trainer& t, const py::array& x, const py::object& labels, svd::LossOptions lo,
+              const py::object& teacher_logits) {
+             Batch b = batch_of(t, x, labels, teacher_logits);
              svd::BatchStats s;
              {
                py::gil_scoped_release nogil;
-               s = t.evaluate(b.x.data(), b.frames(), b.labels, lo);
+               s = t.evaluate(b.x.data(), b.frames(), b.labels, lo, b.teacher_logits);
              }
              return stats_dict(s);
            },
-           py::arg("x"), py::arg("labels"), py::arg("loss"))
+           py::arg("x"), py::arg("labels"), py::arg("loss"), py::arg("teacher_logits") = py::none())
       .def("gradients",
-           [](svd::Trainer& t, const py::array& x, const py::object& labels, svd::LossOptions lo) {
-             Batch b = batch_of(t, x, labels);
+           [](svd::Trainer& t, const py::array& x, const py::object& labels, svd::LossOptions lo,
+              const py::object& teacher_logits) {
+             Batch b = batch_of(t, x, labels, teacher_logits);
              std::vector<std::vector<float>> grads;
              svd::MatF dx;
              svd::BatchStats s;
              {
                py::gil_scoped_release nogil;
-               s = t.gradients(b.x.data(), b.frames(), b.labels, lo, &grads, &dx);
+               s = t.gradients(b.x.data(), b.frames(), b.labels, lo, &grads, &dx, b.teacher_logits);
              }
              py::list g = float_arrays(grads);
              py::array_t<float> dxa({static_cast<py::ssize_t>(dx.rows()), static_cast<py::ssize_t>(dx.cols())});
              std::copy(dx.data(), dx.data() + dx.size(), dxa.mutable_data());
              return py::make_tuple(g, dxa, stats_dict(s));
            },
-           py::arg("x"), py::arg("labels"), py::arg("loss"),
+           py::arg("x"), py::arg("labels"), py::arg("loss"), py::arg("teacher_logits") = py::none(),
            "Gradients of the summed objective w.r.t. each trainable parameter block (flattened, in component "
            "order) and the input, without an update.")
       .def("reset_optimizer", &svd::Trainer::reset_optimizer)
@@ -210,6 +243,15 @@ void BindTrainer(py::module_& m) {
           "The trainable float blocks, in gradients() order: component index, param index, learn-rate "
           "coefficient, whether momentum and L2 apply, MaxNorm of the rows (0: none).");
   m.def("can_train", [](const svd::Component& c) { return svd::can_train(c.kind); });
+  m.def(
+      "nonlinearities",
+      [](const std::vector<std::shared_ptr<svd::Component>>& comps) {
+        std::vector<const svd::Component*> p;
+        for (const auto& c : comps) p.push_back(c.get());
+        return svd::nonlinearities(p);
+      },
+      py::arg("components"),
+      "Indices of the components hints may match: the activations before the last component.");
 }
 
 }  // namespace svd_py

@@ -1,5 +1,6 @@
 // The distillation loss and its statistics, and its gradient with respect
-// to the student's logits (the start of the backward pass).
+// to the student's logits (the start of the backward pass); the hint term and
+// its gradients with respect to the matched activations.
 #include "nn/loss.h"
 
 #include <algorithm>
@@ -22,6 +23,7 @@ void BatchStats::add(const BatchStats& o) {
   blocks += o.blocks;
   correct += o.correct;
   labelled += o.labelled;
+  hint += o.hint;
 }
 
 // The teachers' soft targets at `temperature`: softmax(logits / T) per block,
@@ -68,7 +70,7 @@ void Trainer::soft_targets(float temperature, bool average_logits, MatF& q) {
 BatchStats Trainer::loss(int64_t T, const int32_t* labels, const LossOptions& lo, bool want_grad, bool want_kl1) {
   const MatF& Z = outs_.back();
   const int64_t D = output_dim_;
-  const bool soft = !teachers_.empty();
+  const bool soft = num_teachers() > 0;
   const float temp = lo.temperature;
   const float a = soft ? lo.hard_weight : 1.f;
   const bool hard = labels != nullptr && a > 0.f;
@@ -143,7 +145,71 @@ BatchStats Trainer::loss(int64_t T, const int32_t* labels, const LossOptions& lo
   BatchStats total;
   for (const BatchStats& p : part) total.add(p);
   total.frames = T;
+  if (!hints_.empty()) hint_term(T, lo, want_grad, total);
   return total;
+}
+
+// A teacher layer whose activations hardly vary over the minibatch (a dead
+// ReLU layer, saturated units, a minibatch of one frame) has a variance of 0
+// or nearly: dividing by it would make the term infinite or let it swamp the
+// others. Floored here (a standard deviation of 0.01, small against activations
+// of order 0.1 to 1), such a layer weighs at most 1e4 x its mean squared
+// difference.
+constexpr double kHintVarianceFloor = 1e-4;
+
+// The hint term, summed over frames: per frame, over the hints l, the mean over
+// units of (s_l - t_l)^2 / v_l, v_l the mean over units of the teacher's
+// per-unit variance over this minibatch's frames (a constant for the gradient).
+// Into st.hint (unweighted) and B x it into st.objective; with want_grad and
+// B > 0, its gradient 2 B (s_l - t_l) / (units v_l) into hint_grads_, which the
+// backward pass adds where it reaches the student's activation.
+void Trainer::hint_term(int64_t T, const LossOptions& lo, bool want_grad, BatchStats& st) {
+  const float B = lo.hint_weight;
+  hint_grad_ = want_grad && B > 0.f;
+  if (hint_grad_) hint_grads_.resize(hints_.size());
+  double total = 0;
+  for (size_t k = 0; k < hints_.size(); ++k) {
+    const MatF& S = outs_[hints_[k].student];
+    const size_t ti = hints_[k].teacher;  // the teacher's last component before its softmax gives its logits
+    const MatF& Tt = ti + 2 == teachers_[0]->size() ? tlogits_[0] : touts_[ti];
+    const int64_t U = S.cols();
+    // The teacher's per-unit variance over the frames (two passes, in double), averaged over units.
+    std::vector<double> mean(static_cast<size_t>(U), 0.0), var(static_cast<size_t>(U), 0.0);
+    for (int64_t r = 0; r < T; ++r)
+      for (int64_t j = 0; j < U; ++j) mean[j] += Tt.data()[r * U + j];
+    for (double& m : mean) m /= static_cast<double>(T);
+    for (int64_t r = 0; r < T; ++r)
+      for (int64_t j = 0; j < U; ++j) {
+        const double d = Tt.data()[r * U + j] - mean[j];
+        var[j] += d * d;
+      }
+    double v = 0;
+    for (double x : var) v += x;
+    v = std::max(v / (static_cast<double>(T) * static_cast<double>(U)), kHintVarianceFloor);
+    const double inv = 1.0 / (static_cast<double>(U) * v);
+    if (hint_grad_) hint_grads_[k].resize(T, U);
+    const float gscale = static_cast<float>(2.0 * B * inv);
+    std::vector<double> rows(static_cast<size_t>(T));
+    for_rows(T, U, [&](int64_t a, int64_t e) {
+      for (int64_t r = a; r < e; ++r) {
+        const float* s = S.data() + r * U;
+        const float* t = Tt.data() + r * U;
+        double sum = 0;
+        for (int64_t j = 0; j < U; ++j) {
+          const double d = static_cast<double>(s[j]) - t[j];
+          sum += d * d;
+        }
+        rows[r] = sum * inv;
+        if (hint_grad_) {
+          float* g = hint_grads_[k].data() + r * U;
+          for (int64_t j = 0; j < U; ++j) g[j] = gscale * (s[j] - t[j]);
+        }
+      }
+    });
+    for (double x : rows) total += x;  // in frame order: the same sum at any thread count
+  }
+  st.hint += total;
+  if (B > 0.f) st.objective += static_cast<double>(B) * total;
 }
 
 }  // namespace svd

@@ -26,13 +26,23 @@ std::vector<int32_t> softmax_blocks(const Component& c) {
 
 bool can_train(Kind kind) { return kind_ops(kind).train; }
 
+std::vector<size_t> nonlinearities(const std::vector<const Component*>& comps) {
+  std::vector<size_t> out;
+  for (size_t i = 0; i + 1 < comps.size(); ++i)
+    if (kind_info(comps[i]->kind).layout == Layout::None) out.push_back(i);
+  return out;
+}
+
 std::string Trainer::label(size_t i) const {
   return "student component " + std::to_string(i + 1) + " " + comps_[i]->marker;
 }
 
 Trainer::Trainer(std::vector<std::shared_ptr<Component>> student,
-                 std::vector<std::shared_ptr<Network>> teachers)
-    : comps_(std::move(student)), teachers_(std::move(teachers)) {
+                 std::vector<std::shared_ptr<Network>> teachers, bool external_targets, std::vector<HintPair> hints)
+    : comps_(std::move(student)), teachers_(std::move(teachers)), external_(external_targets),
+      hints_(std::move(hints)) {
+  if (external_ && !teachers_.empty())
+    throw Error("the soft targets come either from teacher networks or from the caller, not both");
   const size_t n = comps_.size();
   if (n < 2 || !is_softmax(comps_.back()->kind))
     throw Error("the student must end in a " + softmax_kinds() + " with something to train before it" +
@@ -67,6 +77,33 @@ Trainer::Trainer(std::vector<std::shared_ptr<Component>> student,
       if (net.component(i).kind == Kind::Splice)
         throw Error(who + " component " + std::to_string(i + 1) +
                     " <Splice>: frames are shuffled, so splicing belongs in the feature transform");
+  }
+
+  if (!hints_.empty()) {
+    if (teachers_.size() != 1)
+      throw Error("hints match the student's activations to one teacher network's, and " +
+                  (external_ ? std::string("the soft targets come from the caller")
+                             : std::to_string(teachers_.size()) + " teacher networks were given"));
+    const Network& t = *teachers_[0];
+    std::vector<const Component*> sc, tc;
+    for (const auto& c : comps_) sc.push_back(c.get());
+    for (size_t i = 0; i < t.size(); ++i) tc.push_back(&t.component(i));
+    const std::vector<size_t> sn = nonlinearities(sc), tn = nonlinearities(tc);
+    hint_of_.assign(n, -1);
+    for (size_t k = 0; k < hints_.size(); ++k) {
+      const HintPair& h = hints_[k];
+      const std::string which = "hint " + std::to_string(k + 1);
+      if (std::find(sn.begin(), sn.end(), h.student) == sn.end())
+        throw Error(which + ": student component " + std::to_string(h.student + 1) + " is not a nonlinearity");
+      if (std::find(tn.begin(), tn.end(), h.teacher) == tn.end())
+        throw Error(which + ": teacher component " + std::to_string(h.teacher + 1) + " is not a nonlinearity");
+      if (comps_[h.student]->output_dim != t.component(h.teacher).output_dim)
+        throw Error(which + ": the student's activation has " + std::to_string(comps_[h.student]->output_dim) +
+                    " dims, the teacher's " + std::to_string(t.component(h.teacher).output_dim));
+      if (hint_of_[h.student] >= 0) throw Error(which + ": student component " +
+                                                std::to_string(h.student + 1) + " is matched twice");
+      hint_of_[h.student] = static_cast<int>(k);
+    }
   }
 
   for (const auto& c : comps_)
@@ -111,17 +148,41 @@ void Trainer::forward(const float* x, int64_t T) {
   }
 }
 
-void Trainer::teacher_logits(const float* x, int64_t T) {
+void Trainer::teacher_logits(const float* x, int64_t T, const float* given) {
+  if (external_ != (given != nullptr))
+    throw Error(external_ ? "this trainer takes the teacher's logits from the caller, and none were given"
+                          : "this trainer's teachers are networks: teacher logits cannot be given too");
+  if (external_) {
+    tlogits_.resize(1);
+    tlogits_[0].resize(T, output_dim_);
+    std::memcpy(tlogits_[0].data(), given, static_cast<size_t>(T * output_dim_) * sizeof(float));
+    return;
+  }
   tlogits_.resize(teachers_.size());
-  for (size_t t = 0; t < teachers_.size(); ++t) teachers_[t]->forward_into(x, T, teachers_[t]->size() - 1, tlogits_[t]);
+  if (hints_.empty()) {
+    for (size_t t = 0; t < teachers_.size(); ++t)
+      teachers_[t]->forward_into(x, T, teachers_[t]->size() - 1, tlogits_[t]);
+    return;
+  }
+  // Hints: the one teacher run component by component, as forward_into runs it
+  // (same kernels, same thread count), keeping the outputs the hints read.
+  const Network& net = *teachers_[0];
+  const size_t m = net.size() - 1;  // components up to the logits
+  blas::ThreadsForWork threads(2.0 * static_cast<double>(T) * net.weights());
+  touts_.resize(m);
+  for (size_t i = 0; i < m; ++i) {
+    MatF& y = i + 1 == m ? tlogits_[0] : touts_[i];
+    y.resize(T, net.component(i).output_dim);
+    Network::run(net.component(i), i == 0 ? x : touts_[i - 1].data(), T, y.data());
+  }
 }
 
 BatchStats Trainer::train(const float* x, int64_t T, const int32_t* labels, const OptimizerOptions& opt,
-                          const LossOptions& lo) {
+                          const LossOptions& lo, const float* given) {
   if (T <= 0) return {};
   blas::ThreadsForWork threads(2.0 * static_cast<double>(T) * (3 * student_weights_ + teacher_weights_));
   forward(x, T);
-  if (!teachers_.empty()) teacher_logits(x, T);
+  if (num_teachers() > 0) teacher_logits(x, T, given);
   BatchStats st = loss(T, labels, lo, !slots_.empty(), false);
   if (!slots_.empty()) {
     if (opt.adam) ++adam_step_;
@@ -130,18 +191,20 @@ BatchStats Trainer::train(const float* x, int64_t T, const int32_t* labels, cons
   return st;
 }
 
-BatchStats Trainer::evaluate(const float* x, int64_t T, const int32_t* labels, const LossOptions& lo) {
+BatchStats Trainer::evaluate(const float* x, int64_t T, const int32_t* labels, const LossOptions& lo,
+                             const float* given) {
   if (T <= 0) return {};
   blas::ThreadsForWork threads(2.0 * static_cast<double>(T) * (student_weights_ + teacher_weights_));
   forward(x, T);
-  if (!teachers_.empty()) teacher_logits(x, T);
+  if (num_teachers() > 0) teacher_logits(x, T, given);
   return loss(T, labels, lo, false, true);
 }
 
 BatchStats Trainer::gradients(const float* x, int64_t T, const int32_t* labels, const LossOptions& lo,
-                              std::vector<std::vector<float>>* param_grads, MatF* input_grad) {
+                              std::vector<std::vector<float>>* param_grads, MatF* input_grad,
+                              const float* given) {
   forward(x, T);
-  if (!teachers_.empty()) teacher_logits(x, T);
+  if (num_teachers() > 0) teacher_logits(x, T, given);
   BatchStats st = loss(T, labels, lo, true, false);
   backward(x, T, Mode::Gradients, OptimizerOptions{}, input_grad);
   param_grads->clear();

@@ -43,7 +43,7 @@ class _BuildInfo(TypedDict):
 
 # A minibatch's statistics, summed over its frames: the keys are
 # svdistill.distill.engine.STAT_KEYS (frames, objective, kl_t, kl, hard_ce, agree, blocks,
-# correct, labelled); the counts are ints. A plain dict type: the engines add them up.
+# correct, labelled, hint); the counts are ints. A plain dict type: the engines add them up.
 _BatchStats = Dict[str, float]
 
 class _Slot(TypedDict):
@@ -241,23 +241,48 @@ class LossOptions:
     def average_logits(self) -> bool: ...
     @average_logits.setter
     def average_logits(self, value: bool) -> None: ...
+    @property
+    def hint_weight(self) -> float: ...
+    @hint_weight.setter
+    def hint_weight(self, value: float) -> None: ...
 
 class Trainer:
-    def __init__(self, student: Sequence[Component], teachers: Sequence[Network]) -> None: ...
+    # external_targets: the caller gives one teacher's logits (teacher_logits, frames x output_dim)
+    # to each call; hints: (student component, teacher component) pairs of nonlinearities.
+    def __init__(
+        self,
+        student: Sequence[Component],
+        teachers: Sequence[Network],
+        external_targets: bool = False,
+        hints: Sequence[Tuple[int, int]] = [],
+    ) -> None: ...
     @property
     def input_dim(self) -> int: ...
     @property
     def output_dim(self) -> int: ...
+    @property
+    def num_teachers(self) -> int: ...
     def train(
         self,
         x: npt.ArrayLike,
         labels: Optional[npt.ArrayLike],
         optimizer: OptimizerOptions,
         loss: LossOptions,
+        teacher_logits: Optional[npt.ArrayLike] = None,
     ) -> _BatchStats: ...
-    def evaluate(self, x: npt.ArrayLike, labels: Optional[npt.ArrayLike], loss: LossOptions) -> _BatchStats: ...
+    def evaluate(
+        self,
+        x: npt.ArrayLike,
+        labels: Optional[npt.ArrayLike],
+        loss: LossOptions,
+        teacher_logits: Optional[npt.ArrayLike] = None,
+    ) -> _BatchStats: ...
     def gradients(
-        self, x: npt.ArrayLike, labels: Optional[npt.ArrayLike], loss: LossOptions
+        self,
+        x: npt.ArrayLike,
+        labels: Optional[npt.ArrayLike],
+        loss: LossOptions,
+        teacher_logits: Optional[npt.ArrayLike] = None,
     ) -> Tuple[list[npt.NDArray[np.float32]], npt.NDArray[np.float32], _BatchStats]: ...
     def reset_optimizer(self) -> None: ...
     def optimizer_state(
@@ -277,6 +302,7 @@ def make_simple(kind: str, dim: int, /) -> Component: ...
 def kind_of_marker(marker: str, /) -> str: ...
 def can_forward(component: Component, /) -> bool: ...
 def can_train(component: Component, /) -> bool: ...
+def nonlinearities(components: Sequence[Component]) -> list[int]: ...
 
 # Output files
 def output_target(path: str) -> str: ...

@@ -8,8 +8,9 @@ import numpy as np
 
 from . import _core
 from .archive import check_finite
-from .errors import Error
-from .forward import ModelLike, Network, _load
+from .errors import Error, option_error
+from .forward import EnsembleLike, ModelLike, Network, _ensemble_runner, _load
+from .model import Model
 
 FeatsLike = Union[str, Mapping[str, np.ndarray], np.ndarray]
 
@@ -29,8 +30,27 @@ def _logit_network(model: ModelLike, feature_transform: Optional[ModelLike], who
     return Network(m, feature_transform=feature_transform, no_softmax=True), blocks
 
 
-def compare(teacher: ModelLike, student: ModelLike, feats: FeatsLike, *,
-            feature_transform: Optional[ModelLike] = None) -> Dict[str, Any]:
+def _same_model(a: Model, b: Model) -> bool:
+    """Whether two models compute the same function: the same components, coefficients and
+    numbers (as read; how each was written does not matter)."""
+    if len(a.components) != len(b.components):
+        return False
+    for x, y in zip(a.components, b.components):
+        if (x.marker, x.input_dim, x.output_dim, sorted(x.coefs.items())) != \
+                (y.marker, y.input_dim, y.output_dim, sorted(y.coefs.items())):
+            return False
+        if not np.array_equal(np.asarray(x.ints if x.ints is not None else []),
+                              np.asarray(y.ints if y.ints is not None else [])):
+            return False
+        if list(x.params) != list(y.params) or not all(np.array_equal(x.params[k], y.params[k]) for k in x.params):
+            return False
+    return True
+
+
+def compare(teacher: Optional[ModelLike], student: ModelLike, feats: FeatsLike, *,
+            feature_transform: Optional[ModelLike] = None, teacher_ensemble: Optional[EnsembleLike] = None,
+            top_n: Optional[int] = None, tolerance: Optional[float] = None,
+            max_iterations: Optional[int] = None) -> Dict[str, Any]:
     """Teacher-vs-student statistics over every frame of the features.
 
     Parameters
@@ -43,7 +63,16 @@ def compare(teacher: ModelLike, student: ModelLike, feats: FeatsLike, *,
         or one 2-D array. Features with NaN/inf are an error naming the utterance
         and frame; so are non-finite outputs of either model.
     feature_transform : Model or path, optional
-        Run first for both models.
+        Run first for both models. With ``teacher_ensemble``: the student's, by default
+        the ensemble's own; another one is refused (both see the same features).
+    teacher_ensemble : path of an ensemble.json, or a loaded :class:`~svdistill.specialists.Ensemble`
+        The teacher in place of ``teacher`` (then None): its combined posteriors q
+        (section 5.3 of Hinton et al. 2015), whose logits are log q, so that every
+        statistic below compares q with the student's posteriors.
+        ``teacher_params`` counts the generalist and every specialist.
+    top_n, tolerance, max_iterations
+        The combination's, as :func:`svdistill.forward.forward_archive` takes them
+        (only with ``teacher_ensemble``).
 
     Returns
     -------
@@ -60,14 +89,39 @@ def compare(teacher: ModelLike, student: ModelLike, feats: FeatsLike, *,
     """
     from .distill.data import Source  # (distill imports this package's forward module)
     src = Source(feats, "features", reread=False)
-    # Logits (the softmax left out): the core takes exact log-softmaxes per block from them
-    # (no floor under tiny probabilities).
-    t, blocks = _logit_network(teacher, feature_transform, "teacher")
+    ensemble = _ensemble_runner(teacher, teacher_ensemble, top_n, tolerance, max_iterations, "teacher",
+                                "teacher_ensemble")
+    t: Any
+    if ensemble is not None:
+        ens = ensemble.ensemble
+        if feature_transform is None:
+            feature_transform = ens.feature_transform
+        elif ens.feature_transform is None:
+            raise option_error("feature_transform", "is refused: the models of {teacher_ensemble} take the "
+                                                    "features as they are (its file names no feature transform), "
+                                                    "and teacher and student see the same features",
+                               others=["teacher_ensemble"])
+        elif not _same_model(_load(feature_transform), ens.feature_transform):
+            raise option_error("feature_transform", "differs from the feature transform {teacher_ensemble} names: "
+                                                    "teacher and student see the same features; leave it out to "
+                                                    "use the ensemble's", others=["teacher_ensemble"])
+        # Its logits are log q: the core's log-softmax of them is log q again (q sums to 1), so
+        # the teacher's distribution is the combination's. A zero of q counts as float32's
+        # smallest normal number, as where the ensemble teaches distill (Ensemble.logits).
+        tiny = np.finfo(np.float32).tiny
+        t, blocks = (lambda x: np.log(np.maximum(ensemble(x), tiny))), [ens.num_classes]
+        t_in, t_out, teacher_name = ens.input_dim, ens.num_classes, "teacher ensemble"
+        tp = sum(m.num_params for m in [ens.generalist, *ens.specialists])
+    else:
+        # Logits (the softmax left out): the core takes exact log-softmaxes per block from them
+        # (no floor under tiny probabilities).
+        t, blocks = _logit_network(teacher, feature_transform, "teacher")  # type: ignore[arg-type]
+        t_in, t_out, teacher_name, tp = t.input_dim, t.output_dim, "teacher", t.model.num_params
     s, s_blocks = _logit_network(student, feature_transform, "student")
-    if t.output_dim != s.output_dim:
-        raise Error(f"teacher outputs {t.output_dim} dims, student {s.output_dim}")
-    if t.input_dim != s.input_dim:
-        raise Error(f"teacher expects {t.input_dim} input dims, student {s.input_dim}")
+    if t_out != s.output_dim:
+        raise Error(f"{teacher_name} outputs {t_out} dims, student {s.output_dim}")
+    if t_in != s.input_dim:
+        raise Error(f"{teacher_name} expects {t_in} input dims, student {s.input_dim}")
     if s_blocks != blocks:
         raise Error(f"the teacher's softmax blocks {blocks} differ from the student's {s_blocks}: their "
                     "outputs are not the same distributions")
@@ -76,9 +130,9 @@ def compare(teacher: ModelLike, student: ModelLike, feats: FeatsLike, *,
     name = src.name if src.name not in ("dict", "array") else src.what
     with contextlib.closing(iter(src)) as table:
         for key, mat in table:
-            if mat.shape[1] != t.input_dim:
+            if mat.shape[1] != t_in:
                 raise Error(f"{name}: utterance {key}: features have {mat.shape[1]} dims, the networks expect "
-                            f"{t.input_dim}")
+                            f"{t_in}")
             zt = t(mat)
             zs = s(mat)
             for out, who in ((zt, "teacher"), (zs, "student")):
@@ -97,7 +151,9 @@ def compare(teacher: ModelLike, student: ModelLike, feats: FeatsLike, *,
         raise Error(f"{name}: no frames: its {utts} utterance{'s' if utts > 1 else ''} are all empty")
     agree, kl, ce, ent = total["agree"], total["kl"], total["cross_entropy"], total["teacher_entropy"]
     max_diff = total["max_abs_diff"]
-    tp, sp = t.model.num_params, s.model.num_params
+    if ensemble is not None:
+        ensemble.warn_unconverged()
+    sp = s.model.num_params
     return {"utterances": utts, "frames": frames, "top1_agreement": int(agree) / (frames * len(blocks)),
             "kl": kl / frames, "cross_entropy": ce / frames, "teacher_entropy": ent / frames,
             "max_abs_diff": max_diff, "teacher_params": tp, "student_params": sp,

@@ -10,7 +10,7 @@ import contextlib
 import numbers
 import os
 import warnings
-from typing import Iterator, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
@@ -20,7 +20,12 @@ from .errors import Error, option_error
 from .io import PathOrFile, read
 from .model import Model
 
+if TYPE_CHECKING:
+    from .specialists import Ensemble
+
 ModelLike = Union[Model, PathOrFile]
+#: An ensemble.json (its path) or the :class:`~svdistill.specialists.Ensemble` loaded from one.
+EnsembleLike = Union[str, "os.PathLike[str]", "Ensemble"]
 
 
 def _load(model: ModelLike) -> Model:
@@ -194,19 +199,97 @@ def iter_archive(rspecifier: str) -> Iterator[Tuple[str, np.ndarray]]:
     return read_table(rspecifier)
 
 
-def forward_archive(model: ModelLike, feats_rspecifier: str, out_wspecifier: str, *,
+class _EnsembleRunner:
+    """An ensemble (ensemble.json) run as forward runs a network: its combined posteriors
+    (section 5.3 of Hinton et al. 2015) per utterance, counting the frames whose combination
+    did not converge."""
+
+    def __init__(self, ensemble: EnsembleLike, top_n: Optional[int], tolerance: Optional[float],
+                 max_iterations: Optional[int]) -> None:
+        from . import specialists
+        self.ensemble = ensemble if isinstance(ensemble, specialists.Ensemble) else specialists.Ensemble(ensemble)
+        self.top_n = self.ensemble.top_n if top_n is None else top_n
+        self.tolerance = specialists.DEFAULT_TOLERANCE if tolerance is None else tolerance
+        self.max_iterations = specialists.DEFAULT_MAX_ITERATIONS if max_iterations is None else max_iterations
+        self.input_dim = self.ensemble.input_dim
+        self.output_dim = self.ensemble.num_classes
+        self.unconverged = 0
+        self.frames = 0
+        # The combination's own checks of these options, before any work: on no frames.
+        self(np.zeros((0, self.input_dim), np.float32))
+
+    def __call__(self, feats: np.ndarray) -> np.ndarray:
+        q, info = self.ensemble(feats, top_n=self.top_n, tolerance=self.tolerance,
+                                max_iterations=self.max_iterations, return_info=True)
+        self.unconverged += int(info["unconverged"])
+        self.frames += len(q)
+        return q
+
+    def warn_unconverged(self) -> None:
+        if self.unconverged:
+            warnings.warn(f"the combination of {self.unconverged} of {self.frames} frames stopped at "
+                          f"max_iterations ({self.max_iterations}) before reaching tolerance "
+                          f"({self.tolerance:g})", stacklevel=3)
+
+
+def _ensemble_runner(model: Any, ensemble: Optional[EnsembleLike], top_n: Optional[int], tolerance: Optional[float],
+                     max_iterations: Optional[int], model_name: str, ensemble_name: str) -> Optional[_EnsembleRunner]:
+    """The ensemble to run instead of ``model`` (exactly one of them given), or None without one;
+    ``top_n``, ``tolerance`` and ``max_iterations`` only with an ensemble."""
+    if ensemble is None:
+        if model is None:
+            raise option_error(model_name, f"is missing: give a model, or {{{ensemble_name}}}",
+                               others=[ensemble_name])
+        for name, v in (("top_n", top_n), ("tolerance", tolerance), ("max_iterations", max_iterations)):
+            if v is not None:
+                raise option_error(name, f"applies to the combination of {{{ensemble_name}}}, and none was given",
+                                   others=[ensemble_name])
+        return None
+    if model is not None:
+        raise option_error(ensemble_name, f"names the models to run, and {{{model_name}}} was given too: give "
+                                          "one of them", others=[model_name])
+    return _EnsembleRunner(ensemble, top_n, tolerance, max_iterations)
+
+
+def forward_archive(model: Optional[ModelLike], feats_rspecifier: str, out_wspecifier: str, *,
                     feature_transform: Optional[ModelLike] = None, no_softmax: bool = False,
                     apply_log: bool = False, class_frame_counts: Optional[str] = None,
-                    prior_scale: float = 1.0, progress=None) -> Tuple[int, int]:
+                    prior_scale: float = 1.0, ensemble: Optional[EnsembleLike] = None, top_n: Optional[int] = None,
+                    tolerance: Optional[float] = None, max_iterations: Optional[int] = None,
+                    progress=None) -> Tuple[int, int]:
     """``nnet-forward`` over an archive, utterance by utterance. Returns (utterances, frames).
 
     As nnet-forward: features or outputs with NaN/inf, and an input without any
     utterance, are errors. A file output appears only when complete (nothing is
     left on any error or interruption) and may be the input archive itself.
+
+    ``ensemble`` (the path of an ``ensemble.json`` that
+    :func:`svdistill.specialists.specialists` wrote, or a loaded
+    :class:`~svdistill.specialists.Ensemble`) runs in place of ``model`` (then None): the
+    output is its combined posteriors q (section 5.3 of Hinton et al. 2015), through
+    ``apply_log`` and the priors as a model's posteriors. The ensemble runs its own
+    feature transform, so ``feature_transform`` is refused, and so is ``no_softmax`` (the
+    combination gives posteriors, not logits). ``top_n`` (the generalist's classes that
+    select the specialists of a frame; default the ensemble's, which for a path is
+    :data:`svdistill.specialists.DEFAULT_TOP_N`), ``tolerance`` and ``max_iterations``
+    (defaults :data:`~svdistill.specialists.DEFAULT_TOLERANCE` and
+    :data:`~svdistill.specialists.DEFAULT_MAX_ITERATIONS`) are
+    :func:`svdistill.specialists.combine`'s; frames whose combination stops at
+    ``max_iterations`` are counted in a warning.
     """
     _check_output_options(apply_log, no_softmax, prior_scale, class_frame_counts)
     parse_rspecifier(feats_rspecifier)
-    net = Network(model, feature_transform=feature_transform, no_softmax=no_softmax)
+    if ensemble is not None:
+        if no_softmax:
+            raise option_error("no_softmax", "gives a model's logits; the combination of {ensemble} gives "
+                                             "posteriors only", others=["ensemble"])
+        if feature_transform is not None:
+            raise option_error("feature_transform", "is refused with {ensemble}: the ensemble names its own "
+                                                    "(ensemble.json)", others=["ensemble"])
+    combined = _ensemble_runner(model, ensemble, top_n, tolerance, max_iterations, "model", "ensemble")
+    net: Union[Network, _EnsembleRunner] = combined if combined is not None else \
+        Network(model, feature_transform=feature_transform, no_softmax=no_softmax)  # type: ignore[arg-type]
+    who = "the ensemble" if combined is not None else "the model"
     priors = _priors(class_frame_counts, prior_scale, net.output_dim)
     n_utt = n_frames = 0
     with TableWriter(out_wspecifier, inputs=[feats_rspecifier]) as writer:
@@ -217,7 +300,7 @@ def forward_archive(model: ModelLike, feats_rspecifier: str, out_wspecifier: str
                                 f"network expects {net.input_dim}")
                 out = _postprocess(net(mat), apply_log, priors)
                 check_finite(out, f"{feats_rspecifier}: utterance {key}", "network output",
-                             "its features are finite: the model itself produces NaN or inf "
+                             f"its features are finite: {who} itself produces NaN or inf "
                              "(nnet-forward stops here too)")
                 writer.write(key, out)
                 n_utt += 1
@@ -227,4 +310,6 @@ def forward_archive(model: ModelLike, feats_rspecifier: str, out_wspecifier: str
         if n_utt == 0:
             raise Error(f"{feats_rspecifier}: no utterances (an empty archive or scp): nothing to forward, "
                         f"{out_wspecifier} not written")
+    if combined is not None:
+        combined.warn_unconverged()
     return n_utt, n_frames

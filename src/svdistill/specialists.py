@@ -16,14 +16,16 @@ confuses with each other, plus one *dustbin* class standing for all the others:
 - :class:`Ensemble` loads ``ensemble.json`` and runs the combination over the frames
   of one utterance.
 
-The dustbin's soft target is the generalist's probability of the classes outside
-the specialist, i.e. its logit is the log-sum-exp of their logits: no nnet1 layer
-computes that, and :func:`svdistill.distill` takes its soft targets from teacher
-*models*. So the teacher of specialist m is the generalist with its final affine's
-rows for m's classes and one dustbin row fitted by least squares (over m's
-training frames) to that log-sum-exp as an affine function of the final affine's
-input; the fit's RMS error (in nats of logit) is recorded in ``ensemble.json``.
-The specialist starts as that teacher (or ``init`` reduced the same way).
+The teacher of specialist m is exact: the generalist's logits of m's classes and,
+for the dustbin, the log-sum-exp of the other classes' logits (:func:`dustbin_teacher`,
+given to :func:`svdistill.distill` as a logits teacher), so its posteriors are the
+generalist's regrouped (m's classes, then the sum of the others). No nnet1 layer
+computes a log-sum-exp, so the specialist *model* cannot start as that teacher: it
+starts as the generalist (or ``init``) with its final affine's rows for m's classes
+and one dustbin row fitted by least squares (over m's training frames) to that
+log-sum-exp as an affine function of the final affine's input
+(:func:`dustbin_model`); the fit's RMS error (in nats of logit), which training
+then reduces, is recorded as ``init_dustbin_rms`` in ``ensemble.json``.
 """
 from __future__ import annotations
 
@@ -38,13 +40,14 @@ import numpy as np
 from . import _core
 from .distill import DistillReport, distill
 from .distill.data import FeatsLike, LabelsLike, Source, load_labels
+from .distill.engine import LogitsTeacher
 from .errors import Error, option_error
 from .forward import ModelLike, Network, _load
 from .io import atomic_output
 from .model import Component, Model
 
 __all__ = ["DEFAULT_TOP_N", "Ensemble", "SpecialistsResult", "cluster_classes", "combine", "dustbin_model",
-           "specialists"]
+           "dustbin_teacher", "specialists"]
 
 #: Generalist classes that select the active specialists of a frame (examples/README.md
 #: measures 1 to 3 on the digits).
@@ -242,6 +245,32 @@ def dustbin_model(model: Model, classes: Sequence[int], hidden: np.ndarray) -> T
     return Model(comps, binary=model.binary, dialect=model.dialect), rms
 
 
+def dustbin_teacher(model: Model, classes: Sequence[int]) -> LogitsTeacher:
+    """The exact teacher of the specialist of ``classes``: a logits teacher (see
+    :func:`svdistill.distill`) whose logits are ``model``'s for ``classes`` and, last, the
+    log-sum-exp of the other classes' logits (computed stably in float64), so that its
+    softmax is ``model``'s posteriors regrouped: ``classes``, then the sum of the others.
+    Its input is ``model``'s (after any feature transform)."""
+    _final_affine(model, "model")
+    C = model.output_dim
+    cls = np.asarray(classes, dtype=np.int64)
+    other = np.setdiff1d(np.arange(C), cls)
+    if cls.size == 0 or other.size == 0 or cls.min() < 0 or cls.max() >= C or len(np.unique(cls)) != cls.size:
+        raise Error(f"classes must be distinct ids in [0, {C}), fewer than all of them, got {list(classes)}")
+    net = Network(model, no_softmax=True)
+
+    def logits(x: np.ndarray) -> np.ndarray:
+        z = net(x)
+        out = np.empty((len(z), cls.size + 1), np.float32)
+        out[:, :-1] = z[:, cls]
+        out[:, -1] = _logsumexp(z[:, other].astype(np.float64))
+        return out
+
+    from .distill.checkpoint import model_fingerprint
+    return LogitsTeacher(model.input_dim, cls.size + 1, logits, "generalist regrouped to the specialist's classes",
+                         fingerprint=dict(generalist=model_fingerprint(model), classes=[int(c) for c in cls]))
+
+
 # -- training (section 5.2) ------------------------------------------------------
 
 @dataclass
@@ -249,13 +278,19 @@ class SpecialistsResult:
     """What :func:`specialists` made: ``ensemble`` (the path of ensemble.json),
     ``classes`` (each specialist's), ``files`` (each specialist's model path),
     ``reports`` (DistillReport by index, for those trained in this call),
-    ``dustbin_rms`` (the teacher's dustbin fit error by index, nats)."""
+    ``init_dustbin_rms`` (by index: the RMS error, in nats, of the least-squares
+    dustbin row each specialist started with; its teacher is exact)."""
 
     ensemble: str
     classes: List[List[int]]
     files: List[str]
     reports: Dict[int, DistillReport] = field(default_factory=dict)
-    dustbin_rms: Dict[int, float] = field(default_factory=dict)
+    init_dustbin_rms: Dict[int, float] = field(default_factory=dict)
+
+    @property
+    def dustbin_rms(self) -> Dict[int, float]:
+        """``init_dustbin_rms`` under the name the CLI's table reads."""
+        return self.init_dustbin_rms
 
 
 def _stored_clusters(path: str, num_classes: int, k: int, classes_per_specialist: Optional[int], overlap: int,
@@ -315,14 +350,15 @@ def specialists(generalist: ModelLike, feats: FeatsLike, outdir: Union[str, "os.
         Seeds the clustering, the sampling of the other frames, and distill.
     **options
         Passed to :func:`svdistill.distill` (schedule, optimizer, temperature, ...);
-        not ``teacher``, ``output``, ``feature_transform`` or ``cv_feats``/``cv_labels``,
-        which are decided here.
+        not ``teacher``, ``teacher_ensemble``, ``output``, ``feature_transform`` or
+        ``cv_feats``/``cv_labels``, which are decided here; not hints (the teacher is
+        no model).
 
     Returns
     -------
     SpecialistsResult
     """
-    for name in ("teacher", "teachers", "output", "cv_feats", "cv_labels", "student"):
+    for name in ("teacher", "teachers", "teacher_ensemble", "output", "cv_feats", "cv_labels", "student"):
         if name in options:
             raise option_error(name, "is decided by specialists(): each specialist's teacher is the generalist "
                                      "reduced to its classes, its data a part of the features, its output a "
@@ -413,8 +449,8 @@ def specialists(generalist: ModelLike, feats: FeatsLike, outdir: Union[str, "os.
         picked = np.sort(np.concatenate([inside, rng.choice(outside, min(inside.size, outside.size),
                                                              replace=False)]))
         x_i = x_all[picked]
-        teacher, rms = dustbin_model(g_model, cls, _hidden(g_model, x_i))
-        student = teacher if init_model is None else dustbin_model(init_model, cls, _hidden(init_model, x_i))[0]
+        start = g_model if init_model is None else init_model
+        student, rms = dustbin_model(start, cls, _hidden(start, x_i))
         feats_i = {f"s{i}-{j // _CHUNK:07d}": x_i[j:j + _CHUNK] for j in range(0, len(x_i), _CHUNK)}
         labels_i = None
         if y_all is not None:
@@ -422,11 +458,10 @@ def specialists(generalist: ModelLike, feats: FeatsLike, outdir: Union[str, "os.
             remap[cls] = np.arange(len(cls), dtype=np.int32)
             y_i = remap[y_all[picked]]
             labels_i = {f"s{i}-{j // _CHUNK:07d}": y_i[j:j + _CHUNK] for j in range(0, len(y_i), _CHUNK)}
-        # (distill trains copies of the student's components: the teacher is not touched)
-        _, report = distill(student, feats_i, teacher=teacher,
-                            labels=labels_i, output=result.files[i], seed=seed, **options)
+        _, report = distill(student, feats_i, teacher=dustbin_teacher(g_model, cls), labels=labels_i,
+                            output=result.files[i], seed=seed, **options)
         result.reports[i] = report
-        result.dustbin_rms[i] = rms
+        result.init_dustbin_rms[i] = rms
 
     def where(model_arg: Optional[ModelLike], model: Optional[Model], name: str) -> Optional[str]:
         if model is None:
@@ -437,11 +472,23 @@ def specialists(generalist: ModelLike, feats: FeatsLike, outdir: Union[str, "os.
         model.write(path, binary=True)
         return name
 
+    # Each specialist's initial dustbin fit error: this run's, else an earlier run's (--only).
+    rms_of: Dict[int, Optional[float]] = {}
+    if only is not None and os.path.exists(stored):
+        try:
+            with open(stored, encoding="utf-8") as f:
+                for j, sp in enumerate(json.load(f)["specialists"]):
+                    rms_of[j] = sp.get("init_dustbin_rms")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass  # _stored_clusters read this file above: only the figures are missing
+    rms_of.update(result.init_dustbin_rms)
     spec = {"format": FORMAT, "version": VERSION,
             "generalist": where(generalist, g_model, "generalist.nnet"),
             "feature_transform": where(feature_transform, ft_model, "feature_transform.nnet"),
             "num_classes": int(C),
-            "specialists": [{"file": f, "classes": c} for f, c in zip(files, clusters)],
+            "specialists": [dict({"file": f, "classes": c}, **({} if rms_of.get(i) is None else
+                                                               {"init_dustbin_rms": rms_of[i]}))
+                            for i, (f, c) in enumerate(zip(files, clusters))],
             "clustering": {"num_specialists": k, "classes_per_specialist": classes_per_specialist,
                            "overlap": int(overlap), "seed": seed}}
     with atomic_output(result.ensemble) as tmp:
@@ -502,15 +549,18 @@ def combine(generalist_posteriors: np.ndarray, specialist_posteriors: Sequence[n
 class Ensemble:
     """A generalist and its specialists, as ``ensemble.json`` names them.
 
-    ``Ensemble(path)`` loads the models once; calling it on one utterance's features
-    (frames x dims, before the feature transform) returns the combined posteriors.
-    Attributes: ``path``, ``generalist`` (Model), ``feature_transform`` (Model or
-    None), ``specialists`` (list of Model), ``classes`` (each specialist's),
-    ``num_classes``, ``input_dim``.
+    ``Ensemble(path, top_n=DEFAULT_TOP_N)`` loads the models once; calling it on one
+    utterance's features (frames x dims, before the feature transform) returns the
+    combined posteriors; :meth:`logits` gives log q of feature-transformed frames (the
+    ensemble as a teacher of :func:`svdistill.distill`). Attributes: ``path``,
+    ``generalist`` (Model), ``feature_transform`` (Model or None), ``specialists``
+    (list of Model), ``classes`` (each specialist's), ``num_classes``, ``input_dim``
+    (before the feature transform), ``top_n``.
     """
 
-    def __init__(self, path: Union[str, "os.PathLike[str]"]) -> None:
+    def __init__(self, path: Union[str, "os.PathLike[str]"], *, top_n: int = DEFAULT_TOP_N) -> None:
         self.path = os.fspath(path)
+        self.top_n = _int("top_n", top_n, 1)
         try:
             with open(self.path, encoding="utf-8") as f:
                 spec = json.load(f)
@@ -558,17 +608,38 @@ class Ensemble:
                             f"{self.generalist.input_dim}")
             if not c or min(c) < 0 or max(c) >= self.num_classes or len(set(c)) != len(c):
                 raise Error(f"{self.path}: specialist {i}: classes must be distinct ids in [0, {self.num_classes})")
+        if self.top_n > self.num_classes:
+            raise option_error("top_n", f"must be at most the classes ({self.num_classes}), got {self.top_n}")
         self._ft = Network(self.feature_transform) if self.feature_transform is not None else None
         self._g = Network(self.generalist)
         self._s = [Network(m) for m in self.specialists]
         self.input_dim = self._ft.input_dim if self._ft is not None else self._g.input_dim
 
-    def __call__(self, feats: np.ndarray, *, top_n: int = DEFAULT_TOP_N, tolerance: float = DEFAULT_TOLERANCE,
+    def __call__(self, feats: np.ndarray, *, top_n: Optional[int] = None, tolerance: float = DEFAULT_TOLERANCE,
                  max_iterations: int = DEFAULT_MAX_ITERATIONS, apply_log: bool = False,
                  return_info: bool = False) -> Any:
-        """Combined posteriors of one utterance (frames x classes); options as :func:`combine`.
-        Only the specialists active on some frame are run."""
+        """Combined posteriors of one utterance (frames x classes); options as :func:`combine`
+        (``top_n`` None: the ensemble's). Only the specialists active on some frame are run."""
         x = self._ft(feats) if self._ft is not None else np.asarray(feats, dtype=np.float32)
+        return self._combined(x, self.top_n if top_n is None else top_n, tolerance, max_iterations, apply_log,
+                              return_info)
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """log q of frames ``x`` *after* the feature transform (frames x the generalist's input
+        dim): q combined with the ensemble's ``top_n`` and the default tolerance. Its softmax at
+        temperature T, softmax(log q / T), gives the soft targets the ensemble teaches with.
+
+        Entries of q below float32's smallest normal number (1.2e-38) count as it (log -87.3):
+        the generalist's float32 softmax cannot tell smaller probabilities apart either, and a
+        floor far below every represented probability leaves the tempered targets as they are
+        (an additive 1e-20, say, would give every such class 1e-20^(1/T) at temperature T: at
+        T = 10, 0.01 per class)."""
+        q = self._combined(np.asarray(x, dtype=np.float32), self.top_n, DEFAULT_TOLERANCE,
+                           DEFAULT_MAX_ITERATIONS, False, False)
+        return np.log(np.maximum(q, np.finfo(np.float32).tiny))
+
+    def _combined(self, x: np.ndarray, top_n: int, tolerance: float, max_iterations: int, apply_log: bool,
+                  return_info: bool) -> Any:
         pg = self._g(x)
         top_n = _int("top_n", top_n, 1)
         if top_n > self.num_classes:

@@ -16,6 +16,7 @@ from .commands import cmd_distill as cmd_distill
 from .commands import cmd_export as cmd_export
 from .commands import cmd_forward as cmd_forward
 from .commands import cmd_info as cmd_info
+from .commands import cmd_specialists as cmd_specialists
 from .commands import cmd_spectrum as cmd_spectrum
 from .exits import DISTILL_STOPPED_EARLY as DISTILL_STOPPED_EARLY
 from .exits import EXIT_READER_GONE as EXIT_READER_GONE

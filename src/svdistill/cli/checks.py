@@ -24,7 +24,7 @@ def _check_output_path(opt: str, path: Optional[str]) -> None:
 
 # Arguments naming files a command reads: model paths, and rspecifiers.
 _INPUTS = ("input", "model", "student", "teacher", "feature_transform", "class_frame_counts",
-           "calibration",
+           "calibration", "ensemble", "teacher_ensemble", "generalist", "init",
            "feats", "check", "labels", "cv_feats", "cv_labels")
 # Those of them that are Kaldi rspecifiers.
 _RSPECIFIERS = ("feats", "check", "labels", "cv_feats", "cv_labels", "calibration")

@@ -9,7 +9,7 @@ import sys
 from .. import linalg
 from .._core import Error
 from ..info import format_info, info
-from ..io import atomic_output, iter_components, write
+from ..io import atomic_output, iter_components, same_file, write
 
 
 def cmd_info(a: argparse.Namespace) -> int:
@@ -135,6 +135,7 @@ def cmd_forward(a: argparse.Namespace) -> int:
         n_utt, n_frames = forward_archive(
             a.model, a.feats, a.output, feature_transform=a.feature_transform, no_softmax=a.no_softmax,
             apply_log=a.apply_log, class_frame_counts=a.class_frame_counts, prior_scale=a.prior_scale,
+            ensemble=a.ensemble, top_n=a.top_n, tolerance=a.tolerance, max_iterations=a.max_iterations,
             progress=lambda utts, frames: bar.update(frames, f"{utts:,} utterance{'s' if utts != 1 else ''}"))
     print(f"svdistill forward: {n_utt} utterance{'s' if n_utt != 1 else ''}, {n_frames} frames", file=sys.stderr)
     return 0
@@ -144,7 +145,9 @@ def cmd_compare(a: argparse.Namespace) -> int:
     from ..compare import compare, format_compare
     if a.threads:
         linalg.set_num_threads(a.threads)
-    d = compare(a.teacher, a.student, a.feats, feature_transform=a.feature_transform)
+    d = compare(a.teacher, a.student, a.feats, feature_transform=a.feature_transform,
+                teacher_ensemble=a.teacher_ensemble, top_n=a.top_n, tolerance=a.tolerance,
+                max_iterations=a.max_iterations)
     if a.json:
         sys.stdout.write(json.dumps(_json_safe(d), indent=1) + "\n")
     else:
@@ -185,6 +188,81 @@ def cmd_distill(a: argparse.Namespace) -> int:
     if a.report and writer:
         _write_json(a.report, report.to_dict())
     return 0
+
+
+def cmd_specialists(a: argparse.Namespace) -> int:
+    import os
+    import re
+
+    from ..distill.report import _header
+    from ..specialists import specialists
+    if os.path.exists(a.outdir) and not os.path.isdir(a.outdir):
+        raise Error(f"OUTDIR {a.outdir} is not a folder")
+    # An input model that is one of the files OUTDIR will hold (those there now, by name) is
+    # refused before any work.
+    def written(name: str) -> bool:
+        m = re.fullmatch(r"specialist-(\d+)\.nnet", name)
+        return name == "ensemble.json" or (m is not None and (int(m.group(1)) == a.only if a.only is not None
+                                                              else int(m.group(1)) < a.num_specialists))
+
+    present = [n for n in os.listdir(a.outdir) if written(n)] if os.path.isdir(a.outdir) else []
+    inputs = (("--generalist", a.generalist), ("--init", a.init), ("--feature-transform", a.feature_transform))
+    for flag, value in inputs:
+        for name in present:
+            if value and same_file(os.path.join(a.outdir, name), value):
+                raise Error(f"{flag} {value} is OUTDIR's {name}, which this command writes: refusing to "
+                            "overwrite an input; give another OUTDIR")
+    if a.threads:
+        linalg.set_num_threads(a.threads)
+        if a.engine == "torch" or (a.device or "").startswith("cuda"):
+            import torch
+            torch.set_num_threads(a.threads)
+    # Specialists train one after the other (or --only one), each with distill's table.
+    started: list = []
+
+    def log(line: str) -> None:
+        if line == _header():
+            index = a.only if a.only is not None else len(started)
+            started.append(index)
+            print(f"specialist {index}:", file=sys.stderr)
+        print(line, file=sys.stderr, flush=True)
+
+    res = specialists(
+        a.generalist, a.feats, a.outdir, feature_transform=a.feature_transform, num_specialists=a.num_specialists,
+        classes_per_specialist=a.classes_per_specialist, overlap=a.overlap, init=a.init, labels=a.labels,
+        only=a.only, seed=a.seed, temperature=a.temperature, hard_weight=a.hard_weight, optimizer=a.optimizer,
+        learn_rate=a.learn_rate, momentum=a.momentum, l2_penalty=a.l2_penalty, minibatch_size=a.minibatch_size,
+        randomizer_size=a.randomizer_size, max_epochs=a.max_epochs, min_epochs=a.min_epochs,
+        keep_lr_epochs=a.keep_lr_epochs, start_halving_impr=a.start_halving_impr,
+        end_halving_impr=a.end_halving_impr, halving_factor=a.halving_factor, cv_fraction=a.cv_fraction,
+        binary=a.binary, dialect=a.dialect, digits=a.digits, engine=a.engine, device=a.device,
+        precision=a.precision, log=log)
+    print(format_specialists(res), file=sys.stderr)
+    if a.report:
+        _write_json(a.report, {"ensemble": res.ensemble, "specialists": [
+            {"index": i, "classes": res.classes[i], "file": res.files[i],
+             "init_dustbin_rms": res.init_dustbin_rms[i], "distill": r.to_dict()}
+            for i, r in sorted(res.reports.items())]})
+    return 0
+
+
+def format_specialists(res) -> str:
+    """One line per specialist trained: its classes, frames, best epoch and that epoch's CV
+    figures, then where ensemble.json is."""
+    def classes(c: list) -> str:
+        shown = " ".join(map(str, c)) if len(c) <= 8 else " ".join(map(str, c[:6])) + f" ... {c[-1]}"
+        return f"{len(c)}: {shown}"
+
+    rows = [("specialist", "classes", "train frames", "cv frames", "best epoch", "cv KL", "cv agr")]
+    for i, r in sorted(res.reports.items()):
+        b = r.best
+        rows.append((str(i), classes(res.classes[i]), f"{max(e.train_frames for e in r.epochs):,}",
+                     f"{r.cv_frames:,}", str(r.best_epoch), "-" if b.cv_kl is None else f"{b.cv_kl:.4f}",
+                     "-" if b.cv_agreement is None else f"{b.cv_agreement:.2%}"))
+    widths = [max(len(row[j]) for row in rows) for j in range(len(rows[0]))]
+    lines = ["  ".join(v.ljust(w) if j == 1 else v.rjust(w) for j, (v, w) in enumerate(zip(row, widths))).rstrip()
+             for row in rows]
+    return "\n".join(lines + [f"ensemble: {res.ensemble}"])
 
 
 def cmd_export(a: argparse.Namespace) -> int:

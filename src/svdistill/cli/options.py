@@ -20,13 +20,16 @@ def _add_bool(p: "argparse._ActionsContainer", name: str, help: str, default=Non
     p.add_argument("--no-" + name.lstrip("-"), dest=dest, action="store_false", help=argparse.SUPPRESS)
 
 
-def _defaults_of(p: argparse.ArgumentParser, func) -> None:
+def _defaults_of(p: argparse.ArgumentParser, func, passed_to=None) -> None:
     """The default of each option of ``p`` that is a keyword of ``func`` (the API function the
     command calls) is the keyword's: each default is declared once, in the API (whose own
     defaults come from the core's option structs where it has them). tests/test_options.py
-    checks that every option is such a keyword, or a documented command-line-only one."""
+    checks that every option is such a keyword, or a documented command-line-only one.
+    ``passed_to``: the function that ``func``'s ``**options`` go to, whose keywords are the
+    other options'."""
     import inspect
-    params = inspect.signature(func).parameters
+    params = dict(inspect.signature(passed_to).parameters) if passed_to is not None else {}
+    params.update(inspect.signature(func).parameters)
     for action in p._actions:
         param = params.get(action.dest)
         if not action.option_strings or param is None or param.default is param.empty:

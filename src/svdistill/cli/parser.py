@@ -4,7 +4,17 @@ from __future__ import annotations
 import argparse
 
 from ..io import write
-from .commands import cmd_compare, cmd_compress, cmd_copy, cmd_distill, cmd_export, cmd_forward, cmd_info, cmd_spectrum
+from .commands import (
+    cmd_compare,
+    cmd_compress,
+    cmd_copy,
+    cmd_distill,
+    cmd_export,
+    cmd_forward,
+    cmd_info,
+    cmd_specialists,
+    cmd_spectrum,
+)
 from .exits import DISTILL_STOPPED_EARLY, EXIT_READER_GONE, _quiet_stdout
 from .options import _add_bool, _defaults_of, _ints
 
@@ -17,6 +27,24 @@ def _add_forward_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--class-frame-counts", metavar="FILE",
                    help="subtract prior-scale x log priors from these counts (pseudo log-likelihoods)")
     p.add_argument("--prior-scale", type=float, help="default %(default)g")
+
+
+def _add_ensemble_options(p: argparse.ArgumentParser, flag: str, help: str) -> None:
+    """An ensemble.json ('svdistill specialists' writes it) in place of a model, and the options
+    of its combination (svdistill.specialists.combine), as forward and compare take them."""
+    from ..specialists import DEFAULT_MAX_ITERATIONS, DEFAULT_TOLERANCE, DEFAULT_TOP_N
+    g = p.add_argument_group("ensemble (Hinton et al. 2015, section 5.3)")
+    g.add_argument(flag, metavar="ENSEMBLE.json", help=help)
+    g.add_argument("--top-n", type=int, metavar="N",
+                   help="a specialist takes part in a frame when it holds one of the generalist's N most "
+                        f"probable classes (default {DEFAULT_TOP_N}: the best on the digits, "
+                        "examples/README.md)")
+    g.add_argument("--tolerance", type=float, metavar="E",
+                   help="the combination stops when q is estimated within E of the minimiser in every "
+                        f"entry (default {DEFAULT_TOLERANCE:g}) ...")
+    g.add_argument("--max-iterations", type=int, metavar="N",
+                   help=f"... or after N iterations (default {DEFAULT_MAX_ITERATIONS}; such frames are "
+                        "counted in a warning)")
 
 
 def version_text() -> str:
@@ -73,14 +101,74 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
-def build_parser() -> argparse.ArgumentParser:
+# The training options distill and specialists share (specialists() passes them on to
+# distill()): declared here once for both commands.
+
+def _add_soft_target_options(g: "argparse._ActionsContainer", hard_weight_default: str) -> None:
+    g.add_argument("--temperature", type=float, metavar="T",
+                   help="softmax temperature of the soft targets (default %(default)g)")
+    g.add_argument("--hard-weight", type=float, metavar="A",
+                   help=f"loss = (1-A) T^2 CE(soft) + A CE(labels); {hard_weight_default}")
+
+
+def _add_optimisation_options(g: "argparse._ActionsContainer", seed_help: str) -> None:
     from .._core import OptimizerOptions
+    from ..distill.engine import as_written
+    g.add_argument("--optimizer", choices=["sgd", "adam"],
+                   help="sgd: Kaldi's semantics (summed gradients, learn-rate coefficients, "
+                        "momentum, l2, MaxNorm); adam: mean gradients, l2 as weight decay")
+    sgd_rate, adam_rate = (as_written(r) for r in (OptimizerOptions().learn_rate, OptimizerOptions.adam_learn_rate))
+    g.add_argument("--learn-rate", type=float,
+                   help=f"initial learning rate (default {sgd_rate:g} for sgd, as Kaldi; {adam_rate:g} for adam)")
+    g.add_argument("--momentum", type=float, help="sgd momentum (default %(default)g)")
+    g.add_argument("--l2-penalty", type=float,
+                   help="sgd: Kaldi's l2-penalty; adam: decoupled weight decay (default %(default)g)")
+    g.add_argument("--minibatch-size", type=int, help="frames per update (default %(default)s)")
+    g.add_argument("--randomizer-size", type=int, help="frames in the shuffling buffer (default %(default)s)")
+    g.add_argument("--seed", "--randomizer-seed", type=int, dest="seed", help=seed_help)
+    g.add_argument("--threads", type=int, default=0, help="threads (default: all cores)")
+
+
+def _add_engine_options(g: "argparse._ActionsContainer") -> None:
+    g.add_argument("--engine", choices=["core", "torch"],
+                   help="core: the C++ trainer (default on the CPU); torch: PyTorch (needs "
+                        "svdistill[torch]; implied by --device cuda)")
+    g.add_argument("--device", metavar="cpu|cuda|cuda:N",
+                   help="where the torch engine trains (default cpu; cuda implies --engine torch)")
+    g.add_argument("--precision", choices=["fp32", "tf32", "bf16"],
+                   help="torch engine on CUDA: matmul precision (tf32) or bf16 autocast; "
+                        "fp32 (default) is the only choice on the CPU")
+
+
+def _add_schedule_options(g: "argparse._ActionsContainer") -> None:
+    g.add_argument("--max-epochs", type=int, help="default %(default)s")
+    g.add_argument("--min-epochs", type=int, help="train at least this many epochs (default %(default)s)")
+    g.add_argument("--keep-lr-epochs", type=int,
+                   help="epochs at the initial learning rate, none rejected (default %(default)s)")
+    g.add_argument("--start-halving-impr", type=float,
+                   help="start halving when the relative CV improvement falls below this (default %(default)g)")
+    g.add_argument("--end-halving-impr", type=float,
+                   help="stop when, while halving, it falls below this (default %(default)g)")
+    g.add_argument("--halving-factor", type=float, help="default %(default)g")
+
+
+def _add_cv_fraction(g: "argparse._ActionsContainer", help: str) -> None:
+    g.add_argument("--cv-fraction", type=float, help=help)
+
+
+def _add_model_output_options(g: "argparse._ActionsContainer", whose: str) -> None:
+    _add_bool(g, "--binary", f"write Kaldi binary (default: {whose} encoding)")
+    g.add_argument("--dialect", choices=["kaldi", "pdnn"])
+    g.add_argument("--digits", choices=["shortest", "kaldi"])
+
+
+def build_parser() -> argparse.ArgumentParser:
     from ..compare import compare
     from ..compress import compress
     from ..distill import distill
-    from ..distill.engine import as_written
     from ..export import export
     from ..forward import forward_archive
+    from ..specialists import specialists
     from ..spectrum import spectrum
     p = argparse.ArgumentParser(
         prog="svdistill",
@@ -98,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  0              done\n"
                "  2              an error, said on one line 'svdistill: error: ...'; outputs not\n"
                "                 written (a failed compress --check says what was)\n"
-               f"  {DISTILL_STOPPED_EARLY}              distill stopped early, the best model so far written\n"
+               f"  {DISTILL_STOPPED_EARLY}              distill (or a specialist) stopped early, the best model so\n"
+               "                 far written\n"
                "  129, 130, 143  SIGHUP, Ctrl-C (SIGINT), SIGTERM: unfinished outputs removed\n"
                f"  {EXIT_READER_GONE}            the reader of standard output went away (e.g. '| head'): the\n"
                "                 command stops quietly, as Unix tools do; a closed stdout ('>&-')\n"
@@ -217,27 +306,44 @@ def build_parser() -> argparse.ArgumentParser:
     _defaults_of(ps, spectrum)
 
     pf = sub.add_parser("forward", help="nnet-forward: run a model over a feature archive",
+                        usage="%(prog)s [options] MODEL FEATS_RSPECIFIER OUT_WSPECIFIER\n"
+                              "       %(prog)s [options] --ensemble ENSEMBLE.json FEATS_RSPECIFIER OUT_WSPECIFIER",
                         description="Run MODEL over every utterance of FEATS_RSPECIFIER and write the "
                                     "outputs to OUT_WSPECIFIER (Kaldi rspecifiers/wspecifiers: ark:, "
-                                    "scp:, ark,t:, ark,scp:, pipes, -). Outputs match nnet-forward's.")
-    pf.add_argument("model", metavar="MODEL")
-    pf.add_argument("feats", metavar="FEATS_RSPECIFIER")
-    pf.add_argument("output", metavar="OUT_WSPECIFIER")
+                                    "scp:, ark,t:, ark,scp:, pipes, -). Outputs match nnet-forward's. "
+                                    "With --ensemble instead of MODEL: the combined posteriors of a "
+                                    "generalist and its specialists ('svdistill specialists').")
+    # MODEL is left out with --ensemble: every positional is optional to argparse, and
+    # _model_or_ensemble (run.py) assigns them once all are read.
+    pf.add_argument("model", metavar="MODEL", nargs="?", help="the model (not with --ensemble)")
+    pf.add_argument("feats", metavar="FEATS_RSPECIFIER", nargs="?")
+    pf.add_argument("output", metavar="OUT_WSPECIFIER", nargs="?")
     _add_forward_options(pf)
     pf.add_argument("--threads", type=int, default=0)
+    _add_ensemble_options(pf, "--ensemble", "run this ensemble (its generalist, specialists and feature transform) "
+                                            "instead of MODEL: its combined posteriors q, through --apply-log "
+                                            "and the priors as a model's; not with --no-softmax or "
+                                            "--feature-transform")
     pf.set_defaults(func=cmd_forward)
     _defaults_of(pf, forward_archive)
 
     pm = sub.add_parser("compare", help="teacher-vs-student fidelity on a feature archive",
+                        usage="%(prog)s [options] TEACHER STUDENT FEATS_RSPECIFIER\n"
+                              "       %(prog)s [options] --teacher-ensemble ENSEMBLE.json STUDENT FEATS_RSPECIFIER",
                         description="Top-1 agreement, mean KL(teacher || student), cross-entropy, the "
                                     "largest posterior difference and parameter counts, over every "
                                     "frame of FEATS_RSPECIFIER.")
-    pm.add_argument("teacher", metavar="TEACHER")
-    pm.add_argument("student", metavar="STUDENT")
-    pm.add_argument("feats", metavar="FEATS_RSPECIFIER")
-    pm.add_argument("--feature-transform", metavar="FT")
+    # TEACHER is left out with --teacher-ensemble (as MODEL of forward with --ensemble).
+    pm.add_argument("teacher", metavar="TEACHER", nargs="?", help="the teacher (not with --teacher-ensemble)")
+    pm.add_argument("student", metavar="STUDENT", nargs="?")
+    pm.add_argument("feats", metavar="FEATS_RSPECIFIER", nargs="?")
+    pm.add_argument("--feature-transform", metavar="FT",
+                    help="feature transform run first for both (with --teacher-ensemble: the ensemble's "
+                         "by default; no other)")
     _add_bool(pm, "--json", "JSON instead of a table", default=False)
     pm.add_argument("--threads", type=int, default=0)
+    _add_ensemble_options(pm, "--teacher-ensemble", "the teacher is this ensemble, in place of TEACHER: its "
+                                                    "combined posteriors q (its logits are log q)")
     pm.set_defaults(func=cmd_compare)
     _defaults_of(pm, compare)
 
@@ -268,38 +374,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="teacher model (repeat for an ensemble: soft targets are averaged)")
     g.add_argument("--feature-transform", metavar="FT",
                    help="feature transform run first, frozen, for teachers and student (splicing goes here)")
-    g.add_argument("--temperature", type=float, metavar="T",
-                   help="softmax temperature of the soft targets (default %(default)g)")
     _add_bool(g, "--average-logits", "several teachers: average logits instead of soft targets")
     g.add_argument("--labels", metavar="ALI_RSPECIFIER",
                    help="pdf-id alignments (e.g. 'ark:ali-to-pdf final.mdl \"ark:gunzip -c ali.*.gz|\" ark:- |')")
-    g.add_argument("--hard-weight", type=float, metavar="A",
-                   help="loss = (1-A) T^2 CE(soft) + A CE(labels); default 0.1 with --labels and "
-                        "--teacher, 1 with --labels only")
-    g = pd.add_argument_group("optimisation")
-    g.add_argument("--optimizer", choices=["sgd", "adam"],
-                   help="sgd: Kaldi's semantics (summed gradients, learn-rate coefficients, "
-                        "momentum, l2, MaxNorm); adam: mean gradients, l2 as weight decay")
-    sgd_rate, adam_rate = (as_written(r) for r in (OptimizerOptions().learn_rate, OptimizerOptions.adam_learn_rate))
-    g.add_argument("--learn-rate", type=float,
-                   help=f"initial learning rate (default {sgd_rate:g} for sgd, as Kaldi; {adam_rate:g} for adam)")
-    g.add_argument("--momentum", type=float, help="sgd momentum (default %(default)g)")
-    g.add_argument("--l2-penalty", type=float,
-                   help="sgd: Kaldi's l2-penalty; adam: decoupled weight decay (default %(default)g)")
-    g.add_argument("--minibatch-size", type=int, help="frames per update (default %(default)s)")
-    g.add_argument("--randomizer-size", type=int, help="frames in the shuffling buffer (default %(default)s)")
-    g.add_argument("--seed", "--randomizer-seed", type=int, dest="seed",
-                   help="shuffling seed (default %(default)s; same seed, data and threads: same model)")
-    g.add_argument("--threads", type=int, default=0, help="threads (default: all cores)")
-    g = pd.add_argument_group("engine")
-    g.add_argument("--engine", choices=["core", "torch"],
-                   help="core: the C++ trainer (default on the CPU); torch: PyTorch (needs "
-                        "svdistill[torch]; implied by --device cuda)")
-    g.add_argument("--device", metavar="cpu|cuda|cuda:N",
-                   help="where the torch engine trains (default cpu; cuda implies --engine torch)")
-    g.add_argument("--precision", choices=["fp32", "tf32", "bf16"],
-                   help="torch engine on CUDA: matmul precision (tf32) or bf16 autocast; "
-                        "fp32 (default) is the only choice on the CPU")
+    _add_soft_target_options(g, "default 0.1 with --labels and --teacher, 1 with --labels only")
+    _add_optimisation_options(pd.add_argument_group("optimisation"),
+                              "shuffling seed (default %(default)s; same seed, data and threads: same model)")
+    _add_engine_options(pd.add_argument_group("engine"))
     g = pd.add_argument_group("checkpoints")
     g.add_argument("--checkpoint-dir", metavar="DIR",
                    help="save the run's state there after every epoch (atomically; the two newest kept)")
@@ -307,31 +388,74 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also save every FRAMES training frames within an epoch (default: only after epochs)")
     _add_bool(g, "--resume", "continue from the newest checkpoint in --checkpoint-dir (same options and "
                              "data; --max-epochs may differ)")
-    g = pd.add_argument_group("schedule (Kaldi's newbob, steps/nnet/train_scheduler.sh)")
-    g.add_argument("--max-epochs", type=int, help="default %(default)s")
-    g.add_argument("--min-epochs", type=int, help="train at least this many epochs (default %(default)s)")
-    g.add_argument("--keep-lr-epochs", type=int,
-                   help="epochs at the initial learning rate, none rejected (default %(default)s)")
-    g.add_argument("--start-halving-impr", type=float,
-                   help="start halving when the relative CV improvement falls below this (default %(default)g)")
-    g.add_argument("--end-halving-impr", type=float,
-                   help="stop when, while halving, it falls below this (default %(default)g)")
-    g.add_argument("--halving-factor", type=float, help="default %(default)g")
+    _add_schedule_options(pd.add_argument_group("schedule (Kaldi's newbob, steps/nnet/train_scheduler.sh)"))
     g = pd.add_argument_group("cross-validation")
     g.add_argument("--cv-feats", metavar="RSPECIFIER", help="held-out features (default: a part of the training data)")
     g.add_argument("--cv-labels", metavar="ALI_RSPECIFIER",
                    help="labels of --cv-feats (default: --labels); with --teacher and no --labels they "
                         "give the CV accuracy only")
-    g.add_argument("--cv-fraction", type=float,
-                   help="without --cv-feats: hold out this fraction of the utterances (by key hash; "
-                        "default 0.1); refused with --cv-feats")
+    _add_cv_fraction(g, "without --cv-feats: hold out this fraction of the utterances (by key hash; default 0.1); "
+                        "refused with --cv-feats")
     g = pd.add_argument_group("output")
-    _add_bool(g, "--binary", "write Kaldi binary (default: the student's encoding)")
-    g.add_argument("--dialect", choices=["kaldi", "pdnn"])
-    g.add_argument("--digits", choices=["shortest", "kaldi"])
+    _add_model_output_options(g, "the student's")
     g.add_argument("--report", metavar="FILE.json", help="write the per-epoch table as JSON")
     pd.set_defaults(func=cmd_distill)
     _defaults_of(pd, distill)
+
+    pe = sub.add_parser(
+        "specialists", help="train specialists for a generalist (Hinton et al. 2015, section 5)",
+        description="Cluster the classes the generalist confuses with each other (K-means on the columns "
+                    "of the covariance of its predictions over FEATS_RSPECIFIER) and train one specialist "
+                    "per cluster: the generalist (or --init) with its output reduced to the cluster's "
+                    "classes plus a dustbin class for all the others, trained as distill trains (with "
+                    "distill's training options) on data in which half the frames come from its classes, "
+                    "against the generalist's soft targets (and --labels). OUTDIR gets specialist-I.nnet "
+                    "for each and ensemble.json, which 'svdistill forward --ensemble' and 'svdistill "
+                    "compare --teacher-ensemble' combine. Each specialist's per-epoch table, then one line "
+                    "per specialist, go to stderr.",
+        epilog="Example: svdistill specialists --generalist final.nnet --feature-transform "
+               "final.feature_transform --num-specialists 8 --labels ark:pdf.ark scp:train.scp spec. "
+               "Exit status as distill's: 0 done, ensemble.json written; 2 an error; "
+               f"{DISTILL_STOPPED_EARLY} a specialist stopped early (its best model written, ensemble.json "
+               "not: train the others with --only); 129, 130, 143 stopped by a signal.")
+    pe.add_argument("feats", metavar="FEATS_RSPECIFIER",
+                    help="the data: read once and held in memory (after the feature transform)")
+    pe.add_argument("outdir", metavar="OUTDIR", help="the folder of the specialists and ensemble.json (made if "
+                                                     "missing)")
+    g = pe.add_argument_group("the ensemble")
+    g.add_argument("--generalist", metavar="MODEL", required=True,
+                   help="ends in <AffineTransform> + <Softmax>; its predictions are clustered")
+    g.add_argument("--feature-transform", metavar="FT",
+                   help="run first, frozen, for every model; recorded in ensemble.json")
+    g.add_argument("--num-specialists", type=int, metavar="K", help="clusters (default %(default)s)")
+    g.add_argument("--classes-per-specialist", type=int, metavar="M",
+                   help="each specialist takes the M classes nearest its centroid (default: the clustering "
+                        "sizes them)")
+    g.add_argument("--overlap", type=int, metavar="N",
+                   help="each class also joins its N next-nearest clusters (default %(default)s)")
+    g.add_argument("--init", metavar="STUDENT",
+                   help="where each specialist starts, e.g. a compressed generalist (default: the generalist)")
+    g.add_argument("--labels", metavar="ALI_RSPECIFIER",
+                   help="pdf ids: they pick each specialist's frames (else the generalist's arg-max) and "
+                        "enter the loss with --hard-weight")
+    g.add_argument("--only", type=int, metavar="I",
+                   help="train only specialist I (0-based), with the clustering OUTDIR/ensemble.json holds "
+                        "if an earlier run wrote one: to spread the specialists over machines")
+    g = pe.add_argument_group("targets")
+    _add_soft_target_options(g, "default 0.1 with --labels")
+    _add_optimisation_options(pe.add_argument_group("optimisation"),
+                              "seeds the clustering, each specialist's frames and the shuffling (default "
+                              "%(default)s)")
+    _add_engine_options(pe.add_argument_group("engine"))
+    _add_schedule_options(pe.add_argument_group("schedule (distill's)"))
+    g = pe.add_argument_group("cross-validation")
+    _add_cv_fraction(g, "hold out this fraction of each specialist's frames (default 0.1)")
+    g = pe.add_argument_group("output")
+    _add_model_output_options(g, "the generalist's (or --init's)")
+    g.add_argument("--report", metavar="FILE.json",
+                   help="write each specialist's classes, file and per-epoch table as JSON")
+    pe.set_defaults(func=cmd_specialists)
+    _defaults_of(pe, specialists, distill)
 
     px = sub.add_parser(
         "export", help="write a model (with nnet-forward's options) as ONNX or TorchScript",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 from .._core import Error
 from ..io import ConversionWarning
@@ -20,18 +20,65 @@ from .exits import (
     _reader_gone,
     _restore_handlers,
 )
-from .options import normalize_bools
+from .options import _flag_of, normalize_bools
 from .parser import build_parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    a = parser.parse_args(normalize_bools(list(sys.argv[1:] if argv is None else argv)))
+    a, extra = parser.parse_known_args(normalize_bools(list(sys.argv[1:] if argv is None else argv)))
+    _model_or_ensemble(parser, a, extra)
     previous = _install_stop_handlers()
     try:
         return _run(parser, a)
     finally:
         _restore_handlers(previous)
+
+
+# Commands whose first positional argument an ensemble.json can replace: their positional
+# arguments (optional to argparse), and the option that names the ensemble.
+_ENSEMBLE_REPLACES = {"forward": (("model", "feats", "output"), "ensemble"),
+                      "compare": (("teacher", "student", "feats"), "teacher_ensemble")}
+
+
+def _model_or_ensemble(parser: argparse.ArgumentParser, a: argparse.Namespace, extra: List[str]) -> None:
+    """The positional arguments of a command that takes a model or an ensemble: the values
+    given, in order, go to all of them, or to all but the model with the ensemble. Both or
+    neither, or too few or too many values, are usage errors; so is anything else argparse
+    did not recognise (as parse_args says it).
+
+    argparse (before Python 3.12) gives optional positionals their values only up to the first
+    option: the rest of ``forward M --apply-log F O`` comes back in ``extra``, in order."""
+    if a.command not in _ENSEMBLE_REPLACES:
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        return
+    unknown = [x for x in extra if x.startswith("-") and x != "-"]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    names: Sequence[str]
+    names, ensemble = _ENSEMBLE_REPLACES[a.command]
+    sub = next(x for x in parser._actions if isinstance(x, argparse._SubParsersAction)).choices[a.command]
+    metavars = [_flag_of(parser, a.command, n) for n in names]
+    flag = _flag_of(parser, a.command, ensemble)
+    given = [getattr(a, n) for n in names if getattr(a, n) is not None] + list(extra)
+    if getattr(a, ensemble) is not None:
+        if len(given) == len(names):
+            sub.error(f"{flag} is in place of {metavars[0]}: give one of them, not both")
+        want: Sequence[str] = names[1:]
+    else:
+        want = names
+        if len(given) == len(names) - 1:
+            sub.error(f"expected {' '.join(metavars)}, or {flag} ENSEMBLE.json {' '.join(metavars[1:])}: "
+                      f"{metavars[0]} or {flag} is missing")
+    if len(given) < len(want):
+        sub.error("the following arguments are required: " + ", ".join(metavars[len(names) - len(want) + len(given):]))
+    if len(given) > len(want):
+        sub.error(f"unrecognized arguments: {' '.join(given[len(want):])}")
+    for name in names:
+        setattr(a, name, None)
+    for name, value in zip(want, given):
+        setattr(a, name, value)
 
 
 def _run(parser: argparse.ArgumentParser, a: argparse.Namespace) -> int:

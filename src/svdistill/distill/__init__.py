@@ -5,7 +5,12 @@ the soft targets of one or more teachers: softmax(teacher logits / T) against
 the student's softmax at the same temperature, the cross-entropy scaled by
 T^2, optionally mixed with cross-entropy against labels (Kaldi alignments as
 pdf ids). Without teachers it is ordinary frame-level cross-entropy training,
-as Kaldi's ``nnet-train-frmshuff`` does it.
+as Kaldi's ``nnet-train-frmshuff`` does it. The teacher may also be a
+generalist with its specialists (``teacher_ensemble``: their per-frame
+combination, Hinton et al. section 5.3) or any *logits teacher* (an object
+giving the logits of each minibatch). With ``hint_weight`` the student also
+learns one teacher model's hidden activations after each matching
+nonlinearity (FitNets' hints).
 
 The data path follows Kaldi's nnet1 recipes: the feature transform runs frozen
 on each utterance; frames go through a bounded shuffling buffer
@@ -29,7 +34,7 @@ import math
 import numbers
 import os
 import re
-from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -39,14 +44,24 @@ from ..forward import ModelLike, _load
 from ..io import PathOrFile, check_write_options, output_target, write
 from ..model import Model
 from ..progress import Progress
-from .checkpoint import Checkpoints, data_fingerprint, model_fingerprint
+from .checkpoint import Checkpoints, data_fingerprint, ensemble_fingerprint, model_fingerprint
 from .data import Data, FeatsLike, LabelsLike, Source, load_labels
 from .distributed import Dist
-from .engine import CoreEngine, as_written, train_options
+from .engine import (
+    CoreEngine,
+    LogitsTeacher,
+    LogitsTeacherLike,
+    as_written,
+    hint_pairs,
+    is_logits_teacher,
+    parse_layers,
+    train_options,
+)
 from .report import DistillReport, EpochReport
 from .schedule import ScheduleOptions, run
 
 if TYPE_CHECKING:  # imported when the torch engine is asked for: it imports torch
+    from ..specialists import Ensemble
     from .engine_torch import TorchEngine
 
 __all__ = ["DistillReport", "EpochReport", "TrainingStopped", "distill"]
@@ -57,12 +72,15 @@ _L2_PENALTY = as_written(_OPT.l2_penalty)
 
 
 def distill(student: ModelLike, feats: FeatsLike, *,
-            teacher: Union[ModelLike, Sequence[ModelLike], None] = None,
+            teacher: Union[ModelLike, Sequence[ModelLike], "LogitsTeacherLike", None] = None,
+            teacher_ensemble: Union[str, "os.PathLike[str]", "Ensemble", None] = None,
             feature_transform: Optional[ModelLike] = None,
             temperature: float = as_written(_LOSS.temperature),
             labels: Optional[LabelsLike] = None,
             hard_weight: Optional[float] = None,
             average_logits: bool = _LOSS.average_logits,
+            hint_weight: float = 0.0,
+            hint_layers: Optional[str] = None,
             optimizer: str = "sgd",
             learn_rate: Optional[float] = None,
             momentum: float = as_written(_OPT.momentum),
@@ -106,7 +124,18 @@ def distill(student: ModelLike, feats: FeatsLike, *,
         once per epoch (stdin cannot be; commands ``ark:cmd |`` are re-run).
     teacher : Model, path, or a list of them (an ensemble)
         Their soft targets are averaged (``average_logits``: their logits).
-        None: frame-level training on ``labels`` only.
+        None: frame-level training on ``labels`` only. Or, alone, a *logits
+        teacher*: an object with ``input_dim``, ``output_dim`` and ``logits(x)``
+        mapping the feature-transformed frames of a minibatch (float32, frames x
+        input_dim) to frames x output_dim float32 logits, called on the CPU; its
+        soft targets are exactly those of a model with these logits.
+    teacher_ensemble : path of ``ensemble.json``, or a :class:`svdistill.specialists.Ensemble`
+        A generalist and its specialists (see :func:`svdistill.specialists`) as the
+        one teacher, in place of ``teacher``: per frame their combination q
+        (section 5.3 of Hinton et al. 2015, with the ensemble's ``top_n``), the soft
+        targets at temperature T being softmax(log q / T). Computed on the CPU
+        (with the torch engine too). ``feature_transform`` defaults to the
+        ensemble's; given, it must be the same model.
     feature_transform : Model or path, optional
         Run frozen on each utterance before everything else (Kaldi's
         ``--feature-transform``); splicing belongs here, since frames are shuffled.
@@ -116,6 +145,21 @@ def distill(student: ModelLike, feats: FeatsLike, *,
     hard_weight : float
         a in (1 - a) T^2 CE(soft) + a CE(labels). Default: 0 without labels,
         0.1 with labels and teachers, 1 without teachers.
+    hint_weight : float
+        B >= 0 (default 0: no hints): adds B x the hint term to the objective
+        (FitNets' hints): per frame, over the matched layers l, the mean over
+        units of (s_l - t_l)^2 / v_l, s_l and t_l the student's and the teacher's
+        activations after their l-th matching nonlinearity, v_l the mean over
+        units of the teacher's per-unit activation variance over the minibatch
+        (cross-validation: over each chunk evaluated; at least 1e-4, so that a
+        dead layer does not divide by 0). Needs exactly one ``teacher`` model.
+        The CV objective includes it (newbob judges what is optimised); the
+        table shows it (train and CV, per frame, unweighted).
+    hint_layers : str, optional
+        Which nonlinearities to match: the activation components before the
+        final softmax of student and teacher, paired in order and numbered from
+        1: "1,3", "2-4", "1,3-4". Default: every pair (the counts must then be
+        equal); each chosen pair must have equal dims. Needs ``hint_weight`` > 0.
     optimizer : "sgd" or "adam"
         SGD: Kaldi's semantics (gradients summed over the minibatch, per-layer
         learn-rate coefficients, momentum, L2 = Kaldi's l2-penalty, MaxNorm).
@@ -213,6 +257,14 @@ def distill(student: ModelLike, feats: FeatsLike, *,
         if not 0.0 <= hard_weight <= 1.0:
             raise option_error("hard_weight", f"must lie in [0, 1], got {hard_weight:g}")
     average_logits = _flag("average_logits", average_logits)
+    hint_weight = _number("hint_weight", hint_weight)
+    if hint_weight < 0:
+        raise option_error("hint_weight", f"must be >= 0, got {hint_weight:g}")
+    if hint_layers is not None:
+        if not hint_weight > 0:
+            raise option_error("hint_layers", "chooses the layers of the hint term, and {hint_weight} is 0 (no hints)",
+                               others=["hint_weight"])
+        parse_layers(hint_layers, 1 << 30)  # the form now; the range once the models are read
     if optimizer not in ("sgd", "adam"):
         raise option_error("optimizer", f"must be 'sgd' or 'adam', got {optimizer!r}")
     if learn_rate is None:
@@ -273,17 +325,35 @@ def distill(student: ModelLike, feats: FeatsLike, *,
     _check_output(output)
     engine = _choose_engine(engine, device, precision)
 
+    if teacher_ensemble is not None and teacher is not None:
+        raise option_error("teacher_ensemble", "is the teacher: give it or {teacher}, not both", others=["teacher"])
     t_model = _model("student", student)
-    teacher_list = [] if teacher is None else [_model("teacher", t) for t in (
+    teacher_list = [] if teacher is None else [t if is_logits_teacher(t) else _model("teacher", t) for t in (
         teacher if isinstance(teacher, (list, tuple)) else [teacher])]
+    if any(is_logits_teacher(t) for t in teacher_list) and len(teacher_list) > 1:
+        raise option_error("teacher", "a logits teacher (an object with logits()) gives the soft targets alone: "
+                                      "give it as the only teacher")
+    ensemble = _ensemble(teacher_ensemble) if teacher_ensemble is not None else None
+    has_teacher = bool(teacher_list) or ensemble is not None
+    if hint_weight > 0:
+        if ensemble is not None:
+            raise option_error("hint_weight", "matches the activations of one teacher model, and the teacher is an "
+                                              "ensemble ({teacher_ensemble})", others=["teacher_ensemble"])
+        if len(teacher_list) == 1 and is_logits_teacher(teacher_list[0]):
+            raise option_error("hint_weight", "matches the activations of one {teacher} model, and the teacher "
+                                              "gives only its logits", others=["teacher"])
+        if len(teacher_list) != 1:
+            raise option_error("hint_weight", f"matches the activations of one {{teacher}} model, and "
+                                              f"{len(teacher_list)} {'was' if len(teacher_list) == 1 else 'were'} "
+                                              "given", others=["teacher"])
     dist = Dist.from_env()
     if dist is not None and engine != "torch":
         raise option_error("engine", f"must be torch: WORLD_SIZE is {dist.world} (torchrun), and several "
                                      "processes train with the torch engine only")
-    if not teacher_list and labels is None:
+    if not has_teacher and labels is None:
         raise Error("nothing to learn from: give at least one teacher, or labels")
     # Options of the soft targets, which a teacher gives: without one they would be ignored.
-    if hard_weight is not None and hard_weight != 1.0 and not teacher_list:
+    if hard_weight is not None and hard_weight != 1.0 and not has_teacher:
         raise option_error("hard_weight", f"{hard_weight:g} weighs the labels against the soft targets of a "
                                           "{teacher}, and none was given (the loss is the labels' alone)",
                            others=["teacher"])
@@ -292,25 +362,31 @@ def distill(student: ModelLike, feats: FeatsLike, *,
                                              f"{len(teacher_list)} {'was' if len(teacher_list) == 1 else 'were'} given",
                            others=["teacher"])
     if hard_weight is None:
-        hard_weight = 1.0 if not teacher_list else (0.1 if labels is not None else 0.0)
+        hard_weight = 1.0 if not has_teacher else (0.1 if labels is not None else 0.0)
     if hard_weight > 0 and labels is None:
         raise option_error("hard_weight", f"{hard_weight:g} > 0 needs labels")
     randomizer_size = max(randomizer_size, minibatch_size)
 
     comps = [c.copy() for c in t_model.components]
-    teacher_models = [_load(t) for t in teacher_list]
+    teacher_models: List[Any] = [t if is_logits_teacher(t) else _load(t) for t in teacher_list]
     ft_model = _load(feature_transform) if feature_transform is not None else None
+    if ensemble is not None:
+        ft_model = _ensemble_transform(ensemble, ft_model)
+        teacher_models = [LogitsTeacher(ensemble.generalist.input_dim, ensemble.num_classes, ensemble.logits,
+                                        "teacher ensemble", fingerprint=ensemble_fingerprint(ensemble))]
+    hints = hint_pairs(comps, teacher_models[0], hint_layers) if hint_weight > 0 else []
     opts = train_options(optimizer, temperature=temperature, hard_weight=hard_weight, average_logits=average_logits,
-                         momentum=momentum, l2_penalty=l2_penalty)
+                         momentum=momentum, l2_penalty=l2_penalty, hint_weight=hint_weight)
     if dist is not None:
         dist.start(dist.device(device))
     eng: Optional[Union[CoreEngine, TorchEngine]] = None
     try:
         if engine == "core":
-            eng = CoreEngine(comps, teacher_models, ft_model, opts)
+            eng = CoreEngine(comps, teacher_models, ft_model, opts, hints=hints)
         else:
             from .engine_torch import TorchEngine
-            eng = TorchEngine(comps, teacher_models, ft_model, opts, device=device, precision=precision, dist=dist)
+            eng = TorchEngine(comps, teacher_models, ft_model, opts, hints=hints, device=device, precision=precision,
+                              dist=dist)
         # Only one rank (rank 0 under torchrun) writes the table, checkpoints and the model.
         writer = dist is None or dist.is_writer
         emit = (log or (lambda s: None)) if writer else (lambda s: None)
@@ -325,21 +401,26 @@ def distill(student: ModelLike, feats: FeatsLike, *,
         cv_lab = load_labels(cv_labels, "cv labels") if cv_labels is not None else lab
         data = Data(Source(feats, "features"), Source(cv_feats, "cv-feats") if cv_feats is not None else None,
                     cv_fraction, student_in, ft_model.input_dim if ft_model is not None else None,
-                    comps[-1].output_dim, lab, cv_lab, need_labels=not teacher_list, host=eng.host,
+                    comps[-1].output_dim, lab, cv_lab, need_labels=not has_teacher, host=eng.host,
                     read_ahead=int(read_ahead), rank=dist.rank if dist else 0, world=dist.world if dist else 1)
         sched = ScheduleOptions(learn_rate=float(learn_rate), minibatch_size=int(minibatch_size),
                                 randomizer_size=int(randomizer_size), max_epochs=int(max_epochs),
                                 min_epochs=int(min_epochs), keep_lr_epochs=int(keep_lr_epochs),
                                 start_halving_impr=float(start_halving_impr), end_halving_impr=float(end_halving_impr),
-                                halving_factor=float(halving_factor), seed=int(seed), has_teachers=bool(teacher_list))
+                                halving_factor=float(halving_factor), seed=int(seed), has_teachers=has_teacher,
+                                hints=hint_weight > 0)
         ckpt = None
         if checkpoint_dir is not None:
             # Everything that decides the trained model, save --max-epochs (a run may go on).
-            options = {k: v for k, v in dataclasses.asdict(sched).items() if k not in ("max_epochs", "has_teachers")}
+            options = {k: v for k, v in dataclasses.asdict(sched).items()
+                       if k not in ("max_epochs", "has_teachers", "hints")}
             fingerprint = dict(
                 options, **opts.fingerprint(), engine=eng.name, device=eng.device.split(":")[0],
                 precision=eng.precision, ranks=eng.world, cv_fraction=float(cv_fraction),
-                student=model_fingerprint(t_model), teachers=[model_fingerprint(t) for t in teacher_models],
+                student=model_fingerprint(t_model),
+                teachers=[getattr(t, "fingerprint", type(t).__name__) if is_logits_teacher(t) else model_fingerprint(t)
+                          for t in teacher_models],
+                hints=None if not hints else dict(weight=as_written(hint_weight), layers=[list(h) for h in hints]),
                 feature_transform=None if ft_model is None else model_fingerprint(ft_model),
                 feats=data_fingerprint(feats), cv_feats=None if cv_feats is None else data_fingerprint(cv_feats),
                 labels=None if labels is None else data_fingerprint(labels),
@@ -355,7 +436,10 @@ def distill(student: ModelLike, feats: FeatsLike, *,
         result = Model(eng.result(), binary=t_model.binary, dialect=t_model.dialect, source=t_model.source)
         report = DistillReport(epochs=out.epochs, best_epoch=out.best_epoch, stopped=out.stopped,
                                temperature=float(temperature), hard_weight=float(hard_weight),
-                               teachers=len(teacher_list), cv_frames=out.cv_frames,
+                               teachers=len(teacher_models), cv_frames=out.cv_frames,
+                               teacher_ensemble=None if ensemble is None else
+                               f"1 generalist + {len(ensemble.specialists)} specialists",
+                               hint_weight=float(hint_weight),
                                cv_source={"cv-feats": "--cv-feats", "hash": f"{cv_fraction:g} of the utterances",
                                           "tail": f"last {cv_fraction:g} of each utterance"}[data.split],
                                skipped_utterances=len(data.skipped), unlabelled_utterances=len(data.unlabelled),
@@ -450,6 +534,32 @@ def _model(name: str, model: Any) -> Model:
     if not isinstance(model, (Model, str, os.PathLike)) and not hasattr(model, "read"):
         raise option_error(name, f"expected a Model, a path or a binary file object, got {type(model).__name__}")
     return _load(model)
+
+
+def _ensemble(value: Any) -> "Ensemble":
+    from ..specialists import Ensemble
+    if isinstance(value, Ensemble):
+        return value
+    if not isinstance(value, (str, os.PathLike)):
+        raise option_error("teacher_ensemble", f"expected the path of an ensemble.json or an Ensemble, got "
+                                               f"{type(value).__name__}")
+    return Ensemble(value)
+
+
+def _ensemble_transform(ensemble: "Ensemble", given: Optional[Model]) -> Optional[Model]:
+    """The feature transform of a run whose teacher is ``ensemble``: the ensemble's, which a
+    given one must equal (its models take what it outputs)."""
+    own = ensemble.feature_transform
+    if given is None:
+        return own
+    if own is None:
+        raise option_error("feature_transform", f"is given, but the ensemble {ensemble.path} has none: its models "
+                                                "take the raw features, and the student learns from them on the "
+                                                "same input")
+    if model_fingerprint(given) != model_fingerprint(own):
+        raise option_error("feature_transform", f"differs from the ensemble's ({ensemble.path}): its models take "
+                                                "the output of their own; leave it out to use that one")
+    return given
 
 
 def _check_output(output: Any) -> None:

@@ -58,6 +58,13 @@ def model_fingerprint(model) -> str:
     return _crc_arrays(blocks)
 
 
+def ensemble_fingerprint(ensemble) -> dict:
+    """What of a teacher ensemble decides its soft targets: its models, classes and top_n."""
+    return dict(generalist=model_fingerprint(ensemble.generalist),
+                specialists=[model_fingerprint(m) for m in ensemble.specialists],
+                classes=[list(c) for c in ensemble.classes], top_n=int(ensemble.top_n))
+
+
 def data_fingerprint(feats: Any) -> str:
     """What identifies training data: an rspecifier (and its file's size and mtime), or a
     crc32 of the arrays given in memory. A command (``ark:cmd |``) is known by its text

@@ -19,23 +19,82 @@ implements:
 - ``first_nonfinite(host, n, rows)``: where a non-finite objective comes from
   (the features, the feature transform, a teacher, the student), per utterance.
 
+A teacher is a :class:`~svdistill.Model` or a *logits teacher*: an object with
+``input_dim``, ``output_dim`` and ``logits(x)``, which maps the feature-
+transformed frames of a minibatch (a float32 numpy array, frames x input_dim)
+to its logits (frames x output_dim, float32), and optionally ``name`` (how
+messages name it, e.g. "teacher ensemble"). Its soft targets are
+softmax(logits / T), exactly as a teacher model with those logits would give.
+A logits teacher is the only teacher; it runs on the CPU (the torch engine
+hands it the host copy of each minibatch and moves its logits to the device).
+
+Hints (``hints``: (student component, teacher component) index pairs, from
+:func:`hint_pairs`) add B x the hint term to the objective (nn/loss.cc).
+
 The numbers in the statistics are those of ``_core.Trainer`` (``frames``,
 ``objective``, ``kl_t``, ``kl``, ``hard_ce``, ``agree``, ``blocks``,
-``correct``, ``labelled``); the update rules are its rules, and which
+``correct``, ``labelled``, ``hint``); the update rules are its rules, and which
 parameter blocks train, with which coefficients, comes from its ``slots``.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+import re
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple, Union
 
 import numpy as np
 
 from .. import _core
-from ..errors import option_error
+from ..errors import Error, option_error
 from ..forward import Network
 from ..model import Component, Model
 
-STAT_KEYS = ("frames", "objective", "kl_t", "kl", "hard_ce", "agree", "blocks", "correct", "labelled")
+STAT_KEYS = ("frames", "objective", "kl_t", "kl", "hard_ce", "agree", "blocks", "correct", "labelled", "hint")
+
+#: A teacher: a Model, or a logits teacher (see the module's docstring).
+Teacher = Union[Model, Any]
+
+
+class LogitsTeacherLike(Protocol):
+    """What a logits teacher has (``name`` and ``fingerprint`` are optional)."""
+
+    input_dim: int
+    output_dim: int
+
+    def logits(self, x: np.ndarray) -> np.ndarray: ...
+
+
+class LogitsTeacher:
+    """A logits teacher made of a function: ``logits(x)`` of feature-transformed frames
+    ``x`` (frames x ``input_dim``, float32) -> frames x ``output_dim``; ``name`` names it
+    in messages, ``fingerprint`` in checkpoints."""
+
+    def __init__(self, input_dim: int, output_dim: int, logits: Callable[[np.ndarray], np.ndarray],
+                 name: str = "teacher", fingerprint: Any = None) -> None:
+        self.input_dim, self.output_dim, self.name = int(input_dim), int(output_dim), name
+        self.fingerprint = fingerprint  # what identifies it in checkpoints (JSON-able)
+        self._logits = logits
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        return self._logits(x)
+
+
+def is_logits_teacher(t: Any) -> bool:
+    """Whether ``t`` gives its logits itself (not a Model run by the engine)."""
+    return not isinstance(t, (Model, Network)) and callable(getattr(t, "logits", None))
+
+
+def teacher_name(t: Any) -> str:
+    """How messages name a logits teacher ("teacher ensemble", ...)."""
+    return str(getattr(t, "name", "teacher"))
+
+
+def logits_of(t: Any, x: np.ndarray) -> np.ndarray:
+    """A logits teacher's logits of ``x``, checked: float32, frames x output_dim."""
+    z = np.ascontiguousarray(t.logits(x), dtype=np.float32)
+    if z.shape != (len(x), t.output_dim):
+        raise Error(f"the {teacher_name(t)} gave logits of shape {z.shape} for {len(x)} frames; expected "
+                    f"({len(x)}, {t.output_dim})")
+    return z
 
 
 def as_written(value: float) -> float:
@@ -67,10 +126,76 @@ def train_options(optimizer: str = "sgd", **values: Any) -> TrainOptions:
     return o
 
 
-def core_trainer(comps: Sequence[Component], teachers: Sequence[Network]) -> "_core.Trainer":
+def core_trainer(comps: Sequence[Component], teachers: Sequence[Teacher],
+                 hints: Sequence[Tuple[int, int]] = ()) -> "_core.Trainer":
     """The core's trainer over ``comps``: it also checks what any engine can train (the
-    student's kinds and dims, the teachers' outputs) with the core's messages."""
-    return _core.Trainer([c._c for c in comps], [t._net for t in teachers])
+    student's kinds and dims, the teachers' outputs, the hints) with the core's messages.
+    A logits teacher must be the only one, and map the student's input dim to its output dim."""
+    external = [t for t in teachers if is_logits_teacher(t)]
+    if external:
+        if len(teachers) != 1:
+            raise Error(f"the {teacher_name(external[0])} gives the soft targets alone: it cannot be combined "
+                        "with other teachers")
+        t = external[0]
+        s_in, s_out = comps[0].input_dim, comps[-1].output_dim
+        if (t.input_dim, t.output_dim) != (s_in, s_out):
+            raise Error(f"the {teacher_name(t)} maps {t.input_dim} -> {t.output_dim} dims (after the feature "
+                        f"transform), the student {s_in} -> {s_out}")
+        return _core.Trainer([c._c for c in comps], [], True, list(hints))
+    nets = [t if isinstance(t, Network) else Network(t) for t in teachers]
+    return _core.Trainer([c._c for c in comps], [t._net for t in nets], False, list(hints))
+
+
+def nonlinearities(comps: Sequence[Component]) -> List[int]:
+    """Indices of the components hints may match: the activations (the kind table's kinds
+    without parameters, nnet1 Layout::None) before the last component."""
+    return list(_core.nonlinearities([c._c for c in comps]))
+
+
+def parse_layers(spec: Optional[str], count: int) -> List[int]:
+    """``hint_layers``: None (every pair), or "1,3", "2-4", "1,3-5" (1-based, in the order of the
+    nonlinearities) as 0-based pair indices, sorted, each in [0, count)."""
+    if spec is None:
+        return list(range(count))
+    if not isinstance(spec, str) or not re.fullmatch(r"\s*\d+(\s*-\s*\d+)?(\s*,\s*\d+(\s*-\s*\d+)?)*\s*", spec):
+        raise option_error("hint_layers", f"must be a list of layers such as '1,3' or '2-4' (1-based, in the order "
+                                          f"of the nonlinearities), got {spec!r}")
+    chosen: set = set()
+    for part in spec.split(","):
+        ends = [int(v) for v in part.split("-")]
+        lo, hi = ends[0], ends[-1]
+        if lo < 1 or hi < lo:
+            raise option_error("hint_layers", f"{part.strip()}: layers are numbered from 1, and a range goes up")
+        if hi > count:
+            raise option_error("hint_layers", f"{part.strip()}: the student and the teacher have {count} matching "
+                                              f"nonlinearities")
+        chosen.update(range(lo - 1, hi))
+    return sorted(chosen)
+
+
+def hint_pairs(comps: Sequence[Component], teacher: Model, spec: Optional[str]) -> List[Tuple[int, int]]:
+    """(student component, teacher component) of each hint: the nonlinearities of both, paired
+    in order; ``spec`` (:func:`parse_layers`) picks pairs. Refused, naming the layer, when the
+    counts or the dims of a chosen pair differ."""
+    s_nl, t_nl = nonlinearities(comps), nonlinearities(teacher.components)
+    if spec is None and len(s_nl) != len(t_nl):
+        raise option_error("hint_layers", f"the student has {len(s_nl)} nonlinearities before its softmax and the "
+                                          f"teacher {len(t_nl)}: they cannot be paired in order; give the layers "
+                                          "to match (1-based)")
+    count = min(len(s_nl), len(t_nl))
+    if count == 0:
+        raise option_error("hint_weight", "needs nonlinearities to match: the student has "
+                                          f"{len(s_nl)} before its softmax and the teacher {len(t_nl)}")
+    pairs = []
+    for k in parse_layers(spec, count):
+        s, t = s_nl[k], t_nl[k]
+        sd, td = comps[s].output_dim, teacher.components[t].output_dim
+        if sd != td:
+            raise option_error("hint_layers", f"layer {k + 1}: the student's nonlinearity (component {s + 1} "
+                                              f"{comps[s].marker}) has {sd} dims, the teacher's (component "
+                                              f"{t + 1} {teacher.components[t].marker}) {td}")
+        pairs.append((s, t))
+    return pairs
 
 
 def first_nonfinite_row(stages: Sequence[Tuple[str, int, Callable[[], np.ndarray]]]
@@ -86,9 +211,11 @@ def first_nonfinite_row(stages: Sequence[Tuple[str, int, Callable[[], np.ndarray
     return None
 
 
-def stage_names(teachers: int) -> List[str]:
+def stage_names(teachers: Sequence[Teacher]) -> List[str]:
     """How messages name each teacher's outputs."""
-    return ["the teacher outputs"] if teachers == 1 else [f"teacher {i + 1} outputs" for i in range(teachers)]
+    if len(teachers) == 1:
+        return [f"the {teacher_name(teachers[0])} outputs" if is_logits_teacher(teachers[0]) else "the teacher outputs"]
+    return [f"teacher {i + 1} outputs" for i in range(len(teachers))]
 
 
 def local_steps(engine, batches, learn_rate: float, skip: int):
@@ -113,11 +240,12 @@ class CoreEngine:
     check_every = 1
     world = 1
 
-    def __init__(self, comps: List[Component], teachers: Sequence[Model], feature_transform: Optional[Model],
-                 opts: TrainOptions) -> None:
+    def __init__(self, comps: List[Component], teachers: Sequence[Teacher], feature_transform: Optional[Model],
+                 opts: TrainOptions, hints: Sequence[Tuple[int, int]] = ()) -> None:
         self.comps = comps
-        self.teachers = [Network(t) for t in teachers]
-        self.trainer = core_trainer(comps, self.teachers)
+        self.teachers = [t if is_logits_teacher(t) else Network(t) for t in teachers]
+        self.trainer = core_trainer(comps, self.teachers, hints)
+        self.external = self.teachers[0] if self.trainer.num_teachers and is_logits_teacher(self.teachers[0]) else None
         self.slots = self.trainer.slots  # the trainable blocks; distill() refuses a student without any
         self.ft = Network(feature_transform) if feature_transform is not None else None
         self.opts = opts
@@ -147,9 +275,13 @@ class CoreEngine:
     # -- minibatches ---------------------------------------------------------
     def train(self, x: np.ndarray, y: Optional[np.ndarray], learn_rate: float) -> Dict[str, float]:
         self.opts.optimizer.learn_rate = learn_rate  # the schedule's rate of this minibatch
+        if self.external is not None:
+            return self.trainer.train(x, y, self.opts.optimizer, self.opts.loss, logits_of(self.external, x))
         return self.trainer.train(x, y, self.opts.optimizer, self.opts.loss)
 
     def evaluate(self, x: np.ndarray, y: Optional[np.ndarray]) -> Dict[str, float]:
+        if self.external is not None:
+            return self.trainer.evaluate(x, y, self.opts.loss, logits_of(self.external, x))
         return self.trainer.evaluate(x, y, self.opts.loss)
 
     def steps(self, batches, learn_rate: float, skip: int = 0):
@@ -204,8 +336,9 @@ class CoreEngine:
             stages.append(("the feature transform outputs", rows.start, ft_out))
         else:
             x.append(raw[:n][rows])
-        stages += [(name, rows.start, lambda t=t: t(x[0]))  # type: ignore[misc]
-                   for name, t in zip(stage_names(len(self.teachers)), self.teachers)]
+        stages += [(name, rows.start,
+                    (lambda t=t: t.logits(x[0])) if is_logits_teacher(t) else (lambda t=t: t(x[0])))  # type: ignore[misc]
+                   for name, t in zip(stage_names(self.teachers), self.teachers)]
         stages.append(("the student outputs", rows.start, lambda: self._student_net(x[0])))
         return first_nonfinite_row(stages)
 

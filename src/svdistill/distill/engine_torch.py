@@ -8,6 +8,12 @@ splicing run there; the randomizer shuffles on the device. Each minibatch runs
 teachers and student in one step; statistics stay on the device and are read
 back every ``check_every`` minibatches, so a GPU is not stalled per minibatch.
 
+A logits teacher (:mod:`.engine`: an ensemble, ...) runs on the CPU: it is handed
+the host copy of each minibatch, and its logits are moved to the device.
+Hints match the student's activations to the teacher's as the core does:
+the hint term's gradient with respect to each matched activation is written
+directly (as the loss's with respect to the logits) and autograd takes both down.
+
 Updates follow the core's rules exactly (not ``torch.optim``): Kaldi's SGD
 (gradients summed over the minibatch, learn rate x the block's coefficient,
 momentum, L2 scaled by the minibatch's frames, MaxNorm of affine rows) and
@@ -23,9 +29,21 @@ from typing import Any, List, Optional, Sequence, Tuple, cast
 import numpy as np
 
 from ..errors import Error, option_error
-from ..forward import Network
 from ..model import Component, Model
-from .engine import STAT_KEYS, TrainOptions, as_written, core_trainer, first_nonfinite_row, stage_names
+from .engine import (
+    STAT_KEYS,
+    Teacher,
+    TrainOptions,
+    as_written,
+    core_trainer,
+    first_nonfinite_row,
+    is_logits_teacher,
+    logits_of,
+    stage_names,
+)
+
+#: The floor of a hint layer's variance: as the core's (kHintVarianceFloor, nn/loss.cc).
+HINT_VARIANCE_FLOOR = 1e-4
 
 
 def _import_torch():
@@ -58,9 +76,9 @@ def resolve_device(device: Optional[str]) -> str:
 class TorchEngine:
     name = "torch"
 
-    def __init__(self, comps: List[Component], teachers: Sequence[Model], feature_transform: Optional[Model],
-                 opts: TrainOptions, *, device: Optional[str] = None, precision: str = "fp32",
-                 dist=None) -> None:
+    def __init__(self, comps: List[Component], teachers: Sequence[Teacher], feature_transform: Optional[Model],
+                 opts: TrainOptions, *, hints: Sequence[Tuple[int, int]] = (), device: Optional[str] = None,
+                 precision: str = "fp32", dist=None) -> None:
         torch = _import_torch()
         from ..torch import _Layer, _named_params, to_module
         self.torch = torch
@@ -78,10 +96,13 @@ class TorchEngine:
         self.opts = opts
         # The core's trainer checks the student and teachers (same refusals, same words as
         # the core engine) and says which parameter blocks train.
-        slots = core_trainer(comps, [Network(t) for t in teachers]).slots
+        slots = core_trainer(comps, teachers, hints).slots
         dev = torch.device(self.device)
         self.student = to_module(Model(comps)).to(dev)
-        self.teachers = [to_module(t).to(dev).eval() for t in teachers]
+        self.external = teachers[0] if len(teachers) == 1 and is_logits_teacher(teachers[0]) else None
+        self.teacher_list = list(teachers)
+        self.teachers = [to_module(t).to(dev).eval() for t in teachers if not is_logits_teacher(t)]
+        self.hints = [(int(a), int(b)) for a, b in hints]
         for t in self.teachers:
             t.requires_grad_(False)
         self.ft = to_module(feature_transform).to(dev).eval() if feature_transform is not None else None
@@ -156,21 +177,44 @@ class TorchEngine:
             return self.torch.autocast("cuda", dtype=self.torch.bfloat16)
         return contextlib.nullcontext()
 
+    @staticmethod
+    def _run(module: Any, x: Any, keep: Sequence[int]) -> Tuple[Any, dict]:
+        """``module``'s logits of ``x`` and the outputs of its layers ``keep`` (by index)."""
+        acts = {}
+        for i, layer in enumerate(module.layers[:-1]):
+            x = layer(x)
+            if i in keep:
+                acts[i] = x
+        return x, acts
+
     def _stats(self, x: Any, y: Optional[Any], want_grad: bool, want_kl1: bool):
-        """(statistics as a float64 tensor in STAT_KEYS order, the student's logits, and the
-        gradient of the summed objective with respect to them, or None).
+        """(statistics as a float64 tensor in STAT_KEYS order, the student's tensors to
+        differentiate (its logits, then the hinted activations when the hint term has a
+        weight), and the gradient of the summed objective with respect to each, or None).
 
         As in the core, the loss is not differentiated by autograd: its gradient with
-        respect to the logits is (1 - a) T (p_T - q_T) + a (p_1 - onehot(label)), written
-        directly; autograd takes it from the logits down. Per minibatch the sums are
-        float32 (at most a few thousand frames), made into one float64 vector at the end.
+        respect to the logits is (1 - a) T (p_T - q_T) + a (p_1 - onehot(label)), and the
+        hint term's with respect to an activation 2 B (s - t) / (units v), written
+        directly; autograd takes them down. Per minibatch the sums are float32 (at most a
+        few thousand frames; the hint term's float64), made into one float64 vector at the end.
         """
         torch = self.torch
         o = self.opts.loss
+        acts: dict = {}
+        tacts: dict = {}
         with self._autocast():
-            logits = self.student.logits(x)
-            with torch.no_grad():
-                tz = [t.logits(x) for t in self.teachers]
+            if self.hints:
+                logits, acts = self._run(self.student, x, [a for a, _ in self.hints])
+                with torch.no_grad():
+                    tlog, tacts = self._run(self.teachers[0], x, [b for _, b in self.hints])
+                tz = [tlog]
+            else:
+                logits = self.student.logits(x)
+                with torch.no_grad():
+                    tz = [t.logits(x) for t in self.teachers]
+        if self.external is not None:  # on the CPU, from the host copy of the minibatch
+            host = x.detach().float().cpu().numpy()
+            tz = [torch.from_numpy(logits_of(self.external, host)).to(self.device, non_blocking=True)]
         soft = bool(tz)
         temp = as_written(o.temperature)
         a = as_written(o.hard_weight) if soft else 1.0
@@ -235,12 +279,30 @@ class TorchEngine:
 
             labelled = (y >= 0).sum(dtype=f32) if y is not None else zero
             n_blocks = frames * len(self.blocks) if soft else 0
-            stats = torch.stack([zero + frames, total(objective), total(kl_t), total(kl1), total(hard_ce),
-                                 total(agree), zero + n_blocks, total(correct), labelled]).double()
-            grad = None
+            outs, gouts = [logits], None
+            hint = zero.double()
+            if self.hints:
+                weight = as_written(o.hint_weight)
+                gh = []
+                for si, ti in self.hints:
+                    sa, ta = acts[si].detach().float(), tacts[ti].float()
+                    v = ta.double().var(dim=0, correction=0).mean().clamp_min(HINT_VARIANCE_FLOOR)
+                    inv = 1.0 / (sa.shape[1] * v)
+                    diff = sa - ta
+                    hint = hint + diff.double().square().sum() * inv
+                    if want_grad and weight > 0 and acts[si].requires_grad:
+                        outs.append(acts[si])
+                        gh.append(diff.mul_((2.0 * weight * inv).float()).to(acts[si].dtype))
+                if weight > 0:
+                    objective.append((weight * hint).float())
+            stats = torch.cat([torch.stack([zero + frames, total(objective), total(kl_t), total(kl1),
+                                            total(hard_ce), total(agree), zero + n_blocks, total(correct),
+                                            labelled]).double(), hint.reshape(1)])
             if want_grad:
-                grad = (grads[0] if len(grads) == 1 else torch.cat(grads, dim=1)).to(logits.dtype)
-        return stats, logits, grad
+                gouts = [(grads[0] if len(grads) == 1 else torch.cat(grads, dim=1)).to(logits.dtype)]
+                if self.hints:
+                    gouts += gh
+        return stats, outs, gouts
 
     def _targets(self, tb: List[Any], temp: float, mix: bool) -> Any:
         torch = self.torch
@@ -254,8 +316,8 @@ class TorchEngine:
     # -- minibatches ---------------------------------------------------------
     def train(self, x: Any, y: Optional[Any], learn_rate: float) -> Any:
         torch = self.torch
-        stats, logits, dz = self._stats(x, y, want_grad=bool(self.slots), want_kl1=False)
-        grads = torch.autograd.grad(logits, self.params, grad_outputs=dz) if self.slots else ()
+        stats, outs, gouts = self._stats(x, y, want_grad=bool(self.slots), want_kl1=False)
+        grads = torch.autograd.grad(outs, self.params, grad_outputs=gouts) if self.slots else ()
         frames = int(x.shape[0])
         if self.dist is not None:
             grads, stats, frames, _ = self._combine(grads, stats.detach(), have_data=True)
@@ -406,8 +468,12 @@ class TorchEngine:
                        rows.start, student_in))
         with torch.no_grad(), self._autocast():
             # The networks' outputs (softmax included), as the core engine checks them: the same values.
-            stages += [(name, rows.start, lambda t=t: numpy(t(x[0])))  # type: ignore[misc]
-                       for name, t in zip(stage_names(len(self.teachers)), self.teachers)]
+            names = stage_names(self.teacher_list)
+            if self.external is not None:
+                stages.append((names[0], rows.start, lambda: logits_of(self.external, numpy(x[0]))))
+            else:
+                stages += [(name, rows.start, lambda t=t: numpy(t(x[0])))  # type: ignore[misc]
+                           for name, t in zip(names, self.teachers)]
             stages.append(("the student outputs", rows.start, lambda: numpy(self.student(x[0]))))
             return first_nonfinite_row(stages)
 

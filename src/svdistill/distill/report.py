@@ -20,7 +20,9 @@ class EpochReport:
     epoch was abandoned when its training objective blew up (its CV figures are
     nan); training went on from the best model at half the learning rate.
     ``data_wait`` is the part of ``seconds`` spent waiting for features (reading,
-    decoding) rather than training: near 0 when reading keeps up.
+    decoding) rather than training: near 0 when reading keeps up. ``train_hint``
+    and ``cv_hint`` are the hint term per frame, unweighted (None without hints;
+    the objectives include it times the hint weight).
     """
 
     epoch: int
@@ -37,6 +39,8 @@ class EpochReport:
     accepted: Optional[bool]
     diverged: bool = False
     data_wait: float = 0.0
+    train_hint: Optional[float] = None
+    cv_hint: Optional[float] = None
 
     @property
     def frames_per_second(self) -> Optional[float]:
@@ -50,7 +54,9 @@ class EpochReport:
 
 @dataclasses.dataclass
 class DistillReport:
-    """What :func:`distill` did: the per-epoch table and how it ended."""
+    """What :func:`distill` did: the per-epoch table and how it ended. ``teachers`` counts
+    the teachers (an ensemble is one, ``teacher_ensemble`` saying what it holds:
+    "1 generalist + K specialists"); ``hint_weight`` is 0 without hints."""
 
     epochs: List[EpochReport]
     best_epoch: int
@@ -69,6 +75,8 @@ class DistillReport:
     #: Why training stopped early (the model is then the best of the epochs before); None
     #: when it ran to the end of its schedule.
     error: Optional[str] = None
+    teacher_ensemble: Optional[str] = None
+    hint_weight: float = 0.0
 
     @property
     def initial(self) -> EpochReport:
@@ -86,7 +94,8 @@ class DistillReport:
         return d
 
     def format_table(self) -> str:
-        return "\n".join([_header()] + [_row(e) for e in self.epochs] + [self.summary()])
+        hints = self.hint_weight > 0
+        return "\n".join([_header(hints)] + [_row(e, hints) for e in self.epochs] + [self.summary()])
 
     def summary(self) -> str:
         b, i = self.best, self.initial
@@ -97,7 +106,11 @@ class DistillReport:
             parts.append(f"agreement {i.cv_agreement:.2%} -> {b.cv_agreement:.2%}")
         if b.cv_accuracy is not None:
             parts.append(f"accuracy {i.cv_accuracy:.2%} -> {b.cv_accuracy:.2%}")
+        if b.cv_hint is not None and i.cv_hint is not None:
+            parts.append(f"hint {i.cv_hint:.4f} -> {b.cv_hint:.4f}")
         text = "; ".join(parts) + f" ({self.stopped})"
+        if self.teacher_ensemble:
+            text += f"\nteacher: an ensemble of {self.teacher_ensemble}"
         if self.skipped_utterances:
             text += f"\n{self.skipped_utterances} utterances skipped: no labels, or labels more than " \
                     f"{LENGTH_TOLERANCE} frames longer or shorter than the features"
@@ -115,18 +128,23 @@ def _num(x: Optional[float], fmt: str = ".4f") -> str:
     return "-" if x is None else format(x, fmt)
 
 
-def _header() -> str:
-    return (f"{'epoch':>5} {'lr':>9} {'train obj':>10} {'train agr':>9} {'train acc':>9} "
-            f"{'cv obj':>9} {'cv KL':>8} {'cv agr':>8} {'cv acc':>8} {'frames/s':>9} {'wait':>5}  result")
+def _header(hints: bool = False) -> str:
+    """The table's header; ``hints``: with the hint columns (train and CV)."""
+    hint = f" {'train hint':>10}" if hints else ""
+    cv_hint = f" {'cv hint':>8}" if hints else ""
+    return (f"{'epoch':>5} {'lr':>9} {'train obj':>10}{hint} {'train agr':>9} {'train acc':>9} "
+            f"{'cv obj':>9} {'cv KL':>8}{cv_hint} {'cv agr':>8} {'cv acc':>8} {'frames/s':>9} {'wait':>5}  result")
 
 
-def _row(e: EpochReport) -> str:
+def _row(e: EpochReport, hints: bool = False) -> str:
     fps = e.frames_per_second
     result = ("diverged" if e.diverged else "initial" if e.accepted is None
               else "accepted" if e.accepted else "rejected")
-    return (f"{e.epoch:>5} {e.learn_rate:>9.3g} {_num(e.train_objective):>10} {_pct(e.train_agreement):>9} "
+    hint = f" {_num(e.train_hint):>10}" if hints else ""
+    cv_hint = f" {_num(e.cv_hint):>8}" if hints else ""
+    return (f"{e.epoch:>5} {e.learn_rate:>9.3g} {_num(e.train_objective):>10}{hint} {_pct(e.train_agreement):>9} "
             f"{_pct(e.train_accuracy):>9} {'-' if e.diverged else format(e.cv_objective, '.4f'):>9} "
-            f"{_num(e.cv_kl):>8} "
+            f"{_num(e.cv_kl):>8}{cv_hint} "
             f"{_pct(e.cv_agreement):>8} {_pct(e.cv_accuracy):>8} "
             f"{'-' if fps is None else f'{fps:,.0f}':>9} "
             f"{'-' if e.wait_share is None else f'{e.wait_share:.0%}':>5}  {result}")

@@ -47,6 +47,7 @@ class ScheduleOptions:
     halving_factor: float
     seed: int
     has_teachers: bool
+    hints: bool = False       # the hint term is on: the table shows it
 
 
 @dataclasses.dataclass
@@ -230,7 +231,7 @@ def run(engine, data: Data, o: ScheduleOptions, bar: Progress, emit: Callable[[s
                     check(pending)
                     so_far = engine.read(total)
                     if pos:
-                        so_far = {k: so_far[k] + pos.stats[k] for k in so_far}
+                        so_far = {k: so_far[k] + pos.stats.get(k, 0) for k in so_far}
                     save(st, best, Position(batches=b + 1, stats=so_far, recent=list(recent),
                                             seconds=secs0 + time.perf_counter() - t0, wait=wait0 + data.wait))
                     next_save = done + checkpoint_every
@@ -238,7 +239,7 @@ def run(engine, data: Data, o: ScheduleOptions, bar: Progress, emit: Callable[[s
             frames.close()
         result = engine.read(total)
         if pos:
-            result = {k: result[k] + pos.stats[k] for k in result}
+            result = {k: result[k] + pos.stats.get(k, 0) for k in result}  # .get: a checkpoint before "hint"
         if engine.check_every > 1 and result["frames"] and not math.isfinite(result["objective"]):
             raise _Diverged(nonfinite=True)
         return result, secs0 + time.perf_counter() - t0, wait0 + data.wait
@@ -255,7 +256,8 @@ def run(engine, data: Data, o: ScheduleOptions, bar: Progress, emit: Callable[[s
             cv_kl=per(cv, "kl", "frames") if o.has_teachers else None,
             cv_agreement=per(cv, "agree", "blocks"), cv_accuracy=per(cv, "correct", "labelled"),
             train_frames=int(tr["frames"]) if tr else 0, seconds=secs, accepted=accepted,
-            data_wait=wait)
+            data_wait=wait, train_hint=per(tr, "hint", "frames") if o.hints else None,
+            cv_hint=per(cv, "hint", "frames") if o.hints else None)
 
     pos: Optional[Position] = None
     if resume:
@@ -270,9 +272,9 @@ def run(engine, data: Data, o: ScheduleOptions, bar: Progress, emit: Callable[[s
         for problem in meta.get("skipped", []):
             emit(f"skipped {problem}")
         emit(f"resuming from {path}" + (f" ({pos.batches} minibatches into epoch {st.epoch + 1})" if pos else ""))
-        emit(_header())
+        emit(_header(o.hints))
         for ep in st.epochs:
-            emit(_row(ep))
+            emit(_row(ep, o.hints))
     else:
         cv0 = evaluate(allow_empty=True)  # also sees every key of a hash split
         if data.check_split():
@@ -281,8 +283,8 @@ def run(engine, data: Data, o: ScheduleOptions, bar: Progress, emit: Callable[[s
             raise data.empty("cv")
         bar.close()
         first = row(0, float(o.learn_rate), None, cv0, 0.0, 0.0, None)
-        emit(_header())
-        emit(_row(first))
+        emit(_header(o.hints))
+        emit(_row(first, o.hints))
         if not math.isfinite(first.cv_objective):
             raise _find_nonfinite(engine, data, "cv", 0) or Error(
                 f"the initial cross-validation objective is {first.cv_objective}, although the features, the "
@@ -322,7 +324,7 @@ def run(engine, data: Data, o: ScheduleOptions, bar: Progress, emit: Callable[[s
                 st.epoch += 1
                 st.epochs.append(EpochReport(st.epoch, st.lr, None, None, None, nan, None, None, None, 0, 0.0,
                                              accepted=False, diverged=True))
-                emit(_row(st.epochs[-1]))
+                emit(_row(st.epochs[-1], o.hints))
                 st.divergences += 1
                 if st.divergences > MAX_DIVERGENCES:
                     raise option_error("learn_rate", f"{o.learn_rate:g} is too large: training diverges even at "
@@ -353,7 +355,7 @@ def run(engine, data: Data, o: ScheduleOptions, bar: Progress, emit: Callable[[s
             st.epochs.append(row(st.epoch, st.lr, tr, cv, secs, wait, accept))
             _newbob(st, o, loss_prev)
             save(st, best, None)
-            emit(_row(st.epochs[-1]))
+            emit(_row(st.epochs[-1], o.hints))
     except Error as e:  # training gave up, or the data failed: the finished epochs still count
         bar.close()
         error = e
