@@ -210,7 +210,7 @@ def test_forward_ensemble_api(data, tmp_path):
     ens = Ensemble(data["ensemble"])
     for k, v in load_ark(out).items():
         np.testing.assert_allclose(v, ens(data["feats"][k], top_n=2), rtol=1e-5, atol=1e-6)
-    with pytest.raises(svdistill.Error, match="ensemble names the models to run, and model was given too"):
+    with pytest.raises(svdistill.Error, match="ensemble names the models to run in place of model: give one of them"):
         forward_archive(str(data["generalist"]), data["train"], f"ark:{out}",
                                           ensemble=data["ensemble"])
     with pytest.raises(svdistill.Error, match="model is missing"):
@@ -247,16 +247,27 @@ def test_usage_errors(data, run_cli, tmp_path, args, words):
 
 @pytest.mark.parametrize("args, words", [
     (["--no-softmax"], ["--no-softmax", "--ensemble gives posteriors only"]),
-    (["--feature-transform", "{ft}"], ["--feature-transform is refused with --ensemble"]),
+    (["--feature-transform", "{g}"], ["--feature-transform differs from the one --ensemble names"]),
     (["--top-n", "0"], ["--top-n must be >= 1, got 0"]),
     (["--top-n", "7"], ["--top-n must be at most the classes (6)"]),
-    (["--tolerance", "0"], ["--tolerance must be a number > 0"]),
+    (["--tolerance", "0"], ["--tolerance must be a finite number > 0"]),
 ])
 def test_forward_ensemble_refusals(data, run_cli, clean_cli_error, tmp_path, args, words):
-    args = [a.format(ft=data["ft"]) for a in args]
+    args = [a.format(g=data["generalist"]) for a in args]
     p = run_cli("forward", "--ensemble", data["ensemble"], *args, data["train"], f"ark:{tmp_path / 'o.ark'}")
     clean_cli_error(p, *words)
     assert not (tmp_path / "o.ark").exists()
+
+
+def test_forward_ensemble_takes_its_own_feature_transform(data, run_cli, tmp_path):
+    """The ensemble's own feature transform, given, changes nothing (it runs once, not twice)."""
+    outs = []
+    for extra in ([], ["--feature-transform", str(data["ft"])]):
+        o = tmp_path / f"o{len(outs)}.ark"
+        p = run_cli("forward", "--ensemble", data["ensemble"], *extra, data["train"], f"ark:{o}")
+        assert p.returncode == 0, p.stderr.decode()
+        outs.append(o.read_bytes())
+    assert outs[0] == outs[1]
 
 
 def test_combination_options_need_an_ensemble(data, run_cli, clean_cli_error, tmp_path):
@@ -312,4 +323,42 @@ def test_compare_teacher_ensemble_feature_transform(data, run_cli, clean_cli_err
     other.components[0].params["scale_data"][...] = 0.25
     other.write(tmp_path / "other.nnet")
     clean_cli_error(run_cli(*base, "--feature-transform", tmp_path / "other.nnet"),
-                    "--feature-transform differs from the feature transform --teacher-ensemble names")
+                    "--feature-transform differs from the one --teacher-ensemble names")
+
+
+# -- svdistill distill --teacher-ensemble / --hint-weight -----------------------------------
+
+def test_distill_command_takes_the_ensemble_as_teacher(data, run_cli, tmp_path):
+    """The flags reach distill(): the report names the ensemble, the combination's options are
+    its, and the student ends closer to the ensemble than it started."""
+    out, rep = tmp_path / "s.nnet", tmp_path / "r.json"
+    p = run_cli("distill", "--teacher-ensemble", data["ensemble"], "--top-n", "2", *TRAIN_FLAGS, "--report", rep,
+                data["student"], data["train"], out)
+    assert p.returncode == 0, p.stderr.decode()
+    r = json.loads(rep.read_text())
+    assert r["teacher_ensemble"] == "1 generalist + 2 specialists" and r["teachers"] == 1
+    kl = [e["cv_kl"] for e in r["epochs"]]
+    assert min(kl[1:]) < kl[0]
+    before = svdistill.compare(None, data["student"], data["train"], teacher_ensemble=data["ensemble"], top_n=2)
+    after = svdistill.compare(None, str(out), data["train"], teacher_ensemble=data["ensemble"], top_n=2)
+    assert after["kl"] < before["kl"]
+
+
+def test_distill_command_hints(data, run_cli, tmp_path):
+    out, rep = tmp_path / "s.nnet", tmp_path / "r.json"
+    p = run_cli("distill", "--teacher", data["generalist"], "--feature-transform", data["ft"], "--hint-weight", "2",
+                "--hint-layers", "1", *TRAIN_FLAGS, "--report", rep, data["student"], data["train"], out)
+    assert p.returncode == 0, p.stderr.decode()
+    r = json.loads(rep.read_text())
+    assert r["hint_weight"] == 2 and all(e["cv_hint"] is not None for e in r["epochs"])
+    assert "hint" in p.stderr.decode().splitlines()[0]  # the table's header has the hint columns
+
+
+def test_distill_command_refuses_hints_with_an_ensemble(data, run_cli, clean_cli_error, tmp_path):
+    clean_cli_error(run_cli("distill", "--teacher-ensemble", data["ensemble"], "--hint-weight", "1",
+                            data["student"], data["train"], tmp_path / "s.nnet"),
+                    "--hint-weight matches the activations of one teacher model", "--teacher-ensemble")
+    clean_cli_error(run_cli("distill", "--teacher", data["generalist"], "--teacher-ensemble", data["ensemble"],
+                            data["student"], data["train"], tmp_path / "s.nnet"),
+                    "--teacher-ensemble names the models to run in place of --teacher")
+    assert not (tmp_path / "s.nnet").exists()

@@ -144,7 +144,7 @@ def test_option_errors(ensemble, tmp_path):
 
     e = refused("not both", teacher_ensemble=path, teacher=g)
     assert e.option == "teacher_ensemble"
-    refused("has none: its models take the raw features", teacher_ensemble=path, feature_transform=ft)
+    refused("names none: its models take the features as they are", teacher_ensemble=path, feature_transform=ft)
     small = small_generalist(np.random.default_rng(15), (6, 8, 5))
     with pytest.raises(Error, match="teacher ensemble maps 6 -> 6 dims"):
         distill(small, feats, teacher_ensemble=path, max_epochs=1)
@@ -162,7 +162,8 @@ def test_option_errors(ensemble, tmp_path):
         sp["file"] = str(path.parent / sp["file"])
     (tmp_path / "ensemble.json").write_text(json.dumps(spec))
     other = Model([Component.affine(2 * np.eye(6, dtype=np.float32), np.zeros(6, np.float32))])
-    refused("differs from the ensemble's", teacher_ensemble=tmp_path / "ensemble.json", feature_transform=other)
+    refused("differs from the one teacher_ensemble names", teacher_ensemble=tmp_path / "ensemble.json",
+            feature_transform=other)
     # The same model (given again) is fine, and so is leaving it out.
     distill(student, feats, teacher_ensemble=tmp_path / "ensemble.json", feature_transform=ft, max_epochs=0)
     distill(student, feats, teacher_ensemble=tmp_path / "ensemble.json", max_epochs=0)

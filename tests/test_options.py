@@ -65,7 +65,19 @@ POSITIONAL_NAMES = {
 
 
 # Old names the API still takes, for one release (with a DeprecationWarning): no flag's.
-DEPRECATED = {("distill", "teachers"): "teacher", ("distill", "l2"): "l2_penalty"}
+DEPRECATED = {("distill", "teachers"): "teacher", ("distill", "l2"): "l2_penalty",
+              ("compress", "n_oversamples"): "oversamples", ("compress", "random_state"): "seed"}
+
+# Keywords of an API function that its command has no flag for, and why.
+API_ONLY = {
+    ("copy", "model"): "INPUT, read component by component (iter_components) rather than given as a Model",
+    ("spectrum", "fractions"): "the energy fractions of the returned dict; the command prints the default ones",
+    ("forward", "progress"): "a callback; the command shows a progress line when stderr is a terminal",
+    ("distill", "progress"): "the command shows a progress line when stderr is a terminal",
+    ("distill", "log"): "a callback; the command prints the table to stderr",
+    ("compress", "progress"): "the command shows a progress line when stderr is a terminal",
+    ("compress", "spectra"): "the command's --plot asks for them",
+}
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> Dict[str, argparse.ArgumentParser]:
@@ -124,6 +136,23 @@ def option_problems(parser: argparse.ArgumentParser) -> List[str]:
 def test_every_flag_is_its_api_keyword_with_its_default():
     problems = option_problems(cli.build_parser())
     assert not problems, "\n".join(problems)
+
+
+def test_every_api_keyword_has_its_flag():
+    """The other direction: an option the API gained is on the command line too (or listed in
+    API_ONLY, saying why not)."""
+    commands = _subparsers(cli.build_parser())
+    missing = []
+    for command, func in COMMANDS.items():
+        dests = {a.dest for a in commands[command]._actions}
+        dests |= {v for (c, _), v in POSITIONAL_NAMES.items() if c == command and v}
+        for name, p in inspect.signature(func).parameters.items():
+            if p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) or (command, name) in DEPRECATED:
+                continue
+            if name not in dests and (command, name) not in API_ONLY:
+                missing.append(f"{command}: {func.__name__}() has {name!r}, the command no --{name.replace('_', '-')}")
+    stale = [k for k in API_ONLY if k[1] not in inspect.signature(COMMANDS[k[0]]).parameters]
+    assert not missing and not stale, "\n".join(missing + [f"API_ONLY lists {k}, which is no keyword" for k in stale])
 
 
 def test_the_command_line_only_flags_exist():

@@ -8,9 +8,8 @@ import numpy as np
 
 from . import _core
 from .archive import check_finite
-from .errors import Error, option_error
+from .errors import Error
 from .forward import EnsembleLike, ModelLike, Network, _ensemble_runner, _load
-from .model import Model
 
 FeatsLike = Union[str, Mapping[str, np.ndarray], np.ndarray]
 
@@ -28,23 +27,6 @@ def _logit_network(model: ModelLike, feature_transform: Optional[ModelLike], who
                     "not a <Softmax> or <BlockSoftmax>: compare needs posteriors")
     blocks = [last.output_dim] if last.kind == "Softmax" else [int(w) for w in last.ints]  # type: ignore[union-attr]  # BlockSoftmax: ints
     return Network(m, feature_transform=feature_transform, no_softmax=True), blocks
-
-
-def _same_model(a: Model, b: Model) -> bool:
-    """Whether two models compute the same function: the same components, coefficients and
-    numbers (as read; how each was written does not matter)."""
-    if len(a.components) != len(b.components):
-        return False
-    for x, y in zip(a.components, b.components):
-        if (x.marker, x.input_dim, x.output_dim, sorted(x.coefs.items())) != \
-                (y.marker, y.input_dim, y.output_dim, sorted(y.coefs.items())):
-            return False
-        if not np.array_equal(np.asarray(x.ints if x.ints is not None else []),
-                              np.asarray(y.ints if y.ints is not None else [])):
-            return False
-        if list(x.params) != list(y.params) or not all(np.array_equal(x.params[k], y.params[k]) for k in x.params):
-            return False
-    return True
 
 
 def compare(teacher: Optional[ModelLike], student: ModelLike, feats: FeatsLike, *,
@@ -94,22 +76,11 @@ def compare(teacher: Optional[ModelLike], student: ModelLike, feats: FeatsLike, 
     t: Any
     if ensemble is not None:
         ens = ensemble.ensemble
-        if feature_transform is None:
-            feature_transform = ens.feature_transform
-        elif ens.feature_transform is None:
-            raise option_error("feature_transform", "is refused: the models of {teacher_ensemble} take the "
-                                                    "features as they are (its file names no feature transform), "
-                                                    "and teacher and student see the same features",
-                               others=["teacher_ensemble"])
-        elif not _same_model(_load(feature_transform), ens.feature_transform):
-            raise option_error("feature_transform", "differs from the feature transform {teacher_ensemble} names: "
-                                                    "teacher and student see the same features; leave it out to "
-                                                    "use the ensemble's", others=["teacher_ensemble"])
+        feature_transform = ens.feature_transform_for(None if feature_transform is None else _load(feature_transform),
+                                                      "teacher_ensemble")
         # Its logits are log q: the core's log-softmax of them is log q again (q sums to 1), so
-        # the teacher's distribution is the combination's. A zero of q counts as float32's
-        # smallest normal number, as where the ensemble teaches distill (Ensemble.logits).
-        tiny = np.finfo(np.float32).tiny
-        t, blocks = (lambda x: np.log(np.maximum(ensemble(x), tiny))), [ens.num_classes]
+        # the teacher's distribution is the combination's (zeros of q floored as Ensemble.logits says).
+        t, blocks = (lambda x: ens.logits(x, raw=True)), [ens.num_classes]
         t_in, t_out, teacher_name = ens.input_dim, ens.num_classes, "teacher ensemble"
         tp = sum(m.num_params for m in [ens.generalist, *ens.specialists])
     else:

@@ -204,23 +204,15 @@ class _EnsembleRunner:
     (section 5.3 of Hinton et al. 2015) per utterance, counting the frames whose combination
     did not converge."""
 
-    def __init__(self, ensemble: EnsembleLike, top_n: Optional[int], tolerance: Optional[float],
-                 max_iterations: Optional[int]) -> None:
-        from . import specialists
-        self.ensemble = ensemble if isinstance(ensemble, specialists.Ensemble) else specialists.Ensemble(ensemble)
-        self.top_n = self.ensemble.top_n if top_n is None else top_n
-        self.tolerance = specialists.DEFAULT_TOLERANCE if tolerance is None else tolerance
-        self.max_iterations = specialists.DEFAULT_MAX_ITERATIONS if max_iterations is None else max_iterations
-        self.input_dim = self.ensemble.input_dim
-        self.output_dim = self.ensemble.num_classes
+    def __init__(self, ensemble: "Ensemble") -> None:
+        self.ensemble = ensemble
+        self.input_dim = ensemble.input_dim
+        self.output_dim = ensemble.num_classes
         self.unconverged = 0
         self.frames = 0
-        # The combination's own checks of these options, before any work: on no frames.
-        self(np.zeros((0, self.input_dim), np.float32))
 
     def __call__(self, feats: np.ndarray) -> np.ndarray:
-        q, info = self.ensemble(feats, top_n=self.top_n, tolerance=self.tolerance,
-                                max_iterations=self.max_iterations, return_info=True)
+        q, info = self.ensemble(feats, return_info=True)
         self.unconverged += int(info["unconverged"])
         self.frames += len(q)
         return q
@@ -228,16 +220,19 @@ class _EnsembleRunner:
     def warn_unconverged(self) -> None:
         if self.unconverged:
             warnings.warn(f"the combination of {self.unconverged} of {self.frames} frames stopped at "
-                          f"max_iterations ({self.max_iterations}) before reaching tolerance "
-                          f"({self.tolerance:g})", stacklevel=3)
+                          f"max_iterations ({self.ensemble.max_iterations}) before reaching tolerance "
+                          f"({self.ensemble.tolerance:g})", stacklevel=3)
 
 
 def _ensemble_runner(model: Any, ensemble: Optional[EnsembleLike], top_n: Optional[int], tolerance: Optional[float],
-                     max_iterations: Optional[int], model_name: str, ensemble_name: str) -> Optional[_EnsembleRunner]:
-    """The ensemble to run instead of ``model`` (exactly one of them given), or None without one;
-    ``top_n``, ``tolerance`` and ``max_iterations`` only with an ensemble."""
+                     max_iterations: Optional[int], model_name: str, ensemble_name: str,
+                     model_required: bool = True) -> Optional[_EnsembleRunner]:
+    """The ensemble to run instead of ``model`` (one of them given; neither, when not
+    ``model_required``), or None without one; ``top_n``, ``tolerance`` and ``max_iterations``
+    (the combination's options, checked here) only with an ensemble. Forward, compare and
+    distill take an ensemble through here."""
     if ensemble is None:
-        if model is None:
+        if model is None and model_required:
             raise option_error(model_name, f"is missing: give a model, or {{{ensemble_name}}}",
                                others=[ensemble_name])
         for name, v in (("top_n", top_n), ("tolerance", tolerance), ("max_iterations", max_iterations)):
@@ -246,9 +241,10 @@ def _ensemble_runner(model: Any, ensemble: Optional[EnsembleLike], top_n: Option
                                    others=[ensemble_name])
         return None
     if model is not None:
-        raise option_error(ensemble_name, f"names the models to run, and {{{model_name}}} was given too: give "
-                                          "one of them", others=[model_name])
-    return _EnsembleRunner(ensemble, top_n, tolerance, max_iterations)
+        raise option_error(ensemble_name, f"names the models to run in place of {{{model_name}}}: give one of "
+                                          "them, not both", others=[model_name])
+    from .specialists import as_ensemble  # (specialists imports this module)
+    return _EnsembleRunner(as_ensemble(ensemble, ensemble_name, top_n, tolerance, max_iterations))
 
 
 def forward_archive(model: Optional[ModelLike], feats_rspecifier: str, out_wspecifier: str, *,
@@ -267,9 +263,9 @@ def forward_archive(model: Optional[ModelLike], feats_rspecifier: str, out_wspec
     :func:`svdistill.specialists.specialists` wrote, or a loaded
     :class:`~svdistill.specialists.Ensemble`) runs in place of ``model`` (then None): the
     output is its combined posteriors q (section 5.3 of Hinton et al. 2015), through
-    ``apply_log`` and the priors as a model's posteriors. The ensemble runs its own
-    feature transform, so ``feature_transform`` is refused, and so is ``no_softmax`` (the
-    combination gives posteriors, not logits). ``top_n`` (the generalist's classes that
+    ``apply_log`` and the priors as a model's posteriors. The ensemble runs the feature
+    transform its file names (a ``feature_transform`` given must be that one), and
+    ``no_softmax`` is refused (the combination gives posteriors, not logits). ``top_n`` (the generalist's classes that
     select the specialists of a frame; default the ensemble's, which for a path is
     :data:`svdistill.specialists.DEFAULT_TOP_N`), ``tolerance`` and ``max_iterations``
     (defaults :data:`~svdistill.specialists.DEFAULT_TOLERANCE` and
@@ -279,14 +275,13 @@ def forward_archive(model: Optional[ModelLike], feats_rspecifier: str, out_wspec
     """
     _check_output_options(apply_log, no_softmax, prior_scale, class_frame_counts)
     parse_rspecifier(feats_rspecifier)
-    if ensemble is not None:
-        if no_softmax:
-            raise option_error("no_softmax", "gives a model's logits; the combination of {ensemble} gives "
-                                             "posteriors only", others=["ensemble"])
-        if feature_transform is not None:
-            raise option_error("feature_transform", "is refused with {ensemble}: the ensemble names its own "
-                                                    "(ensemble.json)", others=["ensemble"])
+    if ensemble is not None and no_softmax:
+        raise option_error("no_softmax", "gives a model's logits; the combination of {ensemble} gives "
+                                         "posteriors only", others=["ensemble"])
     combined = _ensemble_runner(model, ensemble, top_n, tolerance, max_iterations, "model", "ensemble")
+    if combined is not None and feature_transform is not None:
+        # The ensemble runs the one its file names; a given one can only be that one.
+        combined.ensemble.feature_transform_for(_load(feature_transform), "ensemble")
     net: Union[Network, _EnsembleRunner] = combined if combined is not None else \
         Network(model, feature_transform=feature_transform, no_softmax=no_softmax)  # type: ignore[arg-type]
     who = "the ensemble" if combined is not None else "the model"

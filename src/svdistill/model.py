@@ -274,3 +274,20 @@ class Model:
         return (f"<Model {self.input_dim} -> {self.output_dim}: {len(self)} components "
                 f"[{kinds}{more}], {self.num_params:,} params, "
                 f"{'binary' if self.binary else 'text'}/{self.dialect}>")
+
+
+def same_model(a: Model, b: Model) -> bool:
+    """Whether two models compute the same function: the same components, coefficients and
+    numbers (as read; how each was written does not matter)."""
+    if len(a.components) != len(b.components):
+        return False
+    for x, y in zip(a.components, b.components):
+        if (x.marker, x.input_dim, x.output_dim, sorted(x.coefs.items())) != \
+                (y.marker, y.input_dim, y.output_dim, sorted(y.coefs.items())):
+            return False
+        if not np.array_equal(np.asarray(x.ints if x.ints is not None else []),
+                              np.asarray(y.ints if y.ints is not None else [])):
+            return False
+        if list(x.params) != list(y.params) or not all(np.array_equal(x.params[k], y.params[k]) for k in x.params):
+            return False
+    return True

@@ -29,6 +29,7 @@ then reduces, is recorded as ``init_dustbin_rms`` in ``ensemble.json``.
 """
 from __future__ import annotations
 
+import copy
 import json
 import numbers
 import os
@@ -44,7 +45,7 @@ from .distill.engine import LogitsTeacher
 from .errors import Error, option_error
 from .forward import ModelLike, Network, _load
 from .io import atomic_output
-from .model import Component, Model
+from .model import Component, Model, same_model
 
 __all__ = ["DEFAULT_TOP_N", "Ensemble", "SpecialistsResult", "cluster_classes", "combine", "dustbin_model",
            "dustbin_teacher", "specialists"]
@@ -287,11 +288,6 @@ class SpecialistsResult:
     reports: Dict[int, DistillReport] = field(default_factory=dict)
     init_dustbin_rms: Dict[int, float] = field(default_factory=dict)
 
-    @property
-    def dustbin_rms(self) -> Dict[int, float]:
-        """``init_dustbin_rms`` under the name the CLI's table reads."""
-        return self.init_dustbin_rms
-
 
 def _stored_clusters(path: str, num_classes: int, k: int, classes_per_specialist: Optional[int], overlap: int,
                      seed: int) -> List[List[int]]:
@@ -528,8 +524,7 @@ def combine(generalist_posteriors: np.ndarray, specialist_posteriors: Sequence[n
     """
     top_n = _int("top_n", top_n, 1)
     max_iterations = _int("max_iterations", max_iterations, 1)
-    if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real) or not tolerance > 0:
-        raise option_error("tolerance", f"must be a number > 0, got {tolerance!r}")
+    tolerance = _tolerance(tolerance)
     if len(specialist_posteriors) != len(classes):
         raise Error(f"got {len(specialist_posteriors)} specialists' posteriors for {len(classes)} class lists")
     g = np.asarray(generalist_posteriors, dtype=np.float32)
@@ -549,18 +544,22 @@ def combine(generalist_posteriors: np.ndarray, specialist_posteriors: Sequence[n
 class Ensemble:
     """A generalist and its specialists, as ``ensemble.json`` names them.
 
-    ``Ensemble(path, top_n=DEFAULT_TOP_N)`` loads the models once; calling it on one
-    utterance's features (frames x dims, before the feature transform) returns the
-    combined posteriors; :meth:`logits` gives log q of feature-transformed frames (the
-    ensemble as a teacher of :func:`svdistill.distill`). Attributes: ``path``,
+    ``Ensemble(path, top_n=, tolerance=, max_iterations=)`` loads the models once, with
+    the options of its combination (:func:`combine`'s); calling it on one utterance's
+    features (frames x dims, before the feature transform) returns the combined
+    posteriors; :meth:`logits` gives log q (the ensemble as a teacher of
+    :func:`svdistill.distill` and :func:`svdistill.compare`). Attributes: ``path``,
     ``generalist`` (Model), ``feature_transform`` (Model or None), ``specialists``
     (list of Model), ``classes`` (each specialist's), ``num_classes``, ``input_dim``
-    (before the feature transform), ``top_n``.
+    (before the feature transform), ``top_n``, ``tolerance``, ``max_iterations``.
     """
 
-    def __init__(self, path: Union[str, "os.PathLike[str]"], *, top_n: int = DEFAULT_TOP_N) -> None:
+    def __init__(self, path: Union[str, "os.PathLike[str]"], *, top_n: int = DEFAULT_TOP_N,
+                 tolerance: float = DEFAULT_TOLERANCE, max_iterations: int = DEFAULT_MAX_ITERATIONS) -> None:
         self.path = os.fspath(path)
         self.top_n = _int("top_n", top_n, 1)
+        self.tolerance = _tolerance(tolerance)
+        self.max_iterations = _int("max_iterations", max_iterations, 1)
         try:
             with open(self.path, encoding="utf-8") as f:
                 spec = json.load(f)
@@ -615,27 +614,62 @@ class Ensemble:
         self._s = [Network(m) for m in self.specialists]
         self.input_dim = self._ft.input_dim if self._ft is not None else self._g.input_dim
 
-    def __call__(self, feats: np.ndarray, *, top_n: Optional[int] = None, tolerance: float = DEFAULT_TOLERANCE,
-                 max_iterations: int = DEFAULT_MAX_ITERATIONS, apply_log: bool = False,
-                 return_info: bool = False) -> Any:
-        """Combined posteriors of one utterance (frames x classes); options as :func:`combine`
-        (``top_n`` None: the ensemble's). Only the specialists active on some frame are run."""
-        x = self._ft(feats) if self._ft is not None else np.asarray(feats, dtype=np.float32)
-        return self._combined(x, self.top_n if top_n is None else top_n, tolerance, max_iterations, apply_log,
-                              return_info)
+    def with_options(self, top_n: Optional[int] = None, tolerance: Optional[float] = None,
+                     max_iterations: Optional[int] = None) -> "Ensemble":
+        """The same models (not copied) with other options of the combination (None: as now)."""
+        e = copy.copy(self)
+        if top_n is not None:
+            e.top_n = _int("top_n", top_n, 1)
+            if e.top_n > self.num_classes:
+                raise option_error("top_n", f"must be at most the classes ({self.num_classes}), got {e.top_n}")
+        if tolerance is not None:
+            e.tolerance = _tolerance(tolerance)
+        if max_iterations is not None:
+            e.max_iterations = _int("max_iterations", max_iterations, 1)
+        return e
 
-    def logits(self, x: np.ndarray) -> np.ndarray:
+    def feature_transform_for(self, given: Optional[Model], ensemble_option: str) -> Optional[Model]:
+        """The feature transform of a student that learns from, or is compared with, this
+        ensemble (given as ``ensemble_option``): the ensemble's, which a ``given`` one must
+        equal, since teacher and student see the same frames."""
+        own = self.feature_transform
+        if given is None:
+            return own
+        if own is None:
+            raise option_error("feature_transform", f"is given, but {{{ensemble_option}}} ({self.path}) names none: "
+                                                    "its models take the features as they are, and teacher and "
+                                                    "student see the same frames", others=[ensemble_option])
+        if not same_model(given, own):
+            raise option_error("feature_transform", f"differs from the one {{{ensemble_option}}} names "
+                                                    f"({self.path}): teacher and student see the same frames; "
+                                                    "leave it out to use the ensemble's", others=[ensemble_option])
+        return own
+
+    def __call__(self, feats: np.ndarray, *, top_n: Optional[int] = None, tolerance: Optional[float] = None,
+                 max_iterations: Optional[int] = None, apply_log: bool = False, return_info: bool = False) -> Any:
+        """Combined posteriors of one utterance (frames x classes); options as :func:`combine`
+        (None: the ensemble's). Only the specialists active on some frame are run."""
+        x = self._ft(feats) if self._ft is not None else np.asarray(feats, dtype=np.float32)
+        return self._combined(x, self.top_n if top_n is None else top_n,
+                              self.tolerance if tolerance is None else tolerance,
+                              self.max_iterations if max_iterations is None else max_iterations,
+                              apply_log, return_info)
+
+    def logits(self, x: np.ndarray, *, raw: bool = False) -> np.ndarray:
         """log q of frames ``x`` *after* the feature transform (frames x the generalist's input
-        dim): q combined with the ensemble's ``top_n`` and the default tolerance. Its softmax at
-        temperature T, softmax(log q / T), gives the soft targets the ensemble teaches with.
+        dim; ``raw``: before it, as :meth:`__call__` takes them), with the ensemble's options.
+        Its softmax at temperature T, softmax(log q / T), gives the soft targets the ensemble
+        teaches with.
 
         Entries of q below float32's smallest normal number (1.2e-38) count as it (log -87.3):
         the generalist's float32 softmax cannot tell smaller probabilities apart either, and a
         floor far below every represented probability leaves the tempered targets as they are
         (an additive 1e-20, say, would give every such class 1e-20^(1/T) at temperature T: at
         T = 10, 0.01 per class)."""
-        q = self._combined(np.asarray(x, dtype=np.float32), self.top_n, DEFAULT_TOLERANCE,
-                           DEFAULT_MAX_ITERATIONS, False, False)
+        if raw and self._ft is not None:
+            x = self._ft(x)
+        q = self._combined(np.asarray(x, dtype=np.float32), self.top_n, self.tolerance, self.max_iterations,
+                           False, False)
         return np.log(np.maximum(q, np.finfo(np.float32).tiny))
 
     def _combined(self, x: np.ndarray, top_n: int, tolerance: float, max_iterations: int, apply_log: bool,
@@ -653,6 +687,25 @@ class Ensemble:
                 outs.append(np.zeros((len(x), len(c) + 1), np.float32))
         return combine(pg, outs, self.classes, top_n=top_n, tolerance=tolerance, max_iterations=max_iterations,
                        apply_log=apply_log, return_info=return_info)
+
+
+def as_ensemble(value: Any, option: str, top_n: Optional[int] = None, tolerance: Optional[float] = None,
+                max_iterations: Optional[int] = None) -> Ensemble:
+    """``value`` (the path of an ensemble.json, or an :class:`Ensemble`), given as ``option``,
+    as an Ensemble with these options of its combination (None: its own, or the defaults)."""
+    if isinstance(value, Ensemble):
+        return value.with_options(top_n, tolerance, max_iterations)
+    if not isinstance(value, (str, os.PathLike)):
+        raise option_error(option, f"expected the path of an ensemble.json or an Ensemble, got {type(value).__name__}")
+    return Ensemble(value, top_n=DEFAULT_TOP_N if top_n is None else top_n,
+                    tolerance=DEFAULT_TOLERANCE if tolerance is None else tolerance,
+                    max_iterations=DEFAULT_MAX_ITERATIONS if max_iterations is None else max_iterations)
+
+
+def _tolerance(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < float(value) < float("inf"):
+        raise option_error("tolerance", f"must be a finite number > 0, got {value!r}")
+    return float(value)
 
 
 def _int(name: str, value: Any, low: int) -> int:

@@ -169,16 +169,19 @@ def cmd_distill(a: argparse.Namespace) -> int:
     writer = dist is None or dist.is_writer
     try:
         _, report = distill(
-            a.student, a.feats, teacher=a.teacher, feature_transform=a.feature_transform,
+            a.student, a.feats, teacher=a.teacher, teacher_ensemble=a.teacher_ensemble, top_n=a.top_n,
+            tolerance=a.tolerance, max_iterations=a.max_iterations, feature_transform=a.feature_transform,
             temperature=a.temperature, labels=a.labels, hard_weight=a.hard_weight,
-            average_logits=a.average_logits, optimizer=a.optimizer, learn_rate=a.learn_rate,
+            average_logits=a.average_logits, hint_weight=a.hint_weight, hint_layers=a.hint_layers,
+            optimizer=a.optimizer, learn_rate=a.learn_rate,
             momentum=a.momentum, l2_penalty=a.l2_penalty, minibatch_size=a.minibatch_size,
             randomizer_size=a.randomizer_size, max_epochs=a.max_epochs, min_epochs=a.min_epochs,
             keep_lr_epochs=a.keep_lr_epochs, start_halving_impr=a.start_halving_impr,
             end_halving_impr=a.end_halving_impr, halving_factor=a.halving_factor, cv_feats=a.cv_feats,
             cv_labels=a.cv_labels, cv_fraction=a.cv_fraction, seed=a.seed, output=a.output,
             binary=a.binary, dialect=a.dialect, digits=a.digits,
-            engine=a.engine, device=a.device, precision=a.precision, checkpoint_dir=a.checkpoint_dir,
+            engine=a.engine, device=a.device, precision=a.precision, read_ahead=a.read_ahead,
+            checkpoint_dir=a.checkpoint_dir,
             checkpoint_every=a.checkpoint_every, resume=a.resume,
             log=lambda line: print(line, file=sys.stderr, flush=True))
     except TrainingStopped as e:  # the best model so far is written; _run says so
@@ -236,7 +239,7 @@ def cmd_specialists(a: argparse.Namespace) -> int:
         keep_lr_epochs=a.keep_lr_epochs, start_halving_impr=a.start_halving_impr,
         end_halving_impr=a.end_halving_impr, halving_factor=a.halving_factor, cv_fraction=a.cv_fraction,
         binary=a.binary, dialect=a.dialect, digits=a.digits, engine=a.engine, device=a.device,
-        precision=a.precision, log=log)
+        precision=a.precision, read_ahead=a.read_ahead, log=log)
     print(format_specialists(res), file=sys.stderr)
     if a.report:
         _write_json(a.report, {"ensemble": res.ensemble, "specialists": [

@@ -138,6 +138,9 @@ def _add_engine_options(g: "argparse._ActionsContainer") -> None:
     g.add_argument("--precision", choices=["fp32", "tf32", "bf16"],
                    help="torch engine on CUDA: matmul precision (tf32) or bf16 autocast; "
                         "fp32 (default) is the only choice on the CPU")
+    g.add_argument("--read-ahead", type=int, metavar="UTTS",
+                   help="utterances read ahead of training on a background thread (default %(default)s; "
+                        "0: none)")
 
 
 def _add_schedule_options(g: "argparse._ActionsContainer") -> None:
@@ -378,6 +381,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--labels", metavar="ALI_RSPECIFIER",
                    help="pdf-id alignments (e.g. 'ark:ali-to-pdf final.mdl \"ark:gunzip -c ali.*.gz|\" ark:- |')")
     _add_soft_target_options(g, "default 0.1 with --labels and --teacher, 1 with --labels only")
+    _add_ensemble_options(pd, "--teacher-ensemble", "the teacher is this ensemble ('svdistill specialists'), in "
+                                                    "place of --teacher: the soft targets are its combined "
+                                                    "posteriors q at --temperature, softmax(log q / T); "
+                                                    "--feature-transform defaults to the ensemble's")
+    g = pd.add_argument_group("hints (FitNets: the teacher's hidden activations)")
+    g.add_argument("--hint-weight", type=float, metavar="B",
+                   help="add B x the mean squared difference between the student's and the teacher's "
+                        "activations after each matching nonlinearity, each layer divided by the teacher's "
+                        "activation variance (default %(default)g: none; one --teacher only)")
+    g.add_argument("--hint-layers", metavar="SPEC",
+                   help="which nonlinearities, numbered from 1 in order: '1,3', '2-4' (default: all, paired "
+                        "in order)")
     _add_optimisation_options(pd.add_argument_group("optimisation"),
                               "shuffling seed (default %(default)s; same seed, data and threads: same model)")
     _add_engine_options(pd.add_argument_group("engine"))

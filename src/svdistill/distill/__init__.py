@@ -40,7 +40,7 @@ import numpy as np
 
 from .. import _core
 from ..errors import NOT_GIVEN, Error, option_error, renamed
-from ..forward import ModelLike, _load
+from ..forward import ModelLike, _ensemble_runner, _load
 from ..io import PathOrFile, check_write_options, output_target, write
 from ..model import Model
 from ..progress import Progress
@@ -79,6 +79,9 @@ def distill(student: ModelLike, feats: FeatsLike, *,
             labels: Optional[LabelsLike] = None,
             hard_weight: Optional[float] = None,
             average_logits: bool = _LOSS.average_logits,
+            top_n: Optional[int] = None,
+            tolerance: Optional[float] = None,
+            max_iterations: Optional[int] = None,
             hint_weight: float = 0.0,
             hint_layers: Optional[str] = None,
             optimizer: str = "sgd",
@@ -136,6 +139,10 @@ def distill(student: ModelLike, feats: FeatsLike, *,
         targets at temperature T being softmax(log q / T). Computed on the CPU
         (with the torch engine too). ``feature_transform`` defaults to the
         ensemble's; given, it must be the same model.
+    top_n, tolerance, max_iterations
+        The combination's options (:func:`svdistill.specialists.combine`; default:
+        the ensemble's, for a path those of ``svdistill forward --ensemble``); only
+        with ``teacher_ensemble``.
     feature_transform : Model or path, optional
         Run frozen on each utterance before everything else (Kaldi's
         ``--feature-transform``); splicing belongs here, since frames are shuffled.
@@ -325,15 +332,15 @@ def distill(student: ModelLike, feats: FeatsLike, *,
     _check_output(output)
     engine = _choose_engine(engine, device, precision)
 
-    if teacher_ensemble is not None and teacher is not None:
-        raise option_error("teacher_ensemble", "is the teacher: give it or {teacher}, not both", others=["teacher"])
     t_model = _model("student", student)
     teacher_list = [] if teacher is None else [t if is_logits_teacher(t) else _model("teacher", t) for t in (
         teacher if isinstance(teacher, (list, tuple)) else [teacher])]
     if any(is_logits_teacher(t) for t in teacher_list) and len(teacher_list) > 1:
         raise option_error("teacher", "a logits teacher (an object with logits()) gives the soft targets alone: "
                                       "give it as the only teacher")
-    ensemble = _ensemble(teacher_ensemble) if teacher_ensemble is not None else None
+    runner = _ensemble_runner(teacher, teacher_ensemble, top_n, tolerance, max_iterations, "teacher",
+                              "teacher_ensemble", model_required=False)
+    ensemble = None if runner is None else runner.ensemble
     has_teacher = bool(teacher_list) or ensemble is not None
     if hint_weight > 0:
         if ensemble is not None:
@@ -371,7 +378,7 @@ def distill(student: ModelLike, feats: FeatsLike, *,
     teacher_models: List[Any] = [t if is_logits_teacher(t) else _load(t) for t in teacher_list]
     ft_model = _load(feature_transform) if feature_transform is not None else None
     if ensemble is not None:
-        ft_model = _ensemble_transform(ensemble, ft_model)
+        ft_model = ensemble.feature_transform_for(ft_model, "teacher_ensemble")
         teacher_models = [LogitsTeacher(ensemble.generalist.input_dim, ensemble.num_classes, ensemble.logits,
                                         "teacher ensemble", fingerprint=ensemble_fingerprint(ensemble))]
     hints = hint_pairs(comps, teacher_models[0], hint_layers) if hint_weight > 0 else []
@@ -534,32 +541,6 @@ def _model(name: str, model: Any) -> Model:
     if not isinstance(model, (Model, str, os.PathLike)) and not hasattr(model, "read"):
         raise option_error(name, f"expected a Model, a path or a binary file object, got {type(model).__name__}")
     return _load(model)
-
-
-def _ensemble(value: Any) -> "Ensemble":
-    from ..specialists import Ensemble
-    if isinstance(value, Ensemble):
-        return value
-    if not isinstance(value, (str, os.PathLike)):
-        raise option_error("teacher_ensemble", f"expected the path of an ensemble.json or an Ensemble, got "
-                                               f"{type(value).__name__}")
-    return Ensemble(value)
-
-
-def _ensemble_transform(ensemble: "Ensemble", given: Optional[Model]) -> Optional[Model]:
-    """The feature transform of a run whose teacher is ``ensemble``: the ensemble's, which a
-    given one must equal (its models take what it outputs)."""
-    own = ensemble.feature_transform
-    if given is None:
-        return own
-    if own is None:
-        raise option_error("feature_transform", f"is given, but the ensemble {ensemble.path} has none: its models "
-                                                "take the raw features, and the student learns from them on the "
-                                                "same input")
-    if model_fingerprint(given) != model_fingerprint(own):
-        raise option_error("feature_transform", f"differs from the ensemble's ({ensemble.path}): its models take "
-                                                "the output of their own; leave it out to use that one")
-    return given
 
 
 def _check_output(output: Any) -> None:

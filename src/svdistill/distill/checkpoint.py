@@ -59,10 +59,12 @@ def model_fingerprint(model) -> str:
 
 
 def ensemble_fingerprint(ensemble) -> dict:
-    """What of a teacher ensemble decides its soft targets: its models, classes and top_n."""
+    """What of a teacher ensemble decides its soft targets: its models, classes and the
+    options of its combination."""
     return dict(generalist=model_fingerprint(ensemble.generalist),
                 specialists=[model_fingerprint(m) for m in ensemble.specialists],
-                classes=[list(c) for c in ensemble.classes], top_n=int(ensemble.top_n))
+                classes=[list(c) for c in ensemble.classes], top_n=int(ensemble.top_n),
+                tolerance=float(ensemble.tolerance), max_iterations=int(ensemble.max_iterations))
 
 
 def data_fingerprint(feats: Any) -> str:
