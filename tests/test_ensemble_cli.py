@@ -100,7 +100,9 @@ def test_specialists_command_writes_the_models_ensemble_and_table(data, run_cli,
         assert svdistill.read(s["file"]).output_dim == len(classes) + 1
     # Each specialist's per-epoch table under its name, then one line each, then ensemble.json.
     lines = err.splitlines()
-    assert lines.index("specialist 0:") < lines.index("specialist 1:")
+    heads = [line.split(":")[0] for line in lines if line.startswith("specialist ") and "classes," in line]
+    assert heads == ["specialist 0", "specialist 1"], lines
+    assert lines[lines.index(next(x for x in lines if x.startswith("specialist 0: "))) + 1].startswith("epoch")
     assert lines[-1] == f"ensemble: {out / 'ensemble.json'}"
     head = lines[-4].split()
     assert head[:2] == ["specialist", "classes"] and "cv KL" in lines[-4] and "cv agr" in lines[-4]
@@ -126,7 +128,8 @@ def test_specialists_only_trains_one(data, run_cli, tmp_path):
     assert p.returncode == 0, err
     assert sorted(os.listdir(out)) == ["ensemble.json", "specialist-1.nnet"]
     lines = err.splitlines()
-    assert "specialist 1:" in lines and "specialist 0:" not in lines
+    assert [x for x in lines if x.startswith("specialist 1: 2 classes, ")] and \
+        not [x for x in lines if x.startswith("specialist 0: ")]
     assert lines[-2].split()[0] == "1" and lines[-3].split()[0] == "specialist"
 
 

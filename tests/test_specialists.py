@@ -350,6 +350,12 @@ def test_specialists_refusals(tmp_path):
         specialists(g, feats, tmp_path, teacher=g)
     with pytest.raises(Error, match="must end in <Softmax>"):
         specialists(Model(g.components[:3]), feats, tmp_path)
+    # distill's options are checked before the pass over the data (here: data that cannot be read).
+    for kw, word in ((dict(minibatch_size=0), "minibatch_size must be an integer >= 1"),
+                     (dict(momentum=0.5, optimizer="adam"), "momentum 0.5 applies to optimizer sgd"),
+                     (dict(no_such_option=1), "no_such_option")):
+        with pytest.raises((Error, TypeError), match=word):
+            specialists(g, f"ark:{tmp_path / 'missing.ark'}", tmp_path, num_specialists=2, **kw)
     bad = {k: v + 6 for k, v in labels.items()}
     with pytest.raises(Error, match=r"pdf ids must lie in \[0, 6\)"):
         specialists(g, feats, tmp_path, labels=bad, num_specialists=2)

@@ -39,7 +39,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import _core
-from .distill import DistillReport, distill
+from .distill import DistillReport, check_options, distill
 from .distill.data import FeatsLike, LabelsLike, Source, load_labels
 from .distill.engine import LogitsTeacher
 from .errors import Error, option_error
@@ -48,7 +48,7 @@ from .io import atomic_output
 from .model import Component, Model, same_model
 
 __all__ = ["DEFAULT_TOP_N", "Ensemble", "SpecialistsResult", "cluster_classes", "combine", "dustbin_model",
-           "dustbin_teacher", "specialists"]
+           "dustbin_teacher", "specialist_file", "specialists"]
 
 #: Generalist classes that select the active specialists of a frame (examples/README.md
 #: measures 1 to 3 on the digits).
@@ -274,6 +274,11 @@ def dustbin_teacher(model: Model, classes: Sequence[int]) -> LogitsTeacher:
 
 # -- training (section 5.2) ------------------------------------------------------
 
+def specialist_file(index: int) -> str:
+    """The file name of specialist ``index`` (0-based) in the output folder."""
+    return f"specialist-{index}.nnet"
+
+
 @dataclass
 class SpecialistsResult:
     """What :func:`specialists` made: ``ensemble`` (the path of ensemble.json),
@@ -361,6 +366,7 @@ def specialists(generalist: ModelLike, feats: FeatsLike, outdir: Union[str, "os.
                                      "file in the output folder")
     k = _int("num_specialists", num_specialists, 1)
     seed = _int("seed", seed, 0)
+    check_options(seed=seed, **options)  # before the pass over the data, not after it
     if only is not None:
         only = _int("only", only, 0)
         if only >= k:
@@ -431,7 +437,7 @@ def specialists(generalist: ModelLike, feats: FeatsLike, outdir: Union[str, "os.
         # one already written, not one recomputed here (rounding differs between machines and
         # BLAS kernels, and a near tie in K-means could then pair a model with other classes).
         clusters = _stored_clusters(stored, C, k, classes_per_specialist, overlap, seed)
-    files = [f"specialist-{i}.nnet" for i in range(k)]
+    files = [specialist_file(i) for i in range(k)]
     result = SpecialistsResult(ensemble=os.path.join(out, "ensemble.json"), classes=clusters,
                                files=[os.path.join(out, f) for f in files])
     for i in range(k) if only is None else [only]:
@@ -454,6 +460,9 @@ def specialists(generalist: ModelLike, feats: FeatsLike, outdir: Union[str, "os.
             remap[cls] = np.arange(len(cls), dtype=np.int32)
             y_i = remap[y_all[picked]]
             labels_i = {f"s{i}-{j // _CHUNK:07d}": y_i[j:j + _CHUNK] for j in range(0, len(y_i), _CHUNK)}
+        if options.get("log") is not None:  # each specialist's table under a line saying whose it is
+            options["log"](f"specialist {i}: {len(cls)} classes, {len(picked):,} frames ({inside.size:,} of its "
+                           f"classes)")
         _, report = distill(student, feats_i, teacher=dustbin_teacher(g_model, cls), labels=labels_i,
                             output=result.files[i], seed=seed, **options)
         result.reports[i] = report

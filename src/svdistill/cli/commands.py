@@ -195,20 +195,15 @@ def cmd_distill(a: argparse.Namespace) -> int:
 
 def cmd_specialists(a: argparse.Namespace) -> int:
     import os
-    import re
 
-    from ..distill.report import _header
-    from ..specialists import specialists
+    from ..specialists import specialist_file, specialists
     if os.path.exists(a.outdir) and not os.path.isdir(a.outdir):
         raise Error(f"OUTDIR {a.outdir} is not a folder")
     # An input model that is one of the files OUTDIR will hold (those there now, by name) is
     # refused before any work.
-    def written(name: str) -> bool:
-        m = re.fullmatch(r"specialist-(\d+)\.nnet", name)
-        return name == "ensemble.json" or (m is not None and (int(m.group(1)) == a.only if a.only is not None
-                                                              else int(m.group(1)) < a.num_specialists))
-
-    present = [n for n in os.listdir(a.outdir) if written(n)] if os.path.isdir(a.outdir) else []
+    written = {"ensemble.json"} | {specialist_file(i) for i in (range(a.num_specialists) if a.only is None
+                                                               else [a.only])}
+    present = [n for n in os.listdir(a.outdir) if n in written] if os.path.isdir(a.outdir) else []
     inputs = (("--generalist", a.generalist), ("--init", a.init), ("--feature-transform", a.feature_transform))
     for flag, value in inputs:
         for name in present:
@@ -220,14 +215,8 @@ def cmd_specialists(a: argparse.Namespace) -> int:
         if a.engine == "torch" or (a.device or "").startswith("cuda"):
             import torch
             torch.set_num_threads(a.threads)
-    # Specialists train one after the other (or --only one), each with distill's table.
-    started: list = []
-
+    # Specialists train one after the other (or --only one): each one's line, then its table.
     def log(line: str) -> None:
-        if line == _header():
-            index = a.only if a.only is not None else len(started)
-            started.append(index)
-            print(f"specialist {index}:", file=sys.stderr)
         print(line, file=sys.stderr, flush=True)
 
     res = specialists(

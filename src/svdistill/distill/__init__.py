@@ -331,6 +331,8 @@ def distill(student: ModelLike, feats: FeatsLike, *,
     check_write_options(binary, dialect, digits)  # the writer's checks now, not after training
     _check_output(output)
     engine = _choose_engine(engine, device, precision)
+    if student is _CHECK_ONLY:
+        raise _Checked
 
     t_model = _model("student", student)
     teacher_list = [] if teacher is None else [t if is_logits_teacher(t) else _model("teacher", t) for t in (
@@ -472,6 +474,23 @@ def distill(student: ModelLike, feats: FeatsLike, *,
             eng.close()
         if dist is not None:
             dist.stop()
+
+
+_CHECK_ONLY = object()  # a student that stops distill() once its options are checked
+
+
+class _Checked(Exception):
+    pass
+
+
+def check_options(**options: Any) -> None:
+    """Checks the options of :func:`distill` (its keywords) as it does before reading any model
+    or data, raising the same errors: for callers that do work of their own first
+    (:func:`svdistill.specialists.specialists` clusters before it trains)."""
+    try:
+        distill(_CHECK_ONLY, None, **options)
+    except _Checked:
+        return
 
 
 class TrainingStopped(Error):
