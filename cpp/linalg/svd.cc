@@ -65,16 +65,17 @@ bool cholqr_pass(float* y, int64_t m, int64_t l, bool in_double) {
   return true;
 }
 
-// Orthonormal basis of the columns of Y (m x l, m >= l), in place. `full`:
-// to working precision (a second pass, which always sees a well-conditioned
-// Y); otherwise one pass, enough to keep power iterates well-conditioned.
-// `squared`: Y is an iterate of a Gram matrix, so skip the float attempt.
-// Householder whenever Cholesky QR is unsafe.
-void orthonormalize(float* y, int64_t m, int64_t l, bool full, bool squared = false) {
+}  // namespace
+
+OrthPath orthonormalize(float* y, int64_t m, int64_t l, bool full, bool squared) {
   const bool first = (!squared && cholqr_pass(y, m, l, false)) || cholqr_pass(y, m, l, true);
-  if (first && (!full || cholqr_pass(y, m, l, false))) return;
+  if (first && !full) return OrthPath::OnePass;
+  if (first && cholqr_pass(y, m, l, false)) return OrthPath::TwoPasses;
   blas::householder_q(y, m, l);
+  return OrthPath::Householder;
 }
+
+namespace {
 
 uint64_t splitmix64(uint64_t& x) {
   uint64_t z = (x += 0x9E3779B97F4A7C15ULL);
@@ -106,31 +107,35 @@ MatF gaussian(int64_t rows, int64_t cols, uint64_t seed) {
   return g;
 }
 
-// SVD of the l x n block B = Q^T A in float64; returns factors of A = Q B.
+// SVD of the l x c block B = Q^T X in float64, given as B^T (c x l,
+// row-major: the projection's GEMM writes it so, and its row blocks are then
+// contiguous), with X = A or, `transposed`, X = A^T; returns factors of A.
 // Fast path: eigenvectors of B B^T (l x l). In float64 the right singular
 // vectors v_i = B^T u_i / s_i are accurate to ~1e-16 (s_1/s_i)^2, far below
 // float32 resolution while s_keep >= 1e-4 s_1; otherwise LAPACK's gesdd.
-// B goes to double a block of columns (a few MB) at a time: for tall or wide
-// matrices a double copy of B, and of V^T, would be the largest buffers of
-// all. Signs are left to the caller.
-SvdResult svd_of_projection(const MatF& q, const MatF& b, int64_t keep, double total) {
-  const int64_t l = b.rows(), n = b.cols();
-  const int64_t r = std::min(l, n);
+// B^T goes to double a block of rows (a few MB) at a time: for tall or wide
+// matrices a double copy of B, and of V, would be the largest buffers of
+// all. With `transposed`, A = (B^T U_B S^-1) S (Q U_B)^T: both factors are
+// written in A's orientation, no transposed copies. Signs are left to the caller.
+SvdResult svd_of_projection(const MatF& q, const MatF& bt, int64_t keep, double total, bool transposed) {
+  const int64_t l = bt.cols(), c = bt.rows(), d = q.rows();
+  const int64_t r = std::min(l, c);
   keep = std::min(keep, r);
   const int64_t cb = std::max<int64_t>(64, (4 << 20) / (8 * std::max<int64_t>(l, 1)));
-  auto columns = [&](int64_t c0, int64_t w) -> MatD {  // B's columns c0..c0+w as a w x l double block
-    return b.middleCols(c0, w).transpose().cast<double>();
+  auto rows = [&](int64_t c0, int64_t w) -> MatD {  // B^T's rows c0..c0+w in double
+    return bt.middleRows(c0, w).cast<double>();
   };
   SvdResult res;
   res.total_energy = total;
   res.sketch = l;
-  MatD ub;
-  if (l <= n && keep > 0) {
+  MatF& far = transposed ? res.u : res.vt;  // the factor on X's side: from B
+  MatD ub;                                  // l x keep: U_B
+  if (l <= c && keep > 0) {
     MatD g = MatD::Zero(l, l);  // upper triangle of B B^T
-    for (int64_t c0 = 0; c0 < n; c0 += cb) {
-      const int64_t w = std::min(cb, n - c0);
-      MatD bt = columns(c0, w);
-      blas::gram_double_acc(bt.data(), w, l, g.data());
+    for (int64_t c0 = 0; c0 < c; c0 += cb) {
+      const int64_t w = std::min(cb, c - c0);
+      MatD blk = rows(c0, w);
+      blas::gram_double_acc(blk.data(), w, l, g.data());
     }
     std::vector<double> ev(static_cast<size_t>(l));
     if (blas::dsyevd_vectors(g.data(), l, ev.data())) {
@@ -138,42 +143,62 @@ SvdResult svd_of_projection(const MatF& q, const MatF& b, int64_t keep, double t
       const double top = std::sqrt(std::max(ev[l - 1], 0.0));
       const double low = std::sqrt(std::max(ev[l - keep], 0.0));
       if (top > 0 && low >= 1e-4 * top) {
-        MatD ubt(keep, l);
+        ub.resize(l, keep);
         res.s.resize(static_cast<size_t>(keep));
         for (int64_t j = 0; j < keep; ++j) {
           res.s[j] = std::sqrt(std::max(ev[l - 1 - j], 0.0));
-          ubt.row(j) = g.col(l - 1 - j).transpose();
+          ub.col(j) = g.col(l - 1 - j);
         }
-        res.vt.resize(keep, n);
-        std::vector<double> part(static_cast<size_t>(keep * std::min(cb, n)));
-        for (int64_t c0 = 0; c0 < n; c0 += cb) {
-          const int64_t w = std::min(cb, n - c0);
-          MatD bt = columns(c0, w);
-          blas::dgemm(false, true, keep, w, l, ubt.data(), l, bt.data(), l, part.data(), w);
-          Eigen::Map<const MatD> pv(part.data(), keep, w);
-          for (int64_t j = 0; j < keep; ++j)
-            res.vt.row(j).segment(c0, w) = (pv.row(j) * (1.0 / res.s[j])).cast<float>();
+        if (transposed) far.resize(c, keep);
+        else far.resize(keep, c);
+        std::vector<double> inv(static_cast<size_t>(keep));
+        for (int64_t j = 0; j < keep; ++j) inv[j] = 1.0 / res.s[j];
+        std::vector<double> part(static_cast<size_t>(keep * std::min(cb, c)));
+        for (int64_t c0 = 0; c0 < c; c0 += cb) {
+          const int64_t w = std::min(cb, c - c0);
+          MatD blk = rows(c0, w);
+          if (transposed) {  // rows c0.. of B^T U_B S^-1
+            blas::dgemm(false, false, w, keep, l, blk.data(), l, ub.data(), keep, part.data(), keep);
+            for (int64_t i = 0; i < w; ++i) {
+              const double* pr = part.data() + i * keep;
+              float* fr = far.data() + (c0 + i) * keep;
+              for (int64_t j = 0; j < keep; ++j) fr[j] = static_cast<float>(pr[j] * inv[j]);
+            }
+          } else {  // columns c0.. of S^-1 U_B^T B
+            blas::dgemm(true, true, keep, w, l, ub.data(), keep, blk.data(), l, part.data(), w);
+            for (int64_t j = 0; j < keep; ++j) {
+              const double* pr = part.data() + j * w;
+              float* fr = far.data() + j * c + c0;
+              for (int64_t i = 0; i < w; ++i) fr[i] = static_cast<float>(pr[i] * inv[j]);
+            }
+          }
         }
-        ub = ubt.transpose();
       }
     }
   }
   if (ub.size() == 0 && keep > 0) {
-    MatD bd = b.cast<double>();
-    MatD u(l, r), vt(r, n);
+    MatD bd = bt.transpose().cast<double>();
+    MatD u(l, r), vt(r, c);
     res.s.assign(static_cast<size_t>(r), 0.0);
-    blas::dgesdd_thin(bd.data(), l, n, u.data(), res.s.data(), vt.data());
+    blas::dgesdd_thin(bd.data(), l, c, u.data(), res.s.data(), vt.data());
     ub = u.leftCols(keep);
-    res.vt = vt.topRows(keep).cast<float>();
+    if (transposed) far = vt.topRows(keep).transpose().cast<float>();
+    else far = vt.topRows(keep).cast<float>();
     res.s.resize(static_cast<size_t>(keep));
   }
   if (keep == 0) {
     ub.resize(l, 0);
-    res.vt.resize(0, n);
+    if (transposed) far.resize(c, 0);
+    else far.resize(0, c);
   }
   MatF ubk = ub.cast<float>();
-  res.u.resize(q.rows(), keep);
-  blas::sgemm(false, false, q.rows(), keep, l, 1.f, q.data(), l, ubk.data(), keep, 0.f, res.u.data(), keep);
+  if (transposed) {  // (Q U_B)^T = U_B^T Q^T
+    res.vt.resize(keep, d);
+    blas::sgemm(true, true, keep, d, l, 1.f, ubk.data(), keep, q.data(), l, 0.f, res.vt.data(), d);
+  } else {
+    res.u.resize(d, keep);
+    blas::sgemm(false, false, d, keep, l, 1.f, q.data(), l, ubk.data(), keep, 0.f, res.u.data(), keep);
+  }
   return res;
 }
 
@@ -234,9 +259,9 @@ class Sketcher {
       blas::sgemm(false, false, m, l, n, 1.f, a_, n, z.data(), l, 0.f, y.data(), l);
     }
     orthonormalize(y.data(), m, l, /*full=*/true);
-    MatF b(l, n);
-    blas::sgemm(true, false, l, n, m, 1.f, y.data(), l, a_, n, 0.f, b.data(), n);
-    return svd_of_projection(y, b, keep, total_);
+    MatF bt(n, l);  // (Y^T A)^T
+    blas::sgemm(true, false, n, l, m, 1.f, a_, n, y.data(), l, 0.f, bt.data(), l);
+    return svd_of_projection(y, bt, keep, total_, /*transposed=*/false);
   }
 
   SvdResult via_gram(int64_t l, int64_t keep) {
@@ -254,21 +279,14 @@ class Sketcher {
       orthonormalize(z.data(), d, l, /*full=*/it == q_, /*squared=*/true);
     }
     if (rows) {  // A = Z (Z^T A)
-      MatF b(l, n_);
-      blas::sgemm(true, false, l, n_, m_, 1.f, z.data(), l, a_, n_, 0.f, b.data(), n_);
-      return svd_of_projection(z, b, keep, total_);
+      MatF bt(n_, l);  // (Z^T A)^T
+      blas::sgemm(true, false, n_, l, m_, 1.f, a_, n_, z.data(), l, 0.f, bt.data(), l);
+      return svd_of_projection(z, bt, keep, total_, /*transposed=*/false);
     }
-    // A^T = Z (Z^T A^T): the projection's factors, transposed.
-    MatF b(l, m_);
-    blas::sgemm(true, true, l, m_, n_, 1.f, z.data(), l, a_, n_, 0.f, b.data(), m_);
-    SvdResult tr = svd_of_projection(z, b, keep, total_);
-    SvdResult res;
-    res.u = tr.vt.transpose();
-    res.vt = tr.u.transpose();
-    res.s = std::move(tr.s);
-    res.total_energy = total_;
-    res.sketch = l;
-    return res;
+    // A^T = Z (Z^T A^T), and (Z^T A^T)^T = A Z.
+    MatF bt(m_, l);
+    blas::sgemm(false, false, m_, l, n_, 1.f, a_, n_, z.data(), l, 0.f, bt.data(), l);
+    return svd_of_projection(z, bt, keep, total_, /*transposed=*/true);
   }
 
   const float* a_;
@@ -292,10 +310,15 @@ double frobenius_sq(const float* a, int64_t n) {
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(num_threads(), n >> 16));
   std::vector<double> part(static_cast<size_t>(chunks), 0.0);
   parallel_for(chunks, [&](int64_t c) {
-    int64_t lo = n * c / chunks, hi = n * (c + 1) / chunks;
-    double acc = 0;
-    for (int64_t i = lo; i < hi; ++i) acc += static_cast<double>(a[i]) * a[i];
-    part[c] = acc;
+    const int64_t lo = n * c / chunks, hi = n * (c + 1) / chunks;
+    // Eight independent sums: one would wait on each add's latency, and
+    // without -ffast-math the compiler may not split it into vector lanes itself.
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t i = lo;
+    for (; i + 8 <= hi; i += 8)
+      for (int j = 0; j < 8; ++j) acc[j] += static_cast<double>(a[i + j]) * a[i + j];
+    for (; i < hi; ++i) acc[0] += static_cast<double>(a[i]) * a[i];
+    part[c] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
   });
   double t = 0;
   for (double p : part) t += p;

@@ -38,6 +38,21 @@ struct RandomizedOptions {
   SketchRoute route = SketchRoute::Auto;
 };
 
+// How orthonormalize built its basis (for tests).
+enum class OrthPath {
+  OnePass,      // one Cholesky-QR pass (not `full`): well-conditioned, not orthonormal
+  TwoPasses,    // Cholesky-QR2: the first pass's Gram matrix in float, or in double
+  Householder,  // Cholesky QR refused: Y too ill-conditioned
+};
+
+// Basis of the columns of Y (m x l, m >= l, row-major), in place, spanning
+// Y's columns. `full`: orthonormal to working precision (a second Cholesky-QR
+// pass, which always sees a well-conditioned Y); otherwise one pass, enough to
+// keep power iterates well-conditioned. `squared`: Y is an iterate of a Gram
+// matrix (its condition squared), so the first pass forms its Gram matrix in
+// double at once. Householder whenever Cholesky QR is unsafe.
+OrthPath orthonormalize(float* y, int64_t m, int64_t l, bool full, bool squared = false);
+
 // Squared Frobenius norm, accumulated in double.
 double frobenius_sq(const float* a, int64_t n);
 

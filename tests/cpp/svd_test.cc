@@ -83,6 +83,92 @@ void check_factors(const MatF& a, const svd::SvdResult& r, int64_t k, double tol
 
 }  // namespace
 
+// Largest entry of Y's columns outside span(Q), over the largest |Y| entry
+// (Q need not be orthonormal: its span's basis comes from a float64 QR).
+double outside_span(const MatrixXd& y, const MatrixXd& q) {
+  const MatrixXd b = Eigen::HouseholderQR<MatrixXd>(q).householderQ() * MatrixXd::Identity(q.rows(), q.cols());
+  return (y - b * (b.transpose() * y)).cwiseAbs().maxCoeff() / y.cwiseAbs().maxCoeff();
+}
+
+// Kahan's upper triangular matrix: diagonal s^i, above it -c s^i (s^2 + c^2 = 1).
+// Its diagonal hides its condition (ratio s^(n-1); the condition grows like
+// (1 + c)^n): Cholesky QR's refusal test cannot see it.
+MatrixXd kahan(int64_t n, double theta) {
+  const double s = std::sin(theta), c = std::cos(theta);
+  MatrixXd r = MatrixXd::Zero(n, n);
+  for (int64_t i = 0; i < n; ++i) {
+    r(i, i) = std::pow(s, static_cast<double>(i));
+    for (int64_t j = i + 1; j < n; ++j) r(i, j) = -c * std::pow(s, static_cast<double>(i));
+  }
+  return r;
+}
+
+TEST_CASE(orthonormalize_takes_the_path_the_condition_allows) {
+  const int64_t m = 500, l = 40;
+  std::mt19937 rng(11);
+  const MatrixXd q0 = random_orthonormal(m, l, rng), w = random_orthonormal(l, l, rng);
+  struct Case {
+    double cond;
+    bool full, squared;
+    svd::OrthPath path;
+  };
+  const Case cases[] = {
+      {10, false, false, svd::OrthPath::OnePass},
+      {10, true, false, svd::OrthPath::TwoPasses},
+      {1e4, true, false, svd::OrthPath::TwoPasses},  // the float Gram refuses, the double one takes it
+      {1e4, false, true, svd::OrthPath::OnePass},
+      {1e4, true, true, svd::OrthPath::TwoPasses},
+      {1e7, true, true, svd::OrthPath::Householder},
+      {1e7, true, false, svd::OrthPath::Householder},
+  };
+  for (const Case& c : cases) {
+    Eigen::VectorXd sv(l);
+    for (int64_t i = 0; i < l; ++i) sv(i) = std::pow(c.cond, -static_cast<double>(i) / (l - 1));
+    const MatF y = (q0 * sv.asDiagonal() * w.transpose()).cast<float>();
+    MatF q = y;
+    const svd::OrthPath path = svd::orthonormalize(q.data(), m, l, c.full, c.squared);
+    CHECK_MSG(path == c.path, "cond " << c.cond << " full " << c.full << " squared " << c.squared << ": path "
+                                      << static_cast<int>(path));
+    const MatrixXd qd = q.cast<double>(), yd = y.cast<double>();
+    CHECK_MSG(outside_span(yd, qd) <= 1e-5, "cond " << c.cond << ": outside the span " << outside_span(yd, qd));
+    if (c.full) CHECK_MSG(orthonormality_error(qd) <= 1e-5, "cond " << c.cond << ": " << orthonormality_error(qd));
+  }
+  // A squared iterate whose R diagonal looks tame (ratio 1e4, accepted) but
+  // whose condition is far larger: the first pass leaves it far from
+  // orthonormal; the second pass, or Householder where that pass is refused,
+  // still ends with an orthonormal basis of Y's span.
+  const double theta = std::asin(std::pow(1e-4, 1.0 / (l - 1)));
+  const MatF y = (q0 * kahan(l, theta)).cast<float>();
+  MatF q = y;
+  svd::orthonormalize(q.data(), m, l, true, true);
+  CHECK_MSG(orthonormality_error(q.cast<double>()) <= 1e-5, "Kahan: " << orthonormality_error(q.cast<double>()));
+  CHECK_MSG(outside_span(y.cast<double>(), q.cast<double>()) <= 1e-5, "Kahan: outside the span");
+}
+
+TEST_CASE(randomized_svd_routes_agree_on_tall_and_wide) {
+  // The Gram route factors A^T's projection for tall A and A's for wide A;
+  // both routes give orthonormal factors, the same values and the same error.
+  std::vector<double> s(120);
+  for (size_t i = 0; i < s.size(); ++i) s[i] = 3.0 / (1.0 + 0.1 * static_cast<double>(i));
+  for (auto shape : {std::pair<int64_t, int64_t>{400, 150}, {150, 400}}) {
+    const MatF a = with_spectrum(shape.first, shape.second, s, 8);
+    const int64_t k = 30;
+    svd::SvdResult r[2];
+    int i = 0;
+    for (svd::SketchRoute route : {svd::SketchRoute::Direct, svd::SketchRoute::Gram}) {
+      svd::RandomizedOptions opt;
+      opt.route = route;
+      opt.seed = 5;
+      r[i] = svd::randomized_svd(a.data(), a.rows(), a.cols(), k, opt);
+      check_factors(a, r[i], k, 1e-5);
+      CHECK_MSG(residual_sq(a, r[i]) <= sum_sq(s, k) * 1.01, "route " << r[i].route);
+      ++i;
+    }
+    for (int64_t j = 0; j < k; ++j)
+      CHECK_NEAR(r[0].s[static_cast<size_t>(j)], r[1].s[static_cast<size_t>(j)], 1e-3 * s[0]);
+  }
+}
+
 TEST_CASE(exact_svd_recovers_a_known_spectrum) {
   const std::vector<double> s{10, 7, 5, 3, 2, 1, 0.5, 0.25, 0.1, 0.01};
   for (auto shape : {std::pair<int64_t, int64_t>{60, 40}, {25, 70}}) {

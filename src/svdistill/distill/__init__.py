@@ -488,7 +488,7 @@ def check_options(**options: Any) -> None:
     or data, raising the same errors: for callers that do work of their own first
     (:func:`svdistill.specialists.specialists` clusters before it trains)."""
     try:
-        distill(_CHECK_ONLY, None, **options)
+        distill(_CHECK_ONLY, None, **options)  # type: ignore[arg-type]  # a sentinel student, no data
     except _Checked:
         return
 
