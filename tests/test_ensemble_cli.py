@@ -233,10 +233,13 @@ def test_forward_ensemble_warns_about_unconverged_frames(data, run_cli, tmp_path
 
 @pytest.mark.parametrize("args, words", [
     (["forward", "{g}", "{feats}", "ark:{tmp}/o.ark", "--ensemble", "{e}"], "--ensemble is in place of MODEL"),
-    (["forward", "{feats}", "ark:{tmp}/o.ark"], "MODEL or --ensemble is missing"),
+    (["forward", "{feats}", "ark:{tmp}/o.ark"],
+     "expected MODEL FEATS_RSPECIFIER OUT_WSPECIFIER, or --ensemble ENSEMBLE.json FEATS_RSPECIFIER OUT_WSPECIFIER; "
+     "got 2 arguments"),
+    (["forward", "{g}", "{feats}"], "got 2 arguments"),
     (["forward", "--ensemble", "{e}", "{feats}"], "required: OUT_WSPECIFIER"),
     (["compare", "--teacher-ensemble", "{e}", "{g}", "{g}", "{feats}"], "--teacher-ensemble is in place of TEACHER"),
-    (["compare", "{g}", "{feats}"], "TEACHER or --teacher-ensemble is missing"),
+    (["compare", "{g}", "{feats}"], "or --teacher-ensemble ENSEMBLE.json STUDENT FEATS_RSPECIFIER; got 2"),
     (["forward", "--ensemble", "{e}", "{feats}", "ark:{tmp}/o.ark", "--bogus"], "unrecognized arguments: --bogus"),
 ])
 def test_usage_errors(data, run_cli, tmp_path, args, words):
@@ -246,6 +249,24 @@ def test_usage_errors(data, run_cli, tmp_path, args, words):
     assert p.returncode == 2 and "Traceback" not in err, err
     assert err.startswith("usage: svdistill") and words in err, err
     assert not (tmp_path / "o.ark").exists()
+
+
+@pytest.mark.parametrize("args", [
+    ["forward", "{g}", "--apply-log", "--", "{feats}", "ark:{tmp}/o.ark"],
+    ["forward", "{g}", "--apply-log", "{feats}", "--", "ark:{tmp}/o.ark"],
+    ["forward", "--", "{g}", "{feats}", "ark:{tmp}/o.ark"],
+    ["forward", "--ensemble", "{e}", "--", "{feats}", "ark:{tmp}/o.ark"],
+])
+def test_double_dash_ends_the_options(data, run_cli, tmp_path, args):
+    fill = dict(g=data["generalist"], feats=data["train"], e=data["ensemble"], tmp=tmp_path)
+    p = run_cli(*[a.format(**fill) for a in args])
+    assert p.returncode == 0, p.stderr.decode()
+    assert (tmp_path / "o.ark").exists()
+
+
+def test_double_dash_compare(data, run_cli):
+    p = run_cli("compare", data["generalist"], data["student"], "--json", "--", data["train"])
+    assert p.returncode == 0 and json.loads(p.stdout)["frames"] == 240, p.stderr.decode()
 
 
 @pytest.mark.parametrize("args, words", [

@@ -10,7 +10,10 @@ from svdistill import Component, Error, Model
 from svdistill.distill import distill
 from svdistill.distill.engine import STAT_KEYS, CoreEngine, LogitsTeacher, train_options
 from svdistill.specialists import Ensemble, specialists
+from test_distill import _block_softmax
 from test_specialists import TRAIN, blobs, small_generalist
+
+TRAIN_NO_EPOCHS = {k: v for k, v in TRAIN.items() if k != "max_epochs"}
 
 
 @pytest.fixture(scope="module")
@@ -177,3 +180,46 @@ def test_checkpoints_know_the_ensemble(ensemble, tmp_path):
     with pytest.raises(Error, match="top_n"):
         distill(student, feats, teacher_ensemble=Ensemble(path, top_n=2), max_epochs=2, resume=True, **kw)
     distill(student, feats, teacher_ensemble=path, max_epochs=2, resume=True, **kw)
+
+
+def test_review_refusals(ensemble, tmp_path):
+    """An Ensemble given as ``teacher``, a logits teacher without integer dims, a BlockSoftmax
+    student against one distribution, checkpoints of a teacher that cannot say what it is:
+    each a clear error, not a traceback or a silently different training."""
+    path, feats, g = ensemble
+    student = svdistill.compress(g, rank=3)[0]
+    with pytest.raises(Error, match="teacher is an Ensemble: give it as teacher_ensemble") as e:
+        distill(student, feats, teacher=Ensemble(path), max_epochs=0)
+    assert e.value.option == "teacher"
+
+    class NoDims:
+        def logits(self, x):
+            return np.zeros((len(x), 6), np.float32)
+    with pytest.raises(Error, match="must have integer input_dim and output_dim, got None and None"):
+        distill(student, feats, teacher=NoDims(), max_epochs=0)
+    blocks = Model(student.components[:-1] + [_block_softmax([3, 3])])
+    with pytest.raises(Error, match=r"blocks \[6\], the student's softmax over \[3, 3\]"):
+        distill(blocks, feats, teacher_ensemble=path, max_epochs=0)
+    net = svdistill.Network(g, no_softmax=True)
+    anonymous = LogitsTeacher(6, 6, net)
+    with pytest.raises(Error, match="checkpoint_dir needs a teacher that says what it is"):
+        distill(student, feats, teacher=anonymous, checkpoint_dir=str(tmp_path / "ck"), **TRAIN)
+    named = LogitsTeacher(6, 6, net, fingerprint="g-logits")
+    distill(student, feats, teacher=named, checkpoint_dir=str(tmp_path / "ck"), **TRAIN)
+
+
+def test_unconverged_frames_are_counted(ensemble):
+    path, feats, g = ensemble
+    student = svdistill.compress(g, rank=3)[0]
+    with pytest.warns(UserWarning, match="stopped at max_iterations"):
+        svdistill.compare(None, student, feats, teacher_ensemble=path, max_iterations=1)
+    with pytest.warns(UserWarning, match="stopped at max_iterations"):
+        distill(student, feats, teacher_ensemble=path, max_iterations=1, max_epochs=1, **TRAIN_NO_EPOCHS)
+
+
+def test_specialists_refuse_hints_first(tmp_path):
+    rng = np.random.default_rng(3)
+    g = small_generalist(rng, (6, 8, 6))
+    with pytest.raises(Error, match="hint_weight does not apply to specialists"):
+        specialists(g, f"ark:{tmp_path / 'missing.ark'}", tmp_path / "o", hint_weight=1.0)
+    assert not (tmp_path / "o").exists()

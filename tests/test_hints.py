@@ -156,6 +156,9 @@ def _feats(n=6, frames=20, dim=5, seed=0):
     (dict(hint_weight=1.0, hint_layers="2-1"), "hint_layers", "numbered from 1"),
     (dict(hint_weight=1.0, hint_layers="x"), "hint_layers", "such as '1,3'"),
     (dict(hint_weight=1.0, hint_layers="3"), "hint_layers", "2 matching nonlinearities"),
+    # the form is checked before the models are read, without building the range
+    (dict(hint_weight=1.0, hint_layers="1-1000000000000", halving_factor=2.0), "halving_factor", "(0, 1)"),
+    (dict(hint_weight=1.0, minibatch_size=1), "minibatch_size", "at least 2 with hint_weight > 0"),
 ])
 def test_option_errors(kw, option, match):
     student, teacher = _pair(_rng(5))

@@ -80,7 +80,7 @@ def compare(teacher: Optional[ModelLike], student: ModelLike, feats: FeatsLike, 
                                                       "teacher_ensemble")
         # Its logits are log q: the core's log-softmax of them is log q again (q sums to 1), so
         # the teacher's distribution is the combination's (zeros of q floored as Ensemble.logits says).
-        t, blocks = (lambda x: ens.logits(x, raw=True)), [ens.num_classes]
+        t, blocks = (lambda x: ensemble.logits(x, raw=True)), [ens.num_classes]
         t_in, t_out, teacher_name = ens.input_dim, ens.num_classes, "teacher ensemble"
         tp = sum(m.num_params for m in [ens.generalist, *ens.specialists])
     else:

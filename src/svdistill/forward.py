@@ -217,6 +217,13 @@ class _EnsembleRunner:
         self.frames += len(q)
         return q
 
+    def logits(self, x: np.ndarray, raw: bool = False) -> np.ndarray:
+        """The ensemble's logits (:meth:`~svdistill.specialists.Ensemble.logits`), counted."""
+        lq, info = self.ensemble.logits(x, raw=raw, return_info=True)
+        self.unconverged += int(info["unconverged"])
+        self.frames += len(lq)
+        return lq
+
     def warn_unconverged(self) -> None:
         if self.unconverged:
             warnings.warn(f"the combination of {self.unconverged} of {self.frames} frames stopped at "

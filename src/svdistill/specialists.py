@@ -19,7 +19,9 @@ confuses with each other, plus one *dustbin* class standing for all the others:
 The teacher of specialist m is exact: the generalist's logits of m's classes and,
 for the dustbin, the log-sum-exp of the other classes' logits (:func:`dustbin_teacher`,
 given to :func:`svdistill.distill` as a logits teacher), so its posteriors are the
-generalist's regrouped (m's classes, then the sum of the others). No nnet1 layer
+generalist's regrouped (m's classes, then the sum of the others); at a temperature T
+the soft targets are those posteriors tempered as a whole (the dustbin's logit divided by
+T like the others), not the sum of the others' tempered probabilities. No nnet1 layer
 computes a log-sum-exp, so the specialist *model* cannot start as that teacher: it
 starts as the generalist (or ``init``) with its final affine's rows for m's classes
 and one dustbin row fitted by least squares (over m's training frames) to that
@@ -359,6 +361,10 @@ def specialists(generalist: ModelLike, feats: FeatsLike, outdir: Union[str, "os.
     -------
     SpecialistsResult
     """
+    for name in ("hint_weight", "hint_layers"):
+        if name in options:
+            raise option_error(name, "does not apply to specialists(): hints match one teacher model's "
+                                     "activations, and a specialist's teacher is the generalist regrouped")
     for name in ("teacher", "teachers", "teacher_ensemble", "output", "cv_feats", "cv_labels", "student"):
         if name in options:
             raise option_error(name, "is decided by specialists(): each specialist's teacher is the generalist "
@@ -664,9 +670,10 @@ class Ensemble:
                               self.max_iterations if max_iterations is None else max_iterations,
                               apply_log, return_info)
 
-    def logits(self, x: np.ndarray, *, raw: bool = False) -> np.ndarray:
+    def logits(self, x: np.ndarray, *, raw: bool = False, return_info: bool = False) -> Any:
         """log q of frames ``x`` *after* the feature transform (frames x the generalist's input
-        dim; ``raw``: before it, as :meth:`__call__` takes them), with the ensemble's options.
+        dim; ``raw``: before it, as :meth:`__call__` takes them), with the ensemble's options
+        (``return_info``: also :func:`combine`'s info).
         Its softmax at temperature T, softmax(log q / T), gives the soft targets the ensemble
         teaches with.
 
@@ -677,9 +684,10 @@ class Ensemble:
         T = 10, 0.01 per class)."""
         if raw and self._ft is not None:
             x = self._ft(x)
-        q = self._combined(np.asarray(x, dtype=np.float32), self.top_n, self.tolerance, self.max_iterations,
-                           False, False)
-        return np.log(np.maximum(q, np.finfo(np.float32).tiny))
+        q, info = self._combined(np.asarray(x, dtype=np.float32), self.top_n, self.tolerance, self.max_iterations,
+                                 False, True)
+        lq = np.log(np.maximum(q, np.finfo(np.float32).tiny))
+        return (lq, info) if return_info else lq
 
     def _combined(self, x: np.ndarray, top_n: int, tolerance: float, max_iterations: int, apply_log: bool,
                   return_info: bool) -> Any:

@@ -325,8 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     pf.add_argument("--threads", type=int, default=0)
     _add_ensemble_options(pf, "--ensemble", "run this ensemble (its generalist, specialists and feature transform) "
                                             "instead of MODEL: its combined posteriors q, through --apply-log "
-                                            "and the priors as a model's; not with --no-softmax or "
-                                            "--feature-transform")
+                                            "and the priors as a model's; not with --no-softmax, and "
+                                            "--feature-transform may only name the ensemble's own")
     pf.set_defaults(func=cmd_forward)
     _defaults_of(pf, forward_archive)
 

@@ -53,9 +53,12 @@ def _model_or_ensemble(parser: argparse.ArgumentParser, a: argparse.Namespace, e
         if extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         return
-    unknown = [x for x in extra if x.startswith("-") and x != "-"]
+    # "--" ends the options: what follows is positional, even if it starts with "-".
+    cut = extra.index("--") if "--" in extra else len(extra)
+    unknown = [x for x in extra[:cut] if x.startswith("-") and x != "-"]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    extra = extra[:cut] + extra[cut + 1:]
     names: Sequence[str]
     names, ensemble = _ENSEMBLE_REPLACES[a.command]
     sub = next(x for x in parser._actions if isinstance(x, argparse._SubParsersAction)).choices[a.command]
@@ -68,9 +71,9 @@ def _model_or_ensemble(parser: argparse.ArgumentParser, a: argparse.Namespace, e
         want: Sequence[str] = names[1:]
     else:
         want = names
-        if len(given) == len(names) - 1:
-            sub.error(f"expected {' '.join(metavars)}, or {flag} ENSEMBLE.json {' '.join(metavars[1:])}: "
-                      f"{metavars[0]} or {flag} is missing")
+        if len(given) == len(names) - 1:  # which one is missing cannot be told
+            sub.error(f"expected {' '.join(metavars)}, or {flag} ENSEMBLE.json {' '.join(metavars[1:])}; got "
+                      f"{len(given)} arguments: {' '.join(given)}")
     if len(given) < len(want):
         sub.error("the following arguments are required: " + ", ".join(metavars[len(names) - len(want) + len(given):]))
     if len(given) > len(want):

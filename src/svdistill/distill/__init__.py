@@ -271,7 +271,7 @@ def distill(student: ModelLike, feats: FeatsLike, *,
         if not hint_weight > 0:
             raise option_error("hint_layers", "chooses the layers of the hint term, and {hint_weight} is 0 (no hints)",
                                others=["hint_weight"])
-        parse_layers(hint_layers, 1 << 30)  # the form now; the range once the models are read
+        parse_layers(hint_layers, None)  # the form now; the range once the models are read
     if optimizer not in ("sgd", "adam"):
         raise option_error("optimizer", f"must be 'sgd' or 'adam', got {optimizer!r}")
     if learn_rate is None:
@@ -335,6 +335,10 @@ def distill(student: ModelLike, feats: FeatsLike, *,
         raise _Checked
 
     t_model = _model("student", student)
+    from ..specialists import Ensemble  # (specialists imports this package)
+    if isinstance(teacher, Ensemble) or (isinstance(teacher, (list, tuple))
+                                         and any(isinstance(t, Ensemble) for t in teacher)):
+        raise option_error("teacher", "is an Ensemble: give it as {teacher_ensemble}", others=["teacher_ensemble"])
     teacher_list = [] if teacher is None else [t if is_logits_teacher(t) else _model("teacher", t) for t in (
         teacher if isinstance(teacher, (list, tuple)) else [teacher])]
     if any(is_logits_teacher(t) for t in teacher_list) and len(teacher_list) > 1:
@@ -345,6 +349,10 @@ def distill(student: ModelLike, feats: FeatsLike, *,
     ensemble = None if runner is None else runner.ensemble
     has_teacher = bool(teacher_list) or ensemble is not None
     if hint_weight > 0:
+        if minibatch_size < 2:
+            raise option_error("minibatch_size", f"must be at least 2 with {{hint_weight}} > 0 (got {minibatch_size}): "
+                                                 "the hint term divides by the teacher's activation variance over "
+                                                 "the minibatch", others=["hint_weight"])
         if ensemble is not None:
             raise option_error("hint_weight", "matches the activations of one teacher model, and the teacher is an "
                                               "ensemble ({teacher_ensemble})", others=["teacher_ensemble"])
@@ -381,7 +389,7 @@ def distill(student: ModelLike, feats: FeatsLike, *,
     ft_model = _load(feature_transform) if feature_transform is not None else None
     if ensemble is not None:
         ft_model = ensemble.feature_transform_for(ft_model, "teacher_ensemble")
-        teacher_models = [LogitsTeacher(ensemble.generalist.input_dim, ensemble.num_classes, ensemble.logits,
+        teacher_models = [LogitsTeacher(ensemble.generalist.input_dim, ensemble.num_classes, runner.logits,
                                         "teacher ensemble", fingerprint=ensemble_fingerprint(ensemble))]
     hints = hint_pairs(comps, teacher_models[0], hint_layers) if hint_weight > 0 else []
     opts = train_options(optimizer, temperature=temperature, hard_weight=hard_weight, average_logits=average_logits,
@@ -420,6 +428,12 @@ def distill(student: ModelLike, feats: FeatsLike, *,
                                 hints=hint_weight > 0)
         ckpt = None
         if checkpoint_dir is not None:
+            unknown = [t for t in teacher_models if is_logits_teacher(t) and getattr(t, "fingerprint", None) is None]
+            if unknown:  # a resumed run could not tell whether it learns from the same teacher
+                raise option_error("checkpoint_dir", f"needs a teacher that says what it is: the {{teacher}} "
+                                                     f"({type(unknown[0]).__name__}) has no fingerprint attribute "
+                                                     "(a JSON-able value identifying its logits) for the checkpoints",
+                                   others=["teacher"])
             # Everything that decides the trained model, save --max-epochs (a run may go on).
             options = {k: v for k, v in dataclasses.asdict(sched).items()
                        if k not in ("max_epochs", "has_teachers", "hints")}
@@ -439,8 +453,12 @@ def distill(student: ModelLike, feats: FeatsLike, *,
                 raise option_error("checkpoint_dir", f"{checkpoint_dir} already holds checkpoints of a run: give "
                                                      "{resume} to continue it, or another (or an empty) folder",
                                    others=["resume"])
-        out = run(eng, data, sched, Progress(unit="frames", enabled=progress if writer else False), emit,
-                  checkpoints=ckpt, resume=bool(resume), checkpoint_every=int(checkpoint_every))
+        try:
+            out = run(eng, data, sched, Progress(unit="frames", enabled=progress if writer else False), emit,
+                      checkpoints=ckpt, resume=bool(resume), checkpoint_every=int(checkpoint_every))
+        finally:
+            if runner is not None:
+                runner.warn_unconverged()
 
         result = Model(eng.result(), binary=t_model.binary, dialect=t_model.dialect, source=t_model.source)
         report = DistillReport(epochs=out.epochs, best_epoch=out.best_epoch, stopped=out.stopped,

@@ -55,7 +55,8 @@ Teacher = Union[Model, Any]
 
 
 class LogitsTeacherLike(Protocol):
-    """What a logits teacher has (``name`` and ``fingerprint`` are optional)."""
+    """What a logits teacher has (``name``, ``fingerprint`` and ``blocks`` are optional:
+    ``blocks``, the widths of the softmax blocks its logits are read in, default one block)."""
 
     input_dim: int
     output_dim: int
@@ -138,9 +139,18 @@ def core_trainer(comps: Sequence[Component], teachers: Sequence[Teacher],
                         "with other teachers")
         t = external[0]
         s_in, s_out = comps[0].input_dim, comps[-1].output_dim
+        dims = (getattr(t, "input_dim", None), getattr(t, "output_dim", None))
+        if not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in dims):
+            raise option_error("teacher", f"a logits teacher (an object with logits()) must have integer input_dim "
+                                          f"and output_dim, got {dims[0]!r} and {dims[1]!r}")
         if (t.input_dim, t.output_dim) != (s_in, s_out):
             raise Error(f"the {teacher_name(t)} maps {t.input_dim} -> {t.output_dim} dims (after the feature "
                         f"transform), the student {s_in} -> {s_out}")
+        student_blocks = [int(b) for b in comps[-1].ints] if comps[-1].kind == "BlockSoftmax" else [s_out]
+        blocks = [int(b) for b in getattr(t, "blocks", None) or [t.output_dim]]
+        if blocks != student_blocks:
+            raise Error(f"the {teacher_name(t)} gives distributions over blocks {blocks}, the student's softmax "
+                        f"over {student_blocks}: they are not the same distributions")
         return _core.Trainer([c._c for c in comps], [], True, list(hints))
     nets = [t if isinstance(t, Network) else Network(t) for t in teachers]
     return _core.Trainer([c._c for c in comps], [t._net for t in nets], False, list(hints))
@@ -152,11 +162,12 @@ def nonlinearities(comps: Sequence[Component]) -> List[int]:
     return list(_core.nonlinearities([c._c for c in comps]))
 
 
-def parse_layers(spec: Optional[str], count: int) -> List[int]:
+def parse_layers(spec: Optional[str], count: Optional[int]) -> List[int]:
     """``hint_layers``: None (every pair), or "1,3", "2-4", "1,3-5" (1-based, in the order of the
-    nonlinearities) as 0-based pair indices, sorted, each in [0, count)."""
+    nonlinearities) as 0-based pair indices, sorted, each in [0, count); ``count`` None checks
+    the form alone (and returns [])."""
     if spec is None:
-        return list(range(count))
+        return list(range(count or 0))
     if not isinstance(spec, str) or not re.fullmatch(r"\s*\d+(\s*-\s*\d+)?(\s*,\s*\d+(\s*-\s*\d+)?)*\s*", spec):
         raise option_error("hint_layers", f"must be a list of layers such as '1,3' or '2-4' (1-based, in the order "
                                           f"of the nonlinearities), got {spec!r}")
@@ -166,6 +177,8 @@ def parse_layers(spec: Optional[str], count: int) -> List[int]:
         lo, hi = ends[0], ends[-1]
         if lo < 1 or hi < lo:
             raise option_error("hint_layers", f"{part.strip()}: layers are numbered from 1, and a range goes up")
+        if count is None:  # the form alone (the models are not read yet)
+            continue
         if hi > count:
             raise option_error("hint_layers", f"{part.strip()}: the student and the teacher have {count} matching "
                                               f"nonlinearities")
