@@ -387,7 +387,7 @@ def distill(student: ModelLike, feats: FeatsLike, *,
     comps = [c.copy() for c in t_model.components]
     teacher_models: List[Any] = [t if is_logits_teacher(t) else _load(t) for t in teacher_list]
     ft_model = _load(feature_transform) if feature_transform is not None else None
-    if ensemble is not None:
+    if runner is not None and ensemble is not None:
         ft_model = ensemble.feature_transform_for(ft_model, "teacher_ensemble")
         teacher_models = [LogitsTeacher(ensemble.generalist.input_dim, ensemble.num_classes, runner.logits,
                                         "teacher ensemble", fingerprint=ensemble_fingerprint(ensemble))]

@@ -146,7 +146,9 @@ def core_trainer(comps: Sequence[Component], teachers: Sequence[Teacher],
         if (t.input_dim, t.output_dim) != (s_in, s_out):
             raise Error(f"the {teacher_name(t)} maps {t.input_dim} -> {t.output_dim} dims (after the feature "
                         f"transform), the student {s_in} -> {s_out}")
-        student_blocks = [int(b) for b in comps[-1].ints] if comps[-1].kind == "BlockSoftmax" else [s_out]
+        last = comps[-1]
+        student_blocks = [int(b) for b in last.ints] if last.kind == "BlockSoftmax" and last.ints is not None \
+            else [s_out]
         blocks = [int(b) for b in getattr(t, "blocks", None) or [t.output_dim]]
         if blocks != student_blocks:
             raise Error(f"the {teacher_name(t)} gives distributions over blocks {blocks}, the student's softmax "
