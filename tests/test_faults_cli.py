@@ -4,6 +4,7 @@ modes, API misuse, truncated models described one way, parameter counts.
 """
 from __future__ import annotations
 
+import functools
 import io
 import os
 import signal
@@ -425,6 +426,8 @@ def test_stopped_early_is_not_printed_as_an_error(tmp_path, run_cli, monkeypatch
     from svdistill.distill.report import DistillReport
     from svdistill.errors import option_error
 
+    # The command passes the keywords of distill's signature (cli.options.keywords_of): the fake has it.
+    @functools.wraps(sys.modules["svdistill.distill"].distill)
     def fake_distill(*args, **kw):
         e = TrainingStopped("x")
         e.report = DistillReport(epochs=[], best_epoch=2, stopped="", temperature=1.0, hard_weight=0.0, teachers=1,

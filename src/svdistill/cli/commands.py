@@ -10,6 +10,7 @@ from .. import linalg
 from .._core import Error
 from ..info import format_info, info
 from ..io import atomic_output, iter_components, same_file, write
+from .options import keywords_of
 
 
 def cmd_info(a: argparse.Namespace) -> int:
@@ -168,22 +169,7 @@ def cmd_distill(a: argparse.Namespace) -> int:
     dist = Dist.from_env()
     writer = dist is None or dist.is_writer
     try:
-        _, report = distill(
-            a.student, a.feats, teacher=a.teacher, teacher_ensemble=a.teacher_ensemble, top_n=a.top_n,
-            tolerance=a.tolerance, max_iterations=a.max_iterations, feature_transform=a.feature_transform,
-            temperature=a.temperature, labels=a.labels, hard_weight=a.hard_weight,
-            average_logits=a.average_logits, hint_weight=a.hint_weight, hint_layers=a.hint_layers,
-            optimizer=a.optimizer, learn_rate=a.learn_rate,
-            momentum=a.momentum, l2_penalty=a.l2_penalty, minibatch_size=a.minibatch_size,
-            randomizer_size=a.randomizer_size, max_epochs=a.max_epochs, min_epochs=a.min_epochs,
-            keep_lr_epochs=a.keep_lr_epochs, start_halving_impr=a.start_halving_impr,
-            end_halving_impr=a.end_halving_impr, halving_factor=a.halving_factor, cv_feats=a.cv_feats,
-            cv_labels=a.cv_labels, cv_fraction=a.cv_fraction, seed=a.seed, output=a.output,
-            binary=a.binary, dialect=a.dialect, digits=a.digits,
-            engine=a.engine, device=a.device, precision=a.precision, read_ahead=a.read_ahead,
-            checkpoint_dir=a.checkpoint_dir,
-            checkpoint_every=a.checkpoint_every, resume=a.resume,
-            log=lambda line: print(line, file=sys.stderr, flush=True))
+        _, report = distill(**keywords_of(a, distill), log=lambda line: print(line, file=sys.stderr, flush=True))
     except TrainingStopped as e:  # the best model so far is written; _run says so
         if a.report and writer:
             _write_json(a.report, e.report.to_dict())
@@ -196,6 +182,7 @@ def cmd_distill(a: argparse.Namespace) -> int:
 def cmd_specialists(a: argparse.Namespace) -> int:
     import os
 
+    from ..distill import distill
     from ..specialists import specialist_file, specialists
     if os.path.exists(a.outdir) and not os.path.isdir(a.outdir):
         raise Error(f"OUTDIR {a.outdir} is not a folder")
@@ -219,16 +206,7 @@ def cmd_specialists(a: argparse.Namespace) -> int:
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    res = specialists(
-        a.generalist, a.feats, a.outdir, feature_transform=a.feature_transform, num_specialists=a.num_specialists,
-        classes_per_specialist=a.classes_per_specialist, overlap=a.overlap, init=a.init, labels=a.labels,
-        only=a.only, seed=a.seed, temperature=a.temperature, hard_weight=a.hard_weight, optimizer=a.optimizer,
-        learn_rate=a.learn_rate, momentum=a.momentum, l2_penalty=a.l2_penalty, minibatch_size=a.minibatch_size,
-        randomizer_size=a.randomizer_size, max_epochs=a.max_epochs, min_epochs=a.min_epochs,
-        keep_lr_epochs=a.keep_lr_epochs, start_halving_impr=a.start_halving_impr,
-        end_halving_impr=a.end_halving_impr, halving_factor=a.halving_factor, cv_fraction=a.cv_fraction,
-        binary=a.binary, dialect=a.dialect, digits=a.digits, engine=a.engine, device=a.device,
-        precision=a.precision, read_ahead=a.read_ahead, log=log)
+    res = specialists(**keywords_of(a, specialists, distill), log=log)
     print(format_specialists(res), file=sys.stderr)
     if a.report:
         _write_json(a.report, {"ensemble": res.ensemble, "specialists": [

@@ -3,8 +3,9 @@ default declared once (by the API keyword an option sets), and a keyword said as
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
-from typing import List
+from typing import Any, Dict, List
 
 _TRUE = ("true", "t", "1", "yes")
 _FALSE = ("false", "f", "0", "no")
@@ -83,3 +84,11 @@ def _flag_of(parser: argparse.ArgumentParser, command: str, keyword: str) -> str
                 return action.option_strings[0]
             return action.metavar or dest.upper()
     return keyword
+
+
+def keywords_of(a: argparse.Namespace, *funcs) -> Dict[str, Any]:
+    """The parsed values of the keywords of ``funcs``: each flag's dest is its API keyword
+    (tests/test_options.py), so a command passes every option of its function without listing
+    them again, and a flag added to the parser cannot be left behind."""
+    names = set().union(*(inspect.signature(f).parameters for f in funcs))
+    return {k: v for k, v in vars(a).items() if k in names}
