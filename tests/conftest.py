@@ -428,3 +428,26 @@ def signal_once_accepted(cmd: Sequence[str], sig: int, env: Optional[Dict[str, s
         if proc.poll() is None:
             proc.kill()
     return proc.returncode, "".join(lines) + (rest or "")
+
+
+def stop_while_writing(proc, writing) -> bool:
+    """Stops ``proc`` (SIGSTOP; the caller sends SIGCONT) and says whether it is still
+    writing (``writing()``, e.g. its temporary output exists): a signal sent now reaches it
+    mid-write. Without stopping it, the writer can finish (and exit 0) between a look and
+    a signal."""
+    import signal
+    import time
+    proc.send_signal(signal.SIGSTOP)
+    stat = f"/proc/{proc.pid}/stat"
+    if not os.path.exists("/proc/self/stat"):
+        time.sleep(0.05)  # no /proc: a moment for the stop to take effect
+    else:
+        for _ in range(2000):  # until its state is T (stopped), or Z (it had exited)
+            try:
+                with open(stat) as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] in ("T", "t", "Z"):
+                        break
+            except (OSError, IndexError):
+                break
+            time.sleep(0.0005)
+    return proc.poll() is None and writing()

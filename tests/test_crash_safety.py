@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import svdistill
+from conftest import stop_while_writing
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="POSIX signals and rlimits")
 
@@ -61,8 +62,10 @@ def test_sigkill_mid_write_leaves_previous_target_intact(tmp_path, big_text, com
         while time.time() < deadline and proc.poll() is None:
             tmps = _temps(tmp_path)
             if tmps and tmps[0].stat().st_size > 0:
-                proc.send_signal(signal.SIGKILL)
-                killed_while_writing = True
+                if stop_while_writing(proc, lambda: bool(_temps(tmp_path))):
+                    proc.send_signal(signal.SIGKILL)
+                    killed_while_writing = True
+                proc.send_signal(signal.SIGCONT)
                 break
             time.sleep(0.001)
         proc.wait()

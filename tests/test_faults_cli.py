@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import svdistill
+from conftest import stop_while_writing
 from svdistill import Component, Model
 
 posix = pytest.mark.skipif(sys.platform != "linux", reason="POSIX signals, FIFOs and modes")
@@ -61,8 +62,12 @@ def _signal_while_writing(args, folder: Path, sig: int, **kw) -> subprocess.Pope
         while time.time() < deadline and proc.poll() is None:
             tmps = _temps(folder)
             if tmps and tmps[0].stat().st_size > 0:
-                proc.send_signal(sig)
-                sent = True
+                # Stopped first, so that "still writing" is known when the signal is sent: without
+                # that, the writer can finish (and exit 0) between the look and the signal.
+                if stop_while_writing(proc, lambda: bool(_temps(folder))):
+                    proc.send_signal(sig)
+                    sent = True
+                proc.send_signal(signal.SIGCONT)
                 break
             time.sleep(0.001)
         proc.wait(timeout=120)
