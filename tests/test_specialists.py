@@ -407,3 +407,39 @@ def test_classes_never_predicted_leave_no_specialist_empty(seed):
     clusters = cluster_classes(A @ A.T, C)
     assert all(clusters), clusters
     assert sorted(c for cl in clusters for c in cl) == list(range(C))
+
+
+def test_specialist_data_is_read_again_not_held():
+    """A specialist's data (_Picked) are the chosen frames, after a feature transform that
+    runs on whole utterances (a <Splice> sees each frame's neighbours), in order, in chunks
+    of _CHUNK frames: what slicing the whole transformed corpus in memory gives; each pass
+    reads the features again; features that change between passes are an error."""
+    import io
+
+    from svdistill.distill.data import Source
+    from svdistill.forward import Network
+    from svdistill.specialists import _CHUNK, _Picked
+    rng = np.random.default_rng(4)
+    feats = {f"u{i}": rng.normal(size=(int(n), 3)).astype(np.float32) for i, n in enumerate([5, 90, 1, 200, 33])}
+    splice = svdistill.read(io.BytesIO(b"<Nnet>\n<Splice> 9 3\n[ -1 0 1 ]\n<!EndOfComponent>\n</Nnet>\n"))
+    ft = Network(splice)
+    lengths = np.array([len(v) for v in feats.values()])
+    chosen = rng.random(lengths.sum()) < 0.6
+    passes = []
+
+    class Counting(dict):
+        def items(self):
+            passes.append(1)
+            return super().items()
+
+    picked = _Picked(Source(Counting(feats), "features"), ft, list(feats), lengths, chosen, "p-")
+    want = np.concatenate([ft(v) for v in feats.values()])[chosen]
+    for _ in range(2):
+        got = list(picked.items())
+        assert [k for k, _ in got] == [f"p-{j:07d}" for j in range(len(got))]
+        assert all(len(x) == _CHUNK for _, x in got[:-1]) and len(got) == len(picked)
+        assert np.array_equal(np.concatenate([x for _, x in got]), want)
+    assert len(passes) == 2
+    changed = dict(feats, u3=feats["u3"][:-1])
+    with pytest.raises(Error, match="utterance u3 has 199 frames, 200 in the first pass"):
+        list(_Picked(Source(changed, "features"), ft, list(feats), lengths, chosen, "p-").items())

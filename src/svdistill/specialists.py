@@ -35,6 +35,7 @@ import copy
 import json
 import numbers
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -200,12 +201,66 @@ def _final_affine(model: Model, what: str) -> int:
     return len(comps) - 2
 
 
-def _hidden(model: Model, x: np.ndarray) -> np.ndarray:
-    """The input of the final affine (float32, frames x its input dim)."""
+def _hidden_net(model: Model) -> Optional[Network]:
+    """The network that gives the input of the final affine (None: the input itself)."""
     k = _final_affine(model, "model")
-    if k == 0:
-        return x
-    return Network(Model([c for c in model.components[:k]]))(x)
+    return Network(Model([c for c in model.components[:k]])) if k > 0 else None
+
+
+class _Picked(Mapping):
+    """A specialist's data, read again at each pass: the chosen frames of every utterance
+    (after the feature transform, which runs on whole utterances, so that splicing sees
+    each frame's neighbours), in order, as pseudo-utterances of ``_CHUNK`` frames named
+    ``prefix`` + their number. Only the choice (a flag per frame) is held in memory."""
+
+    def __init__(self, source: Source, ft: Optional[Network], keys: List[str], lengths: np.ndarray,
+                 chosen: np.ndarray, prefix: str) -> None:
+        self.source, self.ft, self.prefix = source, ft, prefix
+        ends = np.cumsum(lengths)
+        self.chosen = {k: chosen[e - n:e] for k, n, e in zip(keys, lengths, ends)}
+        self.count = -(-int(chosen.sum()) // _CHUNK)
+
+    def items(self):  # one pass over the features (a generator, not a view)
+        buf: List[np.ndarray] = []
+        held = j = 0
+        for key, v in self.source:
+            mask = self.chosen.get(key)
+            if mask is None:
+                raise Error(f"features: utterance {key} was not in the first pass over them (the features "
+                            "changed while the specialists trained)")
+            if len(mask) != len(v):
+                raise Error(f"features: utterance {key} has {len(v)} frames, {len(mask)} in the first pass over "
+                            "them (the features changed while the specialists trained)")
+            if not mask.any():
+                continue
+            x = self.ft(v) if self.ft is not None else v
+            buf.append(x[mask])
+            held += buf[-1].shape[0]
+            if held >= _CHUNK:
+                block = np.concatenate(buf) if len(buf) > 1 else buf[0]
+                start = 0
+                while held - start >= _CHUNK:
+                    yield f"{self.prefix}{j:07d}", block[start:start + _CHUNK]
+                    j += 1
+                    start += _CHUNK
+                buf, held = [block[start:]], held - start
+        if held:
+            yield f"{self.prefix}{j:07d}", np.concatenate(buf)
+
+    def values(self):
+        return (x for _, x in self.items())
+
+    def __iter__(self):
+        return (k for k, _ in self.items())
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        for k, x in self.items():
+            if k == key:
+                return x
+        raise KeyError(key)
 
 
 def _logsumexp(z: np.ndarray) -> np.ndarray:
@@ -229,23 +284,51 @@ def dustbin_model(model: Model, classes: Sequence[int], hidden: np.ndarray) -> T
     other = np.setdiff1d(np.arange(C), cls)
     if cls.size == 0 or other.size == 0 or cls.min() < 0 or cls.max() >= C or len(np.unique(cls)) != cls.size:
         raise Error(f"classes must be distinct ids in [0, {C}), fewer than all of them, got {list(classes)}")
-    assert aff.weight is not None and aff.bias is not None  # an <AffineTransform> (checked above)
-    w: np.ndarray = aff.weight.astype(np.float64)
-    b: np.ndarray = aff.bias.astype(np.float64)
-    h = np.asarray(hidden, dtype=np.float64)
-    target = _logsumexp(h @ w[other].T + b[other])
-    a = np.hstack([h, np.ones((len(h), 1))])
-    # A little ridge (relative to the inputs' scale) keeps collinear hidden units harmless.
-    gram = a.T @ a
-    gram[np.diag_indices_from(gram)] += 1e-8 * max(np.trace(gram) / len(gram), 1e-30)
-    sol = np.linalg.solve(gram, a.T @ target)
-    rms = float(np.sqrt(np.mean((a @ sol - target) ** 2)))
-    rows = np.vstack([w[cls], sol[None, :-1]]).astype(np.float32)
-    bias = np.concatenate([b[cls], sol[-1:]]).astype(np.float32)
-    new = Component.affine(rows, bias, learn_rate_coef=aff.learn_rate_coef,
-                           bias_learn_rate_coef=aff.bias_learn_rate_coef, max_norm=aff.max_norm)
-    comps = [c.copy() for c in model.components[:k]] + [new, Component.activation("Softmax", len(cls) + 1)]
-    return Model(comps, binary=model.binary, dialect=model.dialect), rms
+    fit = _DustbinFit(model, cls)
+    fit.add(np.asarray(hidden))
+    return fit.model()
+
+
+class _DustbinFit:
+    """The least-squares dustbin row of :func:`dustbin_model`, from moments accumulated over
+    batches of final-affine inputs (so that the frames need not be in memory at once)."""
+
+    def __init__(self, model: Model, cls: np.ndarray) -> None:
+        self.base, self.cls = model, cls
+        self.k = _final_affine(model, "model")
+        aff = model.components[self.k]
+        assert aff.weight is not None and aff.bias is not None  # an <AffineTransform> (checked above)
+        self.w: np.ndarray = aff.weight.astype(np.float64)
+        self.b: np.ndarray = aff.bias.astype(np.float64)
+        self.other = np.setdiff1d(np.arange(aff.output_dim), cls)
+        d = aff.input_dim + 1
+        self.gram, self.rhs, self.tt, self.frames = np.zeros((d, d)), np.zeros(d), 0.0, 0
+
+    def add(self, hidden: np.ndarray) -> None:
+        h = np.asarray(hidden, dtype=np.float64)
+        target = _logsumexp(h @ self.w[self.other].T + self.b[self.other])
+        a = np.hstack([h, np.ones((len(h), 1))])
+        self.gram += a.T @ a
+        self.rhs += a.T @ target
+        self.tt += float(target @ target)
+        self.frames += len(h)
+
+    def model(self) -> Tuple[Model, float]:
+        if self.frames == 0:
+            raise Error("the dustbin row needs at least one frame to fit")
+        # A little ridge (relative to the inputs' scale) keeps collinear hidden units harmless.
+        gram = self.gram.copy()
+        gram[np.diag_indices_from(gram)] += 1e-8 * max(np.trace(gram) / len(gram), 1e-30)
+        sol = np.linalg.solve(gram, self.rhs)
+        # The residual's energy from the moments: |a sol - t|^2 = sol' G sol - 2 sol' a't + t't.
+        rms = float(np.sqrt(max(sol @ self.gram @ sol - 2.0 * sol @ self.rhs + self.tt, 0.0) / self.frames))
+        model, aff, cls, w, b, k = self.base, self.base.components[self.k], self.cls, self.w, self.b, self.k
+        rows = np.vstack([w[cls], sol[None, :-1]]).astype(np.float32)
+        bias = np.concatenate([b[cls], sol[-1:]]).astype(np.float32)
+        new = Component.affine(rows, bias, learn_rate_coef=aff.learn_rate_coef,
+                               bias_learn_rate_coef=aff.bias_learn_rate_coef, max_norm=aff.max_norm)
+        comps = [c.copy() for c in model.components[:k]] + [new, Component.activation("Softmax", len(cls) + 1)]
+        return Model(comps, binary=model.binary, dialect=model.dialect), rms
 
 
 def dustbin_teacher(model: Model, classes: Sequence[int]) -> LogitsTeacher:
@@ -329,8 +412,11 @@ def specialists(generalist: ModelLike, feats: FeatsLike, outdir: Union[str, "os.
         Ends in ``<AffineTransform>`` + ``<Softmax>``.
     feats : rspecifier, dict of arrays or one array
         The data: the generalist's predictions over it are clustered, and each
-        specialist trains on a part of it. It is read once and held in memory
-        (after the feature transform).
+        specialist trains on a part of it. It is read once for the clustering,
+        then again by each specialist (once for its initial dustbin row, then
+        as distill reads its data, every epoch): only a class id and a flag per
+        frame are held in memory, so it must be re-readable (a file, an scp or
+        a command, not stdin).
     feature_transform : Model or path, optional
         Run frozen on each utterance first; recorded in ``ensemble.json``.
     num_specialists : int
@@ -391,47 +477,47 @@ def specialists(generalist: ModelLike, feats: FeatsLike, outdir: Union[str, "os.
             raise Error(f"init: maps {init_model.input_dim} to {init_model.output_dim} dims; the generalist "
                         f"maps {g_model.input_dim} to {C}")
 
-    # The features (after the feature transform) are kept, for the specialists' data; the
-    # generalist's predictions are only summed (their covariance) and arg-maxed, utterance by utterance.
+    # One pass over the data: the generalist's predictions are summed (their covariance) and
+    # each frame's class kept (its label, else the generalist's arg-max); the features are not
+    # kept (a corpus of hundreds of hours would not fit): each specialist reads them again.
     ft_net = Network(ft_model) if ft_model is not None else None
     g_net = Network(g_model)
     lab = load_labels(labels, "labels")
-    xs: List[np.ndarray] = []
-    ys: List[np.ndarray] = []
-    top: List[np.ndarray] = []
+    source = Source(feats, "features")
+    keys: List[str] = []
+    classes_of: List[np.ndarray] = []
     s1, s2 = np.zeros(C), np.zeros((C, C))
-    for key, v in Source(feats, "features"):
+    for key, v in source:
         x = ft_net(v) if ft_net is not None else v
         if x.shape[1] != g_model.input_dim:
             raise Error(f"features: utterance {key} has {x.shape[1]} dims (after the feature transform); the "
                         f"generalist expects {g_model.input_dim}")
-        xs.append(x)
         pu: np.ndarray = g_net(x).astype(np.float64)
         s1 += pu.sum(0)
         s2 += pu.T @ pu
-        top.append(pu.argmax(1))
         if lab is not None:
             if key not in lab:
                 raise Error(f"labels: no alignment for utterance {key}")
             if len(lab[key]) != len(x):
                 raise Error(f"labels: utterance {key} has {len(lab[key])} labels for {len(x)} frames")
-            ys.append(lab[key].astype(np.int64))
-    if not xs:
+            classes_of.append(lab[key].astype(np.int32))
+        else:
+            classes_of.append(pu.argmax(1).astype(np.int32))
+        keys.append(key)
+    if not keys:
         raise Error("features: no utterances")
-    x_all = np.concatenate(xs)
-    del xs
-    n = len(x_all)
+    if len(set(keys)) != len(keys):
+        raise Error("features: an utterance key appears twice (each specialist reads the features again "
+                    "and picks its frames by key)")
+    lengths = np.array([len(c) for c in classes_of], dtype=np.int64)
+    n = int(lengths.sum())
     if n < 2:
         raise Error("features: the covariance of the generalist's predictions needs at least 2 frames")
     covariance = (s2 - np.outer(s1, s1) / n) / (n - 1)
-    if lab is not None:
-        y_all = np.concatenate(ys)
-        if y_all.size and (y_all.min() < 0 or y_all.max() >= C):
-            raise Error(f"labels: pdf ids must lie in [0, {C}), got {int(y_all.min())}..{int(y_all.max())}")
-        cls_of_frame = y_all
-    else:
-        y_all = None
-        cls_of_frame = np.concatenate(top)
+    cls_of_frame = np.concatenate(classes_of)
+    del classes_of
+    if lab is not None and (cls_of_frame.min() < 0 or cls_of_frame.max() >= C):
+        raise Error(f"labels: pdf ids must lie in [0, {C}), got {int(cls_of_frame.min())}..{int(cls_of_frame.max())}")
     clusters = cluster_classes(covariance, k, classes_per_specialist=classes_per_specialist,
                                overlap=overlap, seed=seed)
 
@@ -456,15 +542,20 @@ def specialists(generalist: ModelLike, feats: FeatsLike, outdir: Union[str, "os.
         # Half the frames from its classes: all of them, and as many of the others (or all, if fewer).
         picked = np.sort(np.concatenate([inside, rng.choice(outside, min(inside.size, outside.size),
                                                              replace=False)]))
-        x_i = x_all[picked]
+        chosen: np.ndarray = np.zeros(n, bool)
+        chosen[picked] = True
+        feats_i = _Picked(source, ft_net, keys, lengths, chosen, f"s{i}-")
         start = g_model if init_model is None else init_model
-        student, rms = dustbin_model(start, cls, _hidden(start, x_i))
-        feats_i = {f"s{i}-{j // _CHUNK:07d}": x_i[j:j + _CHUNK] for j in range(0, len(x_i), _CHUNK)}
+        fit = _DustbinFit(start, cls)
+        hidden = _hidden_net(start)
+        for _, x in feats_i.items():
+            fit.add(hidden(x) if hidden is not None else x)
+        student, rms = fit.model()
         labels_i = None
-        if y_all is not None:
+        if lab is not None:
             remap: np.ndarray = np.full(C, len(cls), np.int32)
             remap[cls] = np.arange(len(cls), dtype=np.int32)
-            y_i = remap[y_all[picked]]
+            y_i = remap[cls_of_frame[picked]]
             labels_i = {f"s{i}-{j // _CHUNK:07d}": y_i[j:j + _CHUNK] for j in range(0, len(y_i), _CHUNK)}
         if options.get("log") is not None:  # each specialist's table under a line saying whose it is
             options["log"](f"specialist {i}: {len(cls)} classes, {len(picked):,} frames ({inside.size:,} of its "

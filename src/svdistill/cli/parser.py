@@ -434,7 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
                f"{DISTILL_STOPPED_EARLY} a specialist stopped early (its best model written, ensemble.json "
                "not: train the others with --only); 129, 130, 143 stopped by a signal.")
     pe.add_argument("feats", metavar="FEATS_RSPECIFIER",
-                    help="the data: read once and held in memory (after the feature transform)")
+                    help="the data: read once for the clustering, then again by each specialist "
+                         "(its frames picked per utterance; not stdin)")
     pe.add_argument("outdir", metavar="OUTDIR", help="the folder of the specialists and ensemble.json (made if "
                                                      "missing)")
     g = pe.add_argument_group("the ensemble")
