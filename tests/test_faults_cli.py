@@ -43,7 +43,15 @@ def big_text(tmp_path_factory) -> Path:
     return p
 
 
+def _default_hangup() -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 def _popen(*args, **kw) -> subprocess.Popen:
+    """The CLI as a child whose SIGHUP has its default action, as in a terminal, even when the
+    tests run under nohup (which the child would inherit: an ignored hangup stays ignored)."""
+    if os.name == "posix":
+        kw.setdefault("preexec_fn", _default_hangup)
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
     return subprocess.Popen([sys.executable, "-m", "svdistill", *map(str, args)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, **kw)
