@@ -49,6 +49,7 @@ from .errors import Error, option_error
 from .forward import ModelLike, Network, _load
 from .io import atomic_output
 from .model import Component, Model, same_model
+from .progress import Progress
 
 __all__ = ["DEFAULT_TOP_N", "Ensemble", "SpecialistsResult", "cluster_classes", "combine", "dustbin_model",
            "dustbin_teacher", "specialist_file", "specialists"]
@@ -487,7 +488,11 @@ def specialists(generalist: ModelLike, feats: FeatsLike, outdir: Union[str, "os.
     keys: List[str] = []
     classes_of: List[np.ndarray] = []
     s1, s2 = np.zeros(C), np.zeros((C, C))
+    bar = Progress("specialists: clustering pass", unit="frames", enabled=options.get("progress"))
+    seen = 0
     for key, v in source:
+        seen += len(v)
+        bar.update(seen, f"{len(keys) + 1:,} utterance{'s' if keys else ''}")
         x = ft_net(v) if ft_net is not None else v
         if x.shape[1] != g_model.input_dim:
             raise Error(f"features: utterance {key} has {x.shape[1]} dims (after the feature transform); the "
@@ -504,6 +509,7 @@ def specialists(generalist: ModelLike, feats: FeatsLike, outdir: Union[str, "os.
         else:
             classes_of.append(pu.argmax(1).astype(np.int32))
         keys.append(key)
+    bar.close()
     if not keys:
         raise Error("features: no utterances")
     if len(set(keys)) != len(keys):
@@ -548,8 +554,11 @@ def specialists(generalist: ModelLike, feats: FeatsLike, outdir: Union[str, "os.
         start = g_model if init_model is None else init_model
         fit = _DustbinFit(start, cls)
         hidden = _hidden_net(start)
+        bar.start(f"specialist {i}: initial dustbin row")
         for _, x in feats_i.items():
             fit.add(hidden(x) if hidden is not None else x)
+            bar.update(fit.frames)
+        bar.close()
         student, rms = fit.model()
         labels_i = None
         if lab is not None:
