@@ -32,6 +32,7 @@ then reduces, is recorded as ``init_dustbin_rms`` in ``ensemble.json``.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import numbers
 import os
@@ -65,6 +66,7 @@ DEFAULT_MAX_ITERATIONS = 1000
 FORMAT = "svdistill-ensemble"
 VERSION = 1
 _CHUNK = 64  # frames per pseudo-utterance of a specialist's training data
+_FIT_BLOCK = 8192  # frames per block of the initial dustbin row's moments
 
 
 # -- clustering (section 5.2) ------------------------------------------------------
@@ -302,12 +304,16 @@ class _DustbinFit:
         self.w: np.ndarray = aff.weight.astype(np.float64)
         self.b: np.ndarray = aff.bias.astype(np.float64)
         self.other = np.setdiff1d(np.arange(aff.output_dim), cls)
+        # The other classes' rows, once (float32: the logits as the network computes them).
+        self.w_other = np.ascontiguousarray(aff.weight[self.other])
+        self.b_other = aff.bias[self.other]
         d = aff.input_dim + 1
         self.gram, self.rhs, self.tt, self.frames = np.zeros((d, d)), np.zeros(d), 0.0, 0
 
     def add(self, hidden: np.ndarray) -> None:
-        h = np.asarray(hidden, dtype=np.float64)
-        target = _logsumexp(h @ self.w[self.other].T + self.b[self.other])
+        h32 = np.asarray(hidden, dtype=np.float32)
+        target = _logsumexp((h32 @ self.w_other.T + self.b_other).astype(np.float64))
+        h = h32.astype(np.float64)
         a = np.hstack([h, np.ones((len(h), 1))])
         self.gram += a.T @ a
         self.rhs += a.T @ target
@@ -555,9 +561,16 @@ def specialists(generalist: ModelLike, feats: FeatsLike, outdir: Union[str, "os.
         fit = _DustbinFit(start, cls)
         hidden = _hidden_net(start)
         bar.start(f"specialist {i}: initial dustbin row")
-        for _, x in feats_i.items():
-            fit.add(hidden(x) if hidden is not None else x)
-            bar.update(fit.frames)
+        block: List[np.ndarray] = []
+        for _, x in itertools.chain(feats_i.items(), [("", None)]):
+            if x is not None:
+                block.append(x)
+            # in blocks of frames, not chunks: the moments' GEMMs run at speed on tall blocks
+            if block and (x is None or sum(len(b) for b in block) >= _FIT_BLOCK):
+                xb = np.concatenate(block)
+                fit.add(hidden(xb) if hidden is not None else xb)
+                block = []
+                bar.update(fit.frames)
         bar.close()
         student, rms = fit.model()
         labels_i = None
