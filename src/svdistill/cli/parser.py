@@ -160,9 +160,12 @@ def _add_cv_fraction(g: "argparse._ActionsContainer", help: str) -> None:
 
 
 def _add_model_output_options(g: "argparse._ActionsContainer", whose: str) -> None:
+    """How a model is written (io.write's options), for every command that writes one."""
     _add_bool(g, "--binary", f"write Kaldi binary (default: {whose} encoding)")
-    g.add_argument("--dialect", choices=["kaldi", "pdnn"])
-    g.add_argument("--digits", choices=["shortest", "kaldi"])
+    g.add_argument("--dialect", choices=["kaldi", "pdnn"], help=f"text dialect to write (default: {whose})")
+    g.add_argument("--digits", choices=["shortest", "kaldi"],
+                   help="text numbers: 'shortest' round-trips float32 exactly; 'kaldi' writes "
+                        "nnet-copy's 7 significant digits byte for byte (default %(default)s)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -212,12 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "file onto itself is safe.")
     pc.add_argument("input", metavar="MODEL_IN")
     pc.add_argument("output", metavar="MODEL_OUT")
-    _add_bool(pc, "--binary", "write Kaldi binary (default: the input's encoding)")
-    pc.add_argument("--dialect", choices=["kaldi", "pdnn"],
-                    help="text dialect to write (default: the input's)")
-    pc.add_argument("--digits", choices=["shortest", "kaldi"],
-                    help="text numbers: 'shortest' round-trips float32 exactly; 'kaldi' writes "
-                         "nnet-copy's 7 significant digits byte for byte (default %(default)s)")
+    _add_model_output_options(pc, "the input's")
     pc.set_defaults(func=cmd_copy)
     _defaults_of(pc, write)
 
@@ -270,9 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="random seed (identical results for a seed and thread count)")
     g.add_argument("--threads", type=int, default=0, help="threads (default: all cores)")
     g = pz.add_argument_group("output")
-    _add_bool(g, "--binary", "write Kaldi binary (default: the input's encoding)")
-    g.add_argument("--dialect", choices=["kaldi", "pdnn"])
-    g.add_argument("--digits", choices=["shortest", "kaldi"])
+    _add_model_output_options(g, "the input's")
     g.add_argument("--report", metavar="FILE.json", help="write the report as JSON")
     g.add_argument("--plot", metavar="FILE.png",
                    help="plot the spectra with the chosen ranks (needs svdistill[plot])")
