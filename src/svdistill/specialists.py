@@ -280,30 +280,34 @@ def dustbin_model(model: Model, classes: Sequence[int], hidden: np.ndarray) -> T
     gives the dustbin the probability of all the others, as far as an affine
     function of ``hidden`` can). Returns (model, RMS error of the fit in nats).
     """
+    fit = _DustbinFit(model, classes)
+    fit.add(np.asarray(hidden))
+    return fit.model()
+
+
+def _split_classes(model: Model, classes: Sequence[int]) -> Tuple[int, np.ndarray, np.ndarray]:
+    """(index of the final affine, ``classes``, the other classes) of a specialist of ``model``,
+    checked: distinct ids of its outputs, fewer than all of them (the dustbin holds the rest)."""
     k = _final_affine(model, "model")
-    aff = model.components[k]
-    C = aff.output_dim
+    C = model.output_dim
     cls = np.asarray(classes, dtype=np.int64)
     other = np.setdiff1d(np.arange(C), cls)
     if cls.size == 0 or other.size == 0 or cls.min() < 0 or cls.max() >= C or len(np.unique(cls)) != cls.size:
         raise Error(f"classes must be distinct ids in [0, {C}), fewer than all of them, got {list(classes)}")
-    fit = _DustbinFit(model, cls)
-    fit.add(np.asarray(hidden))
-    return fit.model()
+    return k, cls, other
 
 
 class _DustbinFit:
     """The least-squares dustbin row of :func:`dustbin_model`, from moments accumulated over
     batches of final-affine inputs (so that the frames need not be in memory at once)."""
 
-    def __init__(self, model: Model, cls: np.ndarray) -> None:
-        self.base, self.cls = model, cls
-        self.k = _final_affine(model, "model")
+    def __init__(self, model: Model, classes: Sequence[int]) -> None:
+        self.base = model
+        self.k, self.cls, self.other = _split_classes(model, classes)
         aff = model.components[self.k]
         assert aff.weight is not None and aff.bias is not None  # an <AffineTransform> (checked above)
         self.w: np.ndarray = aff.weight.astype(np.float64)
         self.b: np.ndarray = aff.bias.astype(np.float64)
-        self.other = np.setdiff1d(np.arange(aff.output_dim), cls)
         # The other classes' rows, once (float32: the logits as the network computes them).
         self.w_other = np.ascontiguousarray(aff.weight[self.other])
         self.b_other = aff.bias[self.other]
@@ -344,12 +348,7 @@ def dustbin_teacher(model: Model, classes: Sequence[int]) -> LogitsTeacher:
     log-sum-exp of the other classes' logits (computed stably in float64), so that its
     softmax is ``model``'s posteriors regrouped: ``classes``, then the sum of the others.
     Its input is ``model``'s (after any feature transform)."""
-    _final_affine(model, "model")
-    C = model.output_dim
-    cls = np.asarray(classes, dtype=np.int64)
-    other = np.setdiff1d(np.arange(C), cls)
-    if cls.size == 0 or other.size == 0 or cls.min() < 0 or cls.max() >= C or len(np.unique(cls)) != cls.size:
-        raise Error(f"classes must be distinct ids in [0, {C}), fewer than all of them, got {list(classes)}")
+    _, cls, other = _split_classes(model, classes)
     net = Network(model, no_softmax=True)
 
     def logits(x: np.ndarray) -> np.ndarray:
@@ -650,14 +649,14 @@ def combine(generalist_posteriors: np.ndarray, specialist_posteriors: Sequence[n
     -------
     q (frames x C float32), or (q, info) with ``return_info``
     """
-    top_n = _int("top_n", top_n, 1)
+    top_n = _top_n(top_n)
     max_iterations = _int("max_iterations", max_iterations, 1)
     tolerance = _tolerance(tolerance)
     if len(specialist_posteriors) != len(classes):
         raise Error(f"got {len(specialist_posteriors)} specialists' posteriors for {len(classes)} class lists")
     g = np.asarray(generalist_posteriors, dtype=np.float32)
-    if g.ndim == 2 and top_n > g.shape[1]:
-        raise option_error("top_n", f"must be at most the classes ({g.shape[1]}), got {top_n}")
+    if g.ndim == 2:
+        _top_n(top_n, g.shape[1])
     cls = [[int(c) for c in cl] for cl in classes]
     q, its, act, unconverged = _core.combine_specialists(g, [np.asarray(s, dtype=np.float32)
                                                              for s in specialist_posteriors],
@@ -685,7 +684,7 @@ class Ensemble:
     def __init__(self, path: Union[str, "os.PathLike[str]"], *, top_n: int = DEFAULT_TOP_N,
                  tolerance: float = DEFAULT_TOLERANCE, max_iterations: int = DEFAULT_MAX_ITERATIONS) -> None:
         self.path = os.fspath(path)
-        self.top_n = _int("top_n", top_n, 1)
+        self.top_n = _top_n(top_n)
         self.tolerance = _tolerance(tolerance)
         self.max_iterations = _int("max_iterations", max_iterations, 1)
         try:
@@ -735,8 +734,7 @@ class Ensemble:
                             f"{self.generalist.input_dim}")
             if not c or min(c) < 0 or max(c) >= self.num_classes or len(set(c)) != len(c):
                 raise Error(f"{self.path}: specialist {i}: classes must be distinct ids in [0, {self.num_classes})")
-        if self.top_n > self.num_classes:
-            raise option_error("top_n", f"must be at most the classes ({self.num_classes}), got {self.top_n}")
+        self.top_n = _top_n(self.top_n, self.num_classes)
         self._ft = Network(self.feature_transform) if self.feature_transform is not None else None
         self._g = Network(self.generalist)
         self._s = [Network(m) for m in self.specialists]
@@ -747,9 +745,7 @@ class Ensemble:
         """The same models (not copied) with other options of the combination (None: as now)."""
         e = copy.copy(self)
         if top_n is not None:
-            e.top_n = _int("top_n", top_n, 1)
-            if e.top_n > self.num_classes:
-                raise option_error("top_n", f"must be at most the classes ({self.num_classes}), got {e.top_n}")
+            e.top_n = _top_n(top_n, self.num_classes)
         if tolerance is not None:
             e.tolerance = _tolerance(tolerance)
         if max_iterations is not None:
@@ -805,9 +801,7 @@ class Ensemble:
     def _combined(self, x: np.ndarray, top_n: int, tolerance: float, max_iterations: int, apply_log: bool,
                   return_info: bool) -> Any:
         pg = self._g(x)
-        top_n = _int("top_n", top_n, 1)
-        if top_n > self.num_classes:
-            raise option_error("top_n", f"must be at most the classes ({self.num_classes}), got {top_n}")
+        top_n = _top_n(top_n, self.num_classes)
         top = np.argsort(-pg, axis=1, kind="stable")[:, :top_n]
         outs = []
         for net, c in zip(self._s, self.classes):
@@ -827,9 +821,15 @@ def as_ensemble(value: Any, option: str, top_n: Optional[int] = None, tolerance:
         return value.with_options(top_n, tolerance, max_iterations)
     if not isinstance(value, (str, os.PathLike)):
         raise option_error(option, f"expected the path of an ensemble.json or an Ensemble, got {type(value).__name__}")
-    return Ensemble(value, top_n=DEFAULT_TOP_N if top_n is None else top_n,
-                    tolerance=DEFAULT_TOLERANCE if tolerance is None else tolerance,
-                    max_iterations=DEFAULT_MAX_ITERATIONS if max_iterations is None else max_iterations)
+    return Ensemble(value).with_options(top_n, tolerance, max_iterations)
+
+
+def _top_n(value: Any, classes: Optional[int] = None) -> int:
+    """``top_n`` checked: an integer >= 1, and at most ``classes`` when they are known."""
+    top_n = _int("top_n", value, 1)
+    if classes is not None and top_n > classes:
+        raise option_error("top_n", f"must be at most the classes ({classes}), got {top_n}")
+    return top_n
 
 
 def _tolerance(value: Any) -> float:
